@@ -1,0 +1,46 @@
+"""The environment registry behind `zopg.envs.make(env_id, **overrides) -> (env, params)`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from zopg.envs.gridworld import make_gridworld
+from zopg.errors import unknown_name
+
+# Built-in layouts. Slip, horizon and rewards are OUR choice (the paper's grid is not known to us):
+# enough slip that the MDP is genuinely stochastic, and a horizon with slack over the shortest
+# path so that a good policy reaches the goal with high probability.
+OPEN_5X5 = ("S....", ".....", ".....", ".....", "....G")
+CLIFF_4X6 = ("......", "......", "......", "SXXXXG")
+GRIDWORLD_DEFAULTS = {"slip": 0.1, "goal_reward": 1.0, "trap_reward": -1.0, "step_reward": 0.0}
+
+
+def _gridworld(layout, horizon):
+    def factory(**overrides):
+        return make_gridworld(layout, **{"horizon": horizon, **GRIDWORLD_DEFAULTS, **overrides})
+
+    return factory
+
+
+_REGISTRY: dict[str, Callable] = {
+    "gridworld/open-5x5": _gridworld(OPEN_5X5, horizon=16),
+    "gridworld/cliff-4x6": _gridworld(CLIFF_4X6, horizon=16),
+    # A custom layout must be given: make("gridworld", layout=[...], horizon=...).
+    "gridworld": _gridworld(None, horizon=16),
+}
+
+
+def register(env_id: str, factory: Callable) -> None:
+    """Add an environment: `factory(**overrides) -> (env, params)`."""
+    _REGISTRY[env_id] = factory
+
+
+def registered_envs() -> tuple[str, ...]:
+    return tuple(sorted(_REGISTRY))
+
+
+def make(env_id: str, **overrides):
+    """Build `(env, params)` for a registered id; overrides replace any default field."""
+    if env_id not in _REGISTRY:
+        raise unknown_name("environment", env_id, _REGISTRY)
+    return _REGISTRY[env_id](**overrides)

@@ -1,0 +1,132 @@
+"""Categorical policies for discrete actions: tabular softmax and a flax MLP."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from zopg.errors import bad_value
+
+
+def sample_categorical(key, log_probs: jax.Array):
+    """Draw one action by inverse CDF from a single uniform, returning (action, log_prob).
+
+    One uniform per draw is cheaper than Gumbel-max (one draw per action), and random numbers
+    are the bottleneck of tabular rollouts.
+    """
+    cdf = jnp.cumsum(jnp.exp(log_probs), axis=-1)
+    u = jax.random.uniform(key, log_probs.shape[:-1] + (1,)) * cdf[..., -1:]
+    action = jnp.sum(cdf <= u, axis=-1)
+    action = jnp.minimum(action, log_probs.shape[-1] - 1)
+    log_prob = jnp.take_along_axis(log_probs, action[..., None], axis=-1)[..., 0]
+    return action.astype(jnp.int32), log_prob
+
+
+class CategoricalPolicy:
+    """Shared logic: subclasses give `init(key)` and `logits(params, obs)`."""
+
+    action_kind = "discrete"
+    num_actions: int
+
+    def logits(self, params, obs) -> jax.Array:
+        raise NotImplementedError
+
+    def log_probs(self, params, obs) -> jax.Array:
+        return jax.nn.log_softmax(self.logits(params, obs), axis=-1)
+
+    def log_prob(self, params, obs, action) -> jax.Array:
+        """log pi(action | obs); broadcasts over leading axes of obs and action."""
+        lp = self.log_probs(params, obs)
+        return jnp.take_along_axis(lp, jnp.asarray(action)[..., None], axis=-1)[..., 0]
+
+    def sample(self, key, params, obs) -> jax.Array:
+        return self.sample_and_log_prob(key, params, obs)[0]
+
+    def sample_and_log_prob(self, key, params, obs):
+        return sample_categorical(key, self.log_probs(params, obs))
+
+    def action_probs(self, params, obs) -> jax.Array:
+        """pi(. | obs); with obs = arange(num_states) this is the probs[s, a] table of zopg.exact."""
+        return jax.nn.softmax(self.logits(params, obs), axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class TabularSoftmax(CategoricalPolicy):
+    """One logit per (state, action); observations are integer state indices."""
+
+    num_states: int
+    num_actions: int
+    init_scale: float = 0.0  # 0 starts at the uniform policy, the usual starting point here
+
+    def __post_init__(self):
+        for field in ("num_states", "num_actions"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or value < 1:
+                raise bad_value(field, value, "must be an integer >= 1")
+        if not self.init_scale >= 0:
+            raise bad_value("init_scale", self.init_scale, "must be >= 0")
+
+    def init(self, key):
+        shape = (self.num_states, self.num_actions)
+        return {"logits": self.init_scale * jax.random.normal(key, shape)}
+
+    def logits(self, params, obs):
+        return params["logits"][obs]
+
+
+class _MLP(nn.Module):
+    hidden_sizes: Sequence[int]
+    num_outputs: int
+
+    @nn.compact
+    def __call__(self, x):
+        for size in self.hidden_sizes:
+            x = nn.tanh(nn.Dense(size)(x))
+        # A small last layer starts the policy close to uniform, as in PPO implementations.
+        return nn.Dense(self.num_outputs, kernel_init=nn.initializers.orthogonal(0.01))(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPCategorical(CategoricalPolicy):
+    """Tanh MLP from observations to logits.
+
+    With `num_states` set, observations are integer state indices and are one-hot encoded (the
+    tabular environments); otherwise they are float vectors of shape `obs_shape`.
+    """
+
+    num_actions: int
+    hidden_sizes: tuple[int, ...] = (32, 32)
+    num_states: int | None = None
+    obs_shape: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if not isinstance(self.num_actions, int) or self.num_actions < 1:
+            raise bad_value("num_actions", self.num_actions, "must be an integer >= 1")
+        sizes = tuple(self.hidden_sizes)
+        if not all(isinstance(h, int) and h >= 1 for h in sizes):
+            raise bad_value("hidden_sizes", self.hidden_sizes, "must be integers >= 1")
+        object.__setattr__(self, "hidden_sizes", sizes)
+        if self.num_states is None and not self.obs_shape:
+            raise bad_value("obs_shape", self.obs_shape, "needed when num_states is not given")
+
+    @property
+    def _module(self) -> _MLP:
+        return _MLP(hidden_sizes=self.hidden_sizes, num_outputs=self.num_actions)
+
+    def _features(self, obs):
+        if self.num_states is not None:
+            return jax.nn.one_hot(obs, self.num_states)
+        return jnp.asarray(obs, jnp.float32)
+
+    def init(self, key):
+        dummy = jnp.zeros((), jnp.int32) if self.num_states is not None else jnp.zeros(
+            self.obs_shape, jnp.float32
+        )
+        return self._module.init(key, self._features(dummy))
+
+    def logits(self, params, obs):
+        return self._module.apply(params, self._features(obs))
