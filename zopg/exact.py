@@ -1,4 +1,4 @@
-"""Exact value, optimum and gradient of finite-horizon tabular MDPs (backward induction + autodiff)."""
+"""Exact value, optimum and gradient of finite-horizon tabular MDPs (backward induction)."""
 
 from __future__ import annotations
 

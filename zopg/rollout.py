@@ -1,4 +1,4 @@
-"""Fixed-horizon, jitted, vmapped rollouts that turn (policy, params, env, key) into Trajectory batches."""
+"""Fixed-horizon, jitted, vmapped rollouts: (policy, params, env, key) -> Trajectory batches."""
 
 from __future__ import annotations
 

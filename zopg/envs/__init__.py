@@ -1,4 +1,4 @@
-"""Environments with gymnax-style explicit functions, behind one registry: `make(env_id, **overrides)`.
+"""Environments with gymnax-style explicit functions behind one registry, `make(env_id, ...)`.
 
 Every environment exposes `reset(key, params) -> (obs, state)`,
 `step(key, state, action, params) -> (obs, state, reward, done)`, `horizon(params)`,

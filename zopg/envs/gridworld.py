@@ -70,14 +70,17 @@ def validate_layout(layout) -> tuple[str, ...]:
     for i, row in enumerate(rows):
         if len(row) != width:
             raise bad_value(
-                "layout", list(rows), f"rows must have equal length; row {i} has {len(row)}, "
-                f"row 0 has {width}"
+                "layout",
+                list(rows),
+                f"rows must have equal length; row {i} has {len(row)}, row 0 has {width}",
             )
         bad = sorted(set(row) - set(CELLS))
         if bad:
             raise bad_value(
-                "layout", list(rows), f"unknown character(s) {bad} in row {i}; allowed: "
-                "S start, G goal, X trap, # wall, . floor"
+                "layout",
+                list(rows),
+                f"unknown character(s) {bad} in row {i}; allowed: "
+                "S start, G goal, X trap, # wall, . floor",
             )
     text = "".join(rows)
     if text.count("S") != 1:
@@ -209,12 +212,11 @@ class GridWorld:
 def make_gridworld(layout, **overrides) -> tuple[GridWorld, GridWorldParams]:
     """Build a GridWorld from a layout and field overrides; every field is validated."""
     fields = {"horizon", "slip", "goal_reward", "trap_reward", "step_reward"}
-    unknown = sorted(set(overrides) - fields - {"layout"})
+    unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ConfigError(
             f"unknown GridWorld field(s) {unknown}; allowed: layout, {', '.join(sorted(fields))}"
         )
-    layout = overrides.pop("layout", layout)
     params = GridWorldParams(layout=validate_layout(layout), **overrides)
     env = GridWorld(params)
     return env, env.default_params

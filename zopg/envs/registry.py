@@ -17,7 +17,8 @@ GRIDWORLD_DEFAULTS = {"slip": 0.1, "goal_reward": 1.0, "trap_reward": -1.0, "ste
 
 def _gridworld(layout, horizon):
     def factory(**overrides):
-        return make_gridworld(layout, **{"horizon": horizon, **GRIDWORLD_DEFAULTS, **overrides})
+        fields = {"layout": layout, "horizon": horizon, **GRIDWORLD_DEFAULTS, **overrides}
+        return make_gridworld(**fields)
 
     return factory
 

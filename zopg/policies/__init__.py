@@ -1,4 +1,4 @@
-"""Policies (`init`, `log_prob`, `sample`) and the flat parameter view used by zeroth-order methods."""
+"""Policies (`init`, `log_prob`, `sample`) and the flat parameter view that ZO methods perturb."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ def sample_categorical(key, log_probs: jax.Array):
     are the bottleneck of tabular rollouts.
     """
     cdf = jnp.cumsum(jnp.exp(log_probs), axis=-1)
-    u = jax.random.uniform(key, log_probs.shape[:-1] + (1,)) * cdf[..., -1:]
+    u = jax.random.uniform(key, (*log_probs.shape[:-1], 1)) * cdf[..., -1:]
     action = jnp.sum(cdf <= u, axis=-1)
     action = jnp.minimum(action, log_probs.shape[-1] - 1)
     log_prob = jnp.take_along_axis(log_probs, action[..., None], axis=-1)[..., 0]
@@ -50,7 +50,7 @@ class CategoricalPolicy:
         return sample_categorical(key, self.log_probs(params, obs))
 
     def action_probs(self, params, obs) -> jax.Array:
-        """pi(. | obs); with obs = arange(num_states) this is the probs[s, a] table of zopg.exact."""
+        """pi(. | obs); with obs = arange(num_states) it is the probs[s, a] table of zopg.exact."""
         return jax.nn.softmax(self.logits(params, obs), axis=-1)
 
 
@@ -123,8 +123,10 @@ class MLPCategorical(CategoricalPolicy):
         return jnp.asarray(obs, jnp.float32)
 
     def init(self, key):
-        dummy = jnp.zeros((), jnp.int32) if self.num_states is not None else jnp.zeros(
-            self.obs_shape, jnp.float32
+        dummy = (
+            jnp.zeros((), jnp.int32)
+            if self.num_states is not None
+            else jnp.zeros(self.obs_shape, jnp.float32)
         )
         return self._module.init(key, self._features(dummy))
 
