@@ -75,15 +75,24 @@ def test_gradient_matches_finite_differences(builtin_env):
         assert fd == pytest.approx(exact, rel=2e-2, abs=5e-4)
 
 
-def test_monte_carlo_matches_policy_value(builtin_env, random_tabular):
+class KeyDrivenOnly:
+    """Hides an env's uniform-driven step, so rollouts take the generic per-step-key path."""
+
+    def __init__(self, env):
+        self._env = env
+        self.num_actions, self.action_kind = env.num_actions, env.action_kind
+        self.reset, self.step, self.horizon = env.reset, env.step, env.horizon
+
+
+@pytest.mark.parametrize("path", ["uniforms", "keys"])
+def test_monte_carlo_matches_policy_value(builtin_env, random_tabular, path):
     """Mean return of 200k rollouts lies within 5 standard errors of the exact value."""
     _, env, params = builtin_env
     policy, theta = random_tabular
-    exact = float(
-        policy_value(
-            env.tabular_model(params), policy.action_probs(theta, jnp.arange(policy.num_states))
-        )
-    )
+    model = env.tabular_model(params)
+    exact = float(policy_value(model, policy.action_probs(theta, jnp.arange(policy.num_states))))
+    if path == "keys":
+        env = KeyDrivenOnly(env)
     returns = np.asarray(
         masked_return(rollout_batch(jax.random.key(0), policy, theta, env, params, 200_000))
     )

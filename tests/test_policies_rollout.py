@@ -27,6 +27,23 @@ def test_sampling_frequencies_match_probabilities():
     )
 
 
+@pytest.mark.parametrize("policy_name", ["tabular", "mlp"])
+def test_uniform_sampler_matches_probabilities(policy_name):
+    """The bulk-uniform sampler used by rollouts draws from pi(. | obs) with correct log-probs."""
+    env, params = make("gridworld/open-5x5")
+    policy = make_policy(policy_name, env, params)
+    theta = jax.tree_util.tree_map(
+        lambda x: x + jax.random.normal(jax.random.key(2), x.shape), policy.init(jax.random.key(0))
+    )
+    n, obs = 50_000, jnp.full((50_000,), 6, jnp.int32)
+    u = jax.random.uniform(jax.random.key(3), (n,))
+    actions, log_probs = jax.jit(lambda th, u, o: policy.uniform_sampler(th)(u, o))(theta, u, obs)
+    probs = np.asarray(policy.action_probs(theta, 6))
+    freq = np.bincount(np.asarray(actions), minlength=4) / n
+    assert np.all(np.abs(freq - probs) <= 5 * np.sqrt(probs * (1 - probs) / n))
+    np.testing.assert_allclose(log_probs, policy.log_prob(theta, obs, actions), rtol=1e-5)
+
+
 def test_tabular_init_is_uniform_by_default():
     policy = TabularSoftmax(num_states=3, num_actions=4)
     probs = policy.action_probs(policy.init(jax.random.key(0)), jnp.arange(3))

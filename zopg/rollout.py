@@ -41,26 +41,51 @@ def masked_return(traj: Trajectory) -> jax.Array:
     return jnp.sum(jnp.where(traj.valid, traj.reward, 0.0), axis=-1)
 
 
-def rollout(key, policy, policy_params, env, env_params, horizon: int) -> Trajectory:
-    """One episode of exactly `horizon` steps; steps after termination are masked out.
+def noise_driven(env, policy) -> bool:
+    """True when env and policy can run from pre-drawn uniforms (the fast rollout path)."""
+    return hasattr(env, "step_from_uniform") and hasattr(policy, "uniform_sampler")
 
-    The key is split once, in bulk, into a reset key and one (action, env) key pair per step:
-    drawing all keys up front is cheaper than splitting a carried key inside the scan.
+
+def _draw_noise(key, env, policy, shape: tuple[int, ...]):
+    """All per-step randomness of `shape` = (..., horizon) episodes, drawn in one call.
+
+    Two uniforms per step (action, transition) when env and policy accept them, else an
+    (action, env) key pair per step. One bulk draw is much cheaper than splitting a carried key
+    inside the scan, and uniforms are cheaper than keys: random numbers bound tabular rollouts.
     """
-    reset_key, steps_key = jax.random.split(key)
-    obs, state = env.reset(reset_key, env_params)
-    step_keys = jax.random.split(steps_key, (horizon, 2))
+    if noise_driven(env, policy):
+        return jax.random.uniform(key, (*shape, 2))
+    return jax.random.split(key, (*shape, 2))
 
-    def _env_step(carry, keys):
+
+def _episode(reset_key, noise, policy, policy_params, env, env_params) -> Trajectory:
+    """Scan one episode over its per-step noise (uniform pairs or key pairs)."""
+    obs, state = env.reset(reset_key, env_params)
+    fast = noise_driven(env, policy)
+    sample = policy.uniform_sampler(policy_params) if fast else None
+
+    def _env_step(carry, noise_t):
         obs, state, alive = carry
-        action, log_prob = policy.sample_and_log_prob(keys[0], policy_params, obs)
-        next_obs, next_state, reward, done = env.step(keys[1], state, action, env_params)
+        if fast:
+            action, log_prob = sample(noise_t[0], obs)
+            out = env.step_from_uniform(noise_t[1], state, action, env_params)
+        else:
+            action, log_prob = policy.sample_and_log_prob(noise_t[0], policy_params, obs)
+            out = env.step(noise_t[1], state, action, env_params)
+        next_obs, next_state, reward, done = out
         step = (obs, action, jnp.where(alive, reward, 0.0), log_prob, alive)
         return (next_obs, next_state, alive & ~done), step
 
     carry = (obs, state, jnp.array(True))
-    _, (obs, action, reward, log_prob, valid) = jax.lax.scan(_env_step, carry, step_keys)
+    _, (obs, action, reward, log_prob, valid) = jax.lax.scan(_env_step, carry, noise)
     return Trajectory(obs=obs, action=action, reward=reward, log_prob=log_prob, valid=valid)
+
+
+def rollout(key, policy, policy_params, env, env_params, horizon: int) -> Trajectory:
+    """One episode of exactly `horizon` steps; steps after termination are masked out."""
+    reset_key, noise_key = jax.random.split(key)
+    noise = _draw_noise(noise_key, env, policy, (horizon,))
+    return _episode(reset_key, noise, policy, policy_params, env, env_params)
 
 
 @partial(jax.jit, static_argnames=("policy", "env", "num_trajectories", "horizon"))
@@ -76,6 +101,8 @@ def rollout_batch(
     """`num_trajectories` independent episodes of one policy, each with its own fresh reset key."""
     if horizon is None:
         horizon = env.horizon(env_params)
-    keys = jax.random.split(key, num_trajectories)
-    one = partial(rollout, policy=policy, env=env, horizon=horizon)
-    return jax.vmap(lambda k: one(k, policy_params=policy_params, env_params=env_params))(keys)
+    reset_key, noise_key = jax.random.split(key)
+    reset_keys = jax.random.split(reset_key, num_trajectories)
+    noise = _draw_noise(noise_key, env, policy, (num_trajectories, horizon))
+    episode = lambda k, n: _episode(k, n, policy, policy_params, env, env_params)  # noqa: E731
+    return jax.vmap(episode)(reset_keys, noise)

@@ -163,11 +163,17 @@ class GridWorld:
         return state.pos, state
 
     def step(self, key, state: GridWorldState, action, params: GridWorldParams):
+        return self.step_from_uniform(jax.random.uniform(key), state, action, params)
+
+    def step_from_uniform(self, u, state: GridWorldState, action, params: GridWorldParams):
+        """`step` driven by one uniform u in [0, 1) instead of a key.
+
+        Rollouts draw these uniforms in bulk, which is much cheaper than deriving a key per step.
+        """
         next_table, is_goal, is_trap, _ = _tables(params.layout)
         absorbing = jnp.asarray(is_goal | is_trap)
         # One uniform decides both whether we slip and, if so, which action: conditional on
         # u < slip, u / slip is again uniform on [0, 1). Random draws dominate the cost here.
-        u = jax.random.uniform(key)
         slip = jnp.asarray(params.slip, dtype=u.dtype)
         slipped = u < slip
         random_action = jnp.minimum((u / jnp.maximum(slip, 1e-30) * 4).astype(jnp.int32), 3)

@@ -18,8 +18,13 @@ def sample_categorical(key, log_probs: jax.Array):
     One uniform per draw is cheaper than Gumbel-max (one draw per action), and random numbers
     are the bottleneck of tabular rollouts.
     """
+    return categorical_from_uniform(jax.random.uniform(key, log_probs.shape[:-1]), log_probs)
+
+
+def categorical_from_uniform(u, log_probs: jax.Array):
+    """Inverse-CDF draw from given uniforms u (shape log_probs.shape[:-1]): (action, log_prob)."""
     cdf = jnp.cumsum(jnp.exp(log_probs), axis=-1)
-    u = jax.random.uniform(key, (*log_probs.shape[:-1], 1)) * cdf[..., -1:]
+    u = u[..., None] * cdf[..., -1:]
     action = jnp.sum(cdf <= u, axis=-1)
     action = jnp.minimum(action, log_probs.shape[-1] - 1)
     log_prob = jnp.take_along_axis(log_probs, action[..., None], axis=-1)[..., 0]
@@ -49,6 +54,13 @@ class CategoricalPolicy:
     def sample_and_log_prob(self, key, params, obs):
         return sample_categorical(key, self.log_probs(params, obs))
 
+    def uniform_sampler(self, params):
+        """`(u, obs) -> (action, log_prob)`: sampling driven by a uniform u instead of a key.
+
+        Rollouts draw the uniforms in bulk; subclasses may precompute per-params tables here.
+        """
+        return lambda u, obs: categorical_from_uniform(u, self.log_probs(params, obs))
+
     def action_probs(self, params, obs) -> jax.Array:
         """pi(. | obs); with obs = arange(num_states) it is the probs[s, a] table of zopg.exact."""
         return jax.nn.softmax(self.logits(params, obs), axis=-1)
@@ -76,6 +88,19 @@ class TabularSoftmax(CategoricalPolicy):
 
     def logits(self, params, obs):
         return params["logits"][obs]
+
+    def uniform_sampler(self, params):
+        # Normalise the whole table once per rollout, so each step is two gathers and a compare.
+        log_probs = jax.nn.log_softmax(params["logits"], axis=-1)
+        cdf = jnp.cumsum(jnp.exp(log_probs), axis=-1)
+        cdf = cdf / cdf[:, -1:]
+        last = self.num_actions - 1
+
+        def sample(u, obs):
+            action = jnp.minimum(jnp.sum(cdf[obs] <= u[..., None], axis=-1), last)
+            return action.astype(jnp.int32), log_probs[obs, action]
+
+        return sample
 
 
 class _MLP(nn.Module):

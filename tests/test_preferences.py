@@ -1,0 +1,492 @@
+"""Links against scipy, oracle vote statistics, teacher imperfections, query counting and errors."""
+
+from __future__ import annotations
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from zopg.errors import ConfigError
+from zopg.preferences import (
+    LINKS,
+    BradleyTerry,
+    Feedback,
+    Hard,
+    Linear,
+    Oracle,
+    Teacher,
+    Thurstone,
+    WeibullSymmetric,
+    WeibullUtility,
+    make_link,
+    preference_rate,
+    trim_probability,
+    value_difference,
+)
+from zopg.rollout import Trajectory
+
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
+
+# One jitted function per entry point; the oracle and query count are static, so each distinct
+# oracle compiles once and equal oracles share the compilation.
+votes_jit = jax.jit(Oracle.votes_from_utilities, static_argnums=(0, 4))
+query_jit = jax.jit(Oracle.query, static_argnums=(0, 4))
+query_batches_jit = jax.jit(Oracle.query_batches, static_argnums=(0, 4))
+
+INVERTIBLE_LINKS = [
+    BradleyTerry(),
+    BradleyTerry(scale=2.5),
+    Thurstone(),
+    Thurstone(scale=0.5),
+    WeibullUtility(shape=0.5, scale=1.0),
+    WeibullUtility(shape=2.0, scale=1.5),
+    WeibullUtility(shape=5.0, scale=0.7),
+    WeibullSymmetric(shape=2.0, scale=1.0),
+    WeibullSymmetric(shape=0.7, scale=2.0),
+    Linear(c=2.0),
+]
+ALL_LINKS = [*INVERTIBLE_LINKS, Hard()]
+
+
+def binomial_tolerance(p, num_samples: int, sigmas: float = 5.0):
+    """Allowed |frequency − p| for num_samples Bernoulli(p) draws."""
+    p = np.asarray(p, dtype=np.float64)
+    return sigmas * np.sqrt(p * (1.0 - p) / num_samples) + 1e-6
+
+
+def make_trajectory(reward, valid=None) -> Trajectory:
+    """A Trajectory with the given rewards [..., H]; observations and actions are dummies."""
+    reward = jnp.asarray(reward, dtype=jnp.float32)
+    valid = jnp.ones(reward.shape, dtype=bool) if valid is None else jnp.asarray(valid, bool)
+    zeros = jnp.zeros(reward.shape, dtype=jnp.float32)
+    return Trajectory(
+        obs=zeros[..., None],
+        action=jnp.zeros(reward.shape, dtype=jnp.int32),
+        reward=reward,
+        log_prob=zeros,
+        valid=valid,
+    )
+
+
+def constant_trajectories(returns, horizon: int = 3) -> Trajectory:
+    """Trajectories whose whole return sits on the first step; shape [*returns.shape, horizon]."""
+    returns = np.asarray(returns, dtype=np.float32)
+    reward = np.zeros((*returns.shape, horizon), dtype=np.float32)
+    reward[..., 0] = returns
+    return make_trajectory(reward)
+
+
+def link_id(link) -> str:
+    return repr(link)
+
+
+# ---------------------------------------------------------------------------------------------
+# Links against scipy
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.0, 3.0])
+def test_bradley_terry_is_scipy_logistic(scale):
+    x = np.linspace(-10.0, 10.0, 201)
+    expected = stats.logistic.cdf(x, scale=scale)
+    np.testing.assert_allclose(BradleyTerry(scale).prob(x), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.0, 3.0])
+def test_thurstone_is_scipy_normal_difference(scale):
+    x = np.linspace(-10.0, 10.0, 201)
+    expected = stats.norm.cdf(x, scale=math.sqrt(2.0) * scale)
+    np.testing.assert_allclose(Thurstone(scale).prob(x), expected, atol=1e-6)
+
+
+def weibull_difference_cdf_by_quad(x: float, shape: float, scale: float) -> float:
+    """P(ε_0 − ε_1 < x) = ∫ f(e) F(x + e) de, integrated by scipy with scipy's Weibull."""
+    noise = stats.weibull_min(shape, scale=scale)
+    lower = max(0.0, -x)
+    value, _ = integrate.quad(
+        lambda e: noise.pdf(e) * noise.cdf(x + e), lower, np.inf, limit=200, epsabs=1e-10
+    )
+    return value
+
+
+@pytest.mark.parametrize(("shape", "scale"), [(0.5, 1.0), (1.0, 2.0), (2.0, 1.5), (5.0, 0.7)])
+def test_weibull_utility_matches_quadrature(shape, scale):
+    x = np.linspace(-4.0 * scale, 4.0 * scale, 33)
+    expected = np.array([weibull_difference_cdf_by_quad(v, shape, scale) for v in x])
+    np.testing.assert_allclose(WeibullUtility(shape, scale).prob(x), expected, atol=1e-5)
+
+
+def test_weibull_utility_with_shape_one_is_laplace():
+    # Exponential noise: the difference is Laplace, σ(x) = 1 − ½·exp(−x/λ) for x >= 0.
+    scale = 1.3
+    x = np.linspace(-8.0, 8.0, 161)
+    expected = stats.laplace.cdf(x, scale=scale)
+    np.testing.assert_allclose(WeibullUtility(1.0, scale).prob(x), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(("shape", "scale"), [(0.7, 1.0), (3.0, 2.0)])
+def test_weibull_utility_matches_monte_carlo_random_utilities(shape, scale):
+    num_samples = 200_000
+    rng = np.random.default_rng(1234)
+    noise = stats.weibull_min(shape, scale=scale)
+    eps_first = noise.rvs(size=num_samples, random_state=rng)
+    eps_second = noise.rvs(size=num_samples, random_state=rng)
+    x = np.linspace(-2.0 * scale, 2.0 * scale, 17)
+    # The first trajectory wins when u_1 + ε_1 > u_0 + ε_0, i.e. ε_0 − ε_1 < x = u_1 − u_0.
+    frequency = np.mean(eps_second[None, :] - eps_first[None, :] < x[:, None], axis=1)
+    predicted = np.asarray(WeibullUtility(shape, scale).prob(x))
+    assert np.all(np.abs(frequency - predicted) <= binomial_tolerance(predicted, num_samples))
+
+
+def test_weibull_symmetric_closed_form():
+    shape, scale = 1.7, 0.8
+    x = np.linspace(-3.0, 3.0, 121)
+    expected = 0.5 + 0.5 * np.sign(x) * stats.weibull_min.cdf(np.abs(x), shape, scale=scale)
+    np.testing.assert_allclose(WeibullSymmetric(shape, scale).prob(x), expected, atol=1e-6)
+
+
+def test_linear_and_hard_values():
+    x = np.array([-5.0, -2.0, -1.0, 0.0, 0.5, 2.0, 9.0])
+    np.testing.assert_allclose(Linear(2.0).prob(x), [0.0, 0.0, 0.25, 0.5, 0.625, 1.0, 1.0])
+    np.testing.assert_array_equal(Hard().prob(x), [0.0, 0.0, 0.0, 0.5, 1.0, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("link", ALL_LINKS, ids=link_id)
+def test_links_are_symmetric_monotone_and_half_at_zero(link):
+    x = np.linspace(-6.0, 6.0, 241)
+    p = np.asarray(link.prob(x), dtype=np.float64)
+    assert float(link.prob(0.0)) == 0.5
+    np.testing.assert_allclose(p[::-1], 1.0 - p, atol=2 * FLOAT32_EPS)
+    assert np.all(np.diff(p) >= 0.0)
+    assert p[0] >= 0.0 and p[-1] <= 1.0
+
+
+def invertible_range(link) -> float:
+    """Largest |x| (up to 6) where σ(x) <= 1 − 1e-3, so float32 inversion stays well-conditioned."""
+    x = np.linspace(0.0, 6.0, 601)
+    return float(x[np.asarray(link.prob(x)) <= 1.0 - 1e-3].max())
+
+
+@pytest.mark.parametrize("link", INVERTIBLE_LINKS, ids=link_id)
+def test_inverse_undoes_prob_on_trimmed_range(link):
+    r_max = invertible_range(link)
+    x = np.linspace(-r_max, r_max, 101)
+    recovered = np.asarray(link.inverse(link.prob(x)))
+    # Rounding p to float32 moves x by about eps / σ'(x). A secant slope stays finite where
+    # σ'(0) is infinite (Weibull shapes below 1).
+    step = 1e-3
+    slope = (np.asarray(link.prob(x + step)) - np.asarray(link.prob(x - step))) / (2 * step)
+    tolerance = 1e-5 * (1.0 + np.abs(x)) + 4.0 * FLOAT32_EPS / np.maximum(slope, 1e-12)
+    assert np.all(np.abs(recovered - x) <= tolerance)
+    assert np.all(np.abs(recovered - x) <= 0.01)
+    delta = np.asarray(value_difference(link.prob(x), link, r_max))
+    assert np.all(np.abs(delta - x) <= tolerance)
+
+
+@pytest.mark.parametrize("link", INVERTIBLE_LINKS, ids=link_id)
+@pytest.mark.parametrize("r_max", [0.3, 1.5, 40.0])
+def test_unanimous_votes_give_plus_minus_r_max(link, r_max):
+    # r_max = 40 is far beyond where every link saturates in float32 (σ(40) rounds to 1).
+    delta = np.asarray(value_difference(jnp.array([0.0, 0.5, 1.0]), link, r_max))
+    # Linear(c) is flat beyond ±c, so it cannot claim a difference larger than c.
+    expected_edge = min(r_max, link.c) if isinstance(link, Linear) else r_max
+    np.testing.assert_array_equal(delta, np.float32([-expected_edge, 0.0, expected_edge]))
+
+
+def test_rates_just_inside_the_trim_bounds_invert_continuously():
+    link, r_max = BradleyTerry(), 3.0
+    inside = float(link.prob(r_max)) - 1e-4
+    delta = float(value_difference(inside, link, r_max))
+    assert r_max - 0.01 < delta < r_max
+    assert float(value_difference(0.999, Linear(0.5), 2.0)) == pytest.approx(0.499, abs=1e-5)
+
+
+def test_trimming_clips_to_link_range_and_keeps_bt_finite_in_float32():
+    link = BradleyTerry()
+    trimmed = np.asarray(trim_probability(jnp.array([0.0, 0.3, 1.0]), link, 2.0))
+    np.testing.assert_allclose(trimmed, [stats.logistic.cdf(-2.0), 0.3, stats.logistic.cdf(2.0)])
+    # σ(50) rounds to 1 in float32; Δ̂ must still be ±r_max, not ±inf.
+    np.testing.assert_array_equal(value_difference(jnp.array([0.0, 1.0]), link, 50.0), [-50, 50])
+
+
+def test_trim_accepts_traced_r_max():
+    delta = jax.jit(value_difference, static_argnums=1)(jnp.array([1.0]), BradleyTerry(), 2.0)
+    np.testing.assert_allclose(delta, [2.0], atol=1e-5)
+
+
+def test_hard_link_is_not_invertible():
+    with pytest.raises(ConfigError, match="not invertible"):
+        Hard().inverse(0.7)
+    with pytest.raises(ConfigError, match="not invertible"):
+        value_difference(0.7, Hard(), 1.0)
+
+
+def test_make_link_registry():
+    assert set(LINKS) == {
+        "bradley-terry",
+        "thurstone",
+        "weibull",
+        "weibull-symmetric",
+        "linear",
+    } | {"hard"}
+    for name in LINKS:
+        assert make_link(name).name == name
+    assert make_link("bt", scale=2) == BradleyTerry(2.0)
+    # Links hash by value, so equal links are one static jit argument.
+    assert hash(make_link("bt", scale=2)) == hash(BradleyTerry(2.0))
+    assert make_link("weibull", shape=3, scale=2.0) == WeibullUtility(3.0, 2.0)
+    assert make_link("linear", c=0.5) == Linear(0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Votes
+
+
+def vote_frequencies(oracle, differences, num_queries, seed=0):
+    differences = jnp.asarray(differences, jnp.float32)
+    feedback = votes_jit(
+        oracle, jax.random.key(seed), differences, jnp.zeros_like(differences), num_queries
+    )
+    return np.asarray(jnp.mean(feedback.votes, axis=-1)), feedback
+
+
+DIFFERENCES = np.array([-2.0, -0.5, 0.0, 0.3, 0.7, 1.5], dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    "link", [BradleyTerry(), Thurstone(scale=2.0), WeibullUtility(0.8, 1.0)], ids=link_id
+)
+def test_vote_frequencies_follow_the_link(link):
+    num_queries = 4000
+    frequency, feedback = vote_frequencies(Oracle(link), DIFFERENCES, num_queries)
+    predicted = np.asarray(link.prob(DIFFERENCES))
+    assert np.all(np.abs(frequency - predicted) <= binomial_tolerance(predicted, num_queries))
+    assert set(np.unique(np.asarray(feedback.votes))) <= {0.0, 1.0}
+    assert bool(jnp.all(feedback.answered))
+
+
+def test_votes_are_independent_across_queries_and_keys():
+    num_queries = 4000
+    _, feedback = vote_frequencies(Oracle(BradleyTerry()), [0.0], num_queries, seed=1)
+    _, other = vote_frequencies(Oracle(BradleyTerry()), [0.0], num_queries, seed=2)
+    votes, other_votes = np.asarray(feedback.votes[0]), np.asarray(other.votes[0])
+    # Independent fair votes agree with their neighbour, and with another key's, half the time.
+    tolerance = binomial_tolerance(0.5, num_queries - 1)
+    assert abs(np.mean(votes[1:] == votes[:-1]) - 0.5) <= tolerance
+    assert abs(np.mean(votes == other_votes) - 0.5) <= tolerance
+
+
+def test_rationality_scales_the_difference():
+    num_queries = 4000
+    link = BradleyTerry()
+    frequency, _ = vote_frequencies(
+        Oracle(link, Teacher(rationality=3.0)), DIFFERENCES, num_queries
+    )
+    predicted = np.asarray(link.prob(3.0 * DIFFERENCES))
+    tolerance = binomial_tolerance(predicted, num_queries)
+    assert np.all(np.abs(frequency - predicted) <= tolerance)
+    # The unscaled link would be far outside the tolerance: the test can tell them apart.
+    assert np.any(np.abs(frequency - np.asarray(link.prob(DIFFERENCES))) > 5 * tolerance)
+
+
+@pytest.mark.parametrize("link", [BradleyTerry(), Hard()], ids=link_id)
+def test_mistakes_flip_votes(link):
+    num_queries = 4000
+    mistake = 0.2
+    frequency, _ = vote_frequencies(
+        Oracle(link, Teacher(mistake=mistake)), DIFFERENCES, num_queries
+    )
+    p = np.asarray(link.prob(DIFFERENCES), dtype=np.float64)
+    predicted = (1.0 - mistake) * p + mistake * (1.0 - p)
+    assert np.all(np.abs(frequency - predicted) <= binomial_tolerance(predicted, num_queries))
+
+
+def test_skipped_queries_are_unanswered_but_counted():
+    num_queries = 16
+    oracle = Oracle(BradleyTerry(), Teacher(skip_threshold=0.0))
+    utility_a = jnp.array([-1.0, -1.0, 1.0, 2.0])
+    utility_b = jnp.array([-2.0, 1.0, -3.0, 5.0])
+    feedback = votes_jit(oracle, jax.random.key(3), utility_a, utility_b, num_queries)
+    answered = np.asarray(feedback.answered)
+    assert answered.shape == (4, num_queries)
+    np.testing.assert_array_equal(answered.all(axis=1), [False, True, True, True])
+    np.testing.assert_array_equal(answered.any(axis=1), [False, True, True, True])
+    np.testing.assert_array_equal(feedback.votes[0], 0.5)
+    assert int(feedback.queries) == 4 * num_queries
+    assert float(preference_rate(feedback)[0]) == 0.5
+
+
+def test_ties_below_equal_threshold_are_exactly_half():
+    num_queries = 64
+    oracle = Oracle(BradleyTerry(), Teacher(equal_threshold=0.5, mistake=0.3))
+    differences = jnp.array([-0.4, 0.0, 0.3, 0.6, -2.0])
+    feedback = votes_jit(oracle, jax.random.key(4), differences, jnp.zeros(5), num_queries)
+    votes = np.asarray(feedback.votes)
+    np.testing.assert_array_equal(votes[:3], 0.5)  # mistakes cannot flip a tie
+    assert set(np.unique(votes[3:])) <= {0.0, 1.0}
+
+
+def test_myopia_weights_late_steps_more():
+    # Returns favour `early` (3 > 1); with γ = ½ the teacher sees 3·γ⁴ = 0.1875 < 1.
+    early = make_trajectory([[3.0, 0.0, 0.0, 0.0, 0.0]])
+    late = make_trajectory([[0.0, 0.0, 0.0, 0.0, 1.0]])
+    myopic = Oracle(Hard(), Teacher(myopia=0.5))
+    np.testing.assert_allclose(myopic.trajectory_utility(early), [0.1875])
+    np.testing.assert_allclose(myopic.trajectory_utility(late), [1.0])
+    far_sighted = Oracle(Hard())
+    np.testing.assert_allclose(far_sighted.trajectory_utility(early), [3.0])
+    key = jax.random.key(5)
+    np.testing.assert_array_equal(query_jit(myopic, key, early, late, 8).votes, 0.0)
+    np.testing.assert_array_equal(query_jit(far_sighted, key, early, late, 8).votes, 1.0)
+
+
+def test_utility_ignores_invalid_steps_and_uses_custom_utility():
+    reward = [[1.0, 2.0, 4.0, 8.0]]
+    traj = make_trajectory(reward, valid=[[True, True, False, False]])
+    np.testing.assert_allclose(Oracle(Hard()).trajectory_utility(traj), [3.0])
+    gamma = 0.5
+    weighted = Oracle(Hard(), Teacher(myopia=gamma)).trajectory_utility(traj)
+    np.testing.assert_allclose(weighted, [1.0 * gamma**3 + 2.0 * gamma**2])
+
+    def final_reward(t):
+        return t.reward[..., -1]
+
+    custom = Oracle(Hard(), utility=final_reward)
+    np.testing.assert_allclose(custom.trajectory_utility(make_trajectory(reward)), [8.0])
+
+
+def test_query_counts_every_pair_and_query():
+    num_queries = 7
+    rng = np.random.default_rng(6)
+    traj_a = make_trajectory(rng.normal(size=(4, 3, 5)))
+    traj_b = make_trajectory(rng.normal(size=(4, 3, 5)))
+    feedback = query_jit(Oracle(BradleyTerry()), jax.random.key(7), traj_a, traj_b, num_queries)
+    assert feedback.votes.shape == (4, 3, num_queries)
+    assert feedback.answered.shape == (4, 3, num_queries)
+    assert feedback.queries.dtype == jnp.int32
+    assert int(feedback.queries) == 4 * 3 * num_queries
+
+
+def test_query_vmaps_over_keys_and_pairs():
+    oracle = Oracle(Thurstone())
+    traj_a = constant_trajectories(np.zeros((6, 2)))
+    traj_b = constant_trajectories(np.ones((6, 2)))
+    keys = jax.random.split(jax.random.key(8), 6)
+    feedback = jax.vmap(lambda k, a, b: oracle.query(k, a, b, 5))(keys, traj_a, traj_b)
+    assert feedback.votes.shape == (6, 2, 5)
+    assert int(jnp.sum(feedback.queries)) == 6 * 2 * 5
+
+
+def test_equal_oracles_share_one_compilation():
+    # Oracles hash by value, so an equal oracle built another way must not trigger a retrace.
+    counting_query = chex.assert_max_traces(Oracle.query, n=1)
+    query = jax.jit(counting_query, static_argnums=(0, 4))
+    traj = constant_trajectories(np.zeros(3))
+    query(Oracle(BradleyTerry(1.0)), jax.random.key(0), traj, traj, 4)
+    query(Oracle(make_link("bt", scale=1)), jax.random.key(1), traj, traj, 4)
+
+
+def test_query_batches_compares_mean_utilities():
+    num_queries = 32
+    # Group A's mean (2.5) beats B's (1.0) although three of A's four returns lose to every B.
+    group_a = constant_trajectories([[10.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    group_b = constant_trajectories([[1.0, 1.0], [1.0, 1.0]])
+    hard = query_batches_jit(Oracle(Hard()), jax.random.key(9), group_a, group_b, num_queries)
+    assert hard.votes.shape == (2, num_queries)
+    np.testing.assert_array_equal(hard.votes[0], 1.0)
+    np.testing.assert_array_equal(hard.votes[1], 0.0)
+    assert int(hard.queries) == 2 * num_queries
+
+    num_queries = 4000
+    link = BradleyTerry()
+    soft = query_batches_jit(Oracle(link), jax.random.key(10), group_a, group_b, num_queries)
+    predicted = np.asarray(link.prob(jnp.array([1.5, -1.0])))
+    frequency = np.asarray(preference_rate(soft))
+    assert np.all(np.abs(frequency - predicted) <= binomial_tolerance(predicted, num_queries))
+
+
+def test_preference_rate_averages_answered_votes_only():
+    votes = jnp.array([[1.0, 0.0, 1.0, 0.5], [1.0, 1.0, 0.0, 0.0]])
+    answered = jnp.array([[True, True, True, False], [False, False, False, False]])
+    feedback = Feedback(votes=votes, answered=answered, queries=jnp.int32(8))
+    np.testing.assert_allclose(preference_rate(feedback), [2.0 / 3.0, 0.5])
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (lambda: BradleyTerry(scale=0.0), r"bradley-terry\.scale = 0\.0"),
+        (lambda: BradleyTerry(scale=-1), r"bradley-terry\.scale"),
+        (lambda: Thurstone(scale=math.nan), r"thurstone\.scale"),
+        (lambda: Thurstone(scale="wide"), r"thurstone\.scale = 'wide'"),
+        (lambda: WeibullUtility(shape=0.0), r"weibull\.shape"),
+        (lambda: WeibullUtility(shape=500.0), r"weibull\.shape .*\[0\.1, 100\]"),
+        (lambda: WeibullUtility(scale=math.inf), r"weibull\.scale"),
+        (lambda: WeibullSymmetric(shape=-2.0), r"weibull-symmetric\.shape"),
+        (lambda: Linear(c=0.0), r"linear\.c"),
+        (lambda: Linear(c=True), r"linear\.c = True"),
+        (lambda: make_link("logistic"), r"unknown link 'logistic'.*bradley-terry.*bt"),
+        (lambda: make_link("bt", shape=2.0), r"bradley-terry link parameter = 'shape'.*scale"),
+        (lambda: make_link("hard", scale=1.0), r"hard link parameter = 'scale'"),
+        (lambda: trim_probability(0.5, BradleyTerry(), 0.0), r"r_max = 0\.0"),
+        (lambda: value_difference(0.5, BradleyTerry(), -1.0), r"r_max = -1\.0"),
+        (lambda: Teacher(rationality=0.0), r"teacher\.rationality = 0\.0: must be in \(0, inf\)"),
+        (lambda: Teacher(rationality=math.inf), r"teacher\.rationality"),
+        (lambda: Teacher(myopia=0.0), r"teacher\.myopia = 0\.0: must be in \(0, 1\]"),
+        (lambda: Teacher(myopia=1.5), r"teacher\.myopia"),
+        (lambda: Teacher(mistake=0.6), r"teacher\.mistake = 0\.6: must be in \[0, 0\.5\]"),
+        (lambda: Teacher(mistake=-0.1), r"teacher\.mistake"),
+        (lambda: Teacher(skip_threshold=math.nan), r"teacher\.skip_threshold"),
+        (lambda: Teacher(equal_threshold=-1.0), r"teacher\.equal_threshold"),
+        (lambda: Oracle("bt"), r"oracle\.link = 'bt'"),
+        (lambda: Oracle(BradleyTerry(), teacher=0.5), r"oracle\.teacher"),
+        (lambda: Oracle(BradleyTerry(), utility=3.0), r"oracle\.utility"),
+        (
+            lambda: Oracle(BradleyTerry(), Teacher(myopia=0.9), utility=lambda t: t.reward[..., 0]),
+            r"oracle\.utility.*myopia",
+        ),
+    ],
+)
+def test_bad_configuration_is_rejected_by_name(build, match):
+    with pytest.raises(ConfigError, match=match):
+        build()
+
+
+@pytest.mark.parametrize("num_queries", [0, -3, 2.5, True, "4", None])
+def test_bad_num_queries_is_rejected(num_queries):
+    with pytest.raises(ConfigError, match=r"num_queries = .*static Python int >= 1"):
+        Oracle(BradleyTerry()).votes_from_utilities(
+            jax.random.key(0), jnp.zeros(2), jnp.zeros(2), num_queries
+        )
+
+
+def test_traced_num_queries_is_rejected():
+    oracle = Oracle(BradleyTerry())
+    with pytest.raises(ConfigError, match="num_queries"):
+        jax.jit(oracle.votes_from_utilities)(jax.random.key(0), jnp.zeros(2), jnp.zeros(2), 3)
+
+
+def test_mismatched_shapes_are_rejected():
+    oracle = Oracle(BradleyTerry())
+    key = jax.random.key(0)
+    with pytest.raises(ConfigError, match=r"traj_b batch shape = \(3,\).*\(2,\)"):
+        oracle.query(key, constant_trajectories(np.zeros(2)), constant_trajectories(np.zeros(3)), 2)
+    with pytest.raises(ConfigError, match=r"group_a batch shape = \(\)"):
+        oracle.query_batches(key, make_trajectory([1.0, 2.0]), make_trajectory([1.0, 2.0]), 2)
+    with pytest.raises(ConfigError, match=r"group_b leading batch shape"):
+        oracle.query_batches(
+            key, constant_trajectories(np.zeros((2, 4))), constant_trajectories(np.zeros((3, 4))), 2
+        )
+    with pytest.raises(ConfigError, match=r"utility_b shape"):
+        oracle.votes_from_utilities(key, jnp.zeros(2), jnp.zeros(3), 2)
+    wrong_shape = Oracle(BradleyTerry(), utility=lambda t: t.reward)
+    with pytest.raises(ConfigError, match=r"oracle\.utility.*one value per trajectory"):
+        wrong_shape.query(key, constant_trajectories([1.0]), constant_trajectories([2.0]), 2)
