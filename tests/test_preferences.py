@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import chex
@@ -38,12 +39,14 @@ votes_jit = jax.jit(Oracle.votes_from_utilities, static_argnums=(0, 4))
 query_jit = jax.jit(Oracle.query, static_argnums=(0, 4))
 query_batches_jit = jax.jit(Oracle.query_batches, static_argnums=(0, 4))
 
+
 INVERTIBLE_LINKS = [
     BradleyTerry(),
     BradleyTerry(scale=2.5),
     Thurstone(),
     Thurstone(scale=0.5),
     WeibullUtility(shape=0.5, scale=1.0),
+    WeibullUtility(shape=1.0, scale=1.3),
     WeibullUtility(shape=2.0, scale=1.5),
     WeibullUtility(shape=5.0, scale=0.7),
     WeibullSymmetric(shape=2.0, scale=1.0),
@@ -86,21 +89,43 @@ def link_id(link) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Links against scipy
+# Links
+
+# Every link test evaluates 241 points through one jitted function, so each link compiles once
+# (r_max is traced, so it is shared across r_max values too) instead of per shape and per call.
+UNIT_GRID = np.linspace(-1.0, 1.0, 241)
+UNANIMOUS_RATES = np.array([0.0, 0.5, 1.0], dtype=np.float32)
 
 
-@pytest.mark.parametrize("scale", [0.5, 1.0, 3.0])
+@functools.partial(jax.jit, static_argnums=0)
+def _link_facts(link, x, r_max):
+    facts = {"prob": link.prob(x)}
+    if link.invertible:
+        facts["inverse"] = link.inverse(facts["prob"])
+        facts["value_difference"] = value_difference(facts["prob"], link, r_max)
+        facts["unanimous"] = value_difference(UNANIMOUS_RATES, link, r_max)
+    return facts
+
+
+def link_facts(link, x, r_max: float = 1.0) -> dict[str, np.ndarray]:
+    """σ(x), σ⁻¹(σ(x)), Δ̂ = value_difference(σ(x)) and Δ̂ for rates 0, ½, 1, as float64 NumPy."""
+    assert np.shape(x) == UNIT_GRID.shape
+    facts = _link_facts(link, jnp.asarray(x, jnp.float32), r_max)
+    return {name: np.asarray(value, dtype=np.float64) for name, value in facts.items()}
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.5])
 def test_bradley_terry_is_scipy_logistic(scale):
-    x = np.linspace(-10.0, 10.0, 201)
-    expected = stats.logistic.cdf(x, scale=scale)
-    np.testing.assert_allclose(BradleyTerry(scale).prob(x), expected, atol=1e-6)
+    x = 10.0 * UNIT_GRID
+    prob = link_facts(BradleyTerry(scale), x)["prob"]
+    np.testing.assert_allclose(prob, stats.logistic.cdf(x, scale=scale), atol=1e-6)
 
 
-@pytest.mark.parametrize("scale", [0.5, 1.0, 3.0])
+@pytest.mark.parametrize("scale", [1.0, 0.5])
 def test_thurstone_is_scipy_normal_difference(scale):
-    x = np.linspace(-10.0, 10.0, 201)
-    expected = stats.norm.cdf(x, scale=math.sqrt(2.0) * scale)
-    np.testing.assert_allclose(Thurstone(scale).prob(x), expected, atol=1e-6)
+    x = 10.0 * UNIT_GRID
+    prob = link_facts(Thurstone(scale), x)["prob"]
+    np.testing.assert_allclose(prob, stats.norm.cdf(x, scale=math.sqrt(2.0) * scale), atol=1e-6)
 
 
 def weibull_difference_cdf_by_quad(x: float, shape: float, scale: float) -> float:
@@ -113,85 +138,86 @@ def weibull_difference_cdf_by_quad(x: float, shape: float, scale: float) -> floa
     return value
 
 
-@pytest.mark.parametrize(("shape", "scale"), [(0.5, 1.0), (1.0, 2.0), (2.0, 1.5), (5.0, 0.7)])
+@pytest.mark.parametrize(("shape", "scale"), [(0.5, 1.0), (2.0, 1.5), (5.0, 0.7)])
 def test_weibull_utility_matches_quadrature(shape, scale):
-    x = np.linspace(-4.0 * scale, 4.0 * scale, 33)
-    expected = np.array([weibull_difference_cdf_by_quad(v, shape, scale) for v in x])
-    np.testing.assert_allclose(WeibullUtility(shape, scale).prob(x), expected, atol=1e-5)
+    x = 4.0 * scale * UNIT_GRID
+    prob = link_facts(WeibullUtility(shape, scale), x)["prob"]
+    every_20th = slice(None, None, 20)  # 13 points keep scipy's quad quick
+    expected = [weibull_difference_cdf_by_quad(v, shape, scale) for v in x[every_20th]]
+    np.testing.assert_allclose(prob[every_20th], expected, atol=1e-5)
 
 
 def test_weibull_utility_with_shape_one_is_laplace():
     # Exponential noise: the difference is Laplace, σ(x) = 1 − ½·exp(−x/λ) for x >= 0.
     scale = 1.3
-    x = np.linspace(-8.0, 8.0, 161)
-    expected = stats.laplace.cdf(x, scale=scale)
-    np.testing.assert_allclose(WeibullUtility(1.0, scale).prob(x), expected, atol=1e-5)
+    x = 8.0 * UNIT_GRID
+    prob = link_facts(WeibullUtility(1.0, scale), x)["prob"]
+    np.testing.assert_allclose(prob, stats.laplace.cdf(x, scale=scale), atol=1e-5)
 
 
-@pytest.mark.parametrize(("shape", "scale"), [(0.7, 1.0), (3.0, 2.0)])
+@pytest.mark.parametrize(("shape", "scale"), [(0.5, 1.0), (2.0, 1.5)])
 def test_weibull_utility_matches_monte_carlo_random_utilities(shape, scale):
     num_samples = 200_000
     rng = np.random.default_rng(1234)
     noise = stats.weibull_min(shape, scale=scale)
     eps_first = noise.rvs(size=num_samples, random_state=rng)
     eps_second = noise.rvs(size=num_samples, random_state=rng)
-    x = np.linspace(-2.0 * scale, 2.0 * scale, 17)
+    x = 2.0 * scale * UNIT_GRID
+    predicted = link_facts(WeibullUtility(shape, scale), x)["prob"][::15]
     # The first trajectory wins when u_1 + ε_1 > u_0 + ε_0, i.e. ε_0 − ε_1 < x = u_1 − u_0.
-    frequency = np.mean(eps_second[None, :] - eps_first[None, :] < x[:, None], axis=1)
-    predicted = np.asarray(WeibullUtility(shape, scale).prob(x))
+    frequency = np.mean(eps_second[None, :] - eps_first[None, :] < x[::15, None], axis=1)
     assert np.all(np.abs(frequency - predicted) <= binomial_tolerance(predicted, num_samples))
 
 
-def test_weibull_symmetric_closed_form():
-    shape, scale = 1.7, 0.8
-    x = np.linspace(-3.0, 3.0, 121)
+@pytest.mark.parametrize(("shape", "scale"), [(2.0, 1.0), (0.7, 2.0)])
+def test_weibull_symmetric_closed_form(shape, scale):
+    x = 3.0 * scale * UNIT_GRID
+    prob = link_facts(WeibullSymmetric(shape, scale), x)["prob"]
     expected = 0.5 + 0.5 * np.sign(x) * stats.weibull_min.cdf(np.abs(x), shape, scale=scale)
-    np.testing.assert_allclose(WeibullSymmetric(shape, scale).prob(x), expected, atol=1e-6)
+    np.testing.assert_allclose(prob, expected, atol=1e-6)
 
 
 def test_linear_and_hard_values():
-    x = np.array([-5.0, -2.0, -1.0, 0.0, 0.5, 2.0, 9.0])
-    np.testing.assert_allclose(Linear(2.0).prob(x), [0.0, 0.0, 0.25, 0.5, 0.625, 1.0, 1.0])
-    np.testing.assert_array_equal(Hard().prob(x), [0.0, 0.0, 0.0, 0.5, 1.0, 1.0, 1.0])
+    x = 6.0 * UNIT_GRID
+    np.testing.assert_allclose(
+        link_facts(Linear(2.0), x)["prob"], np.clip(0.5 + x / 4, 0, 1), atol=1e-6
+    )
+    expected_hard = np.where(x > 0, 1.0, np.where(x < 0, 0.0, 0.5))
+    np.testing.assert_array_equal(link_facts(Hard(), x)["prob"], expected_hard)
 
 
 @pytest.mark.parametrize("link", ALL_LINKS, ids=link_id)
 def test_links_are_symmetric_monotone_and_half_at_zero(link):
-    x = np.linspace(-6.0, 6.0, 241)
-    p = np.asarray(link.prob(x), dtype=np.float64)
-    assert float(link.prob(0.0)) == 0.5
+    x = 6.0 * UNIT_GRID
+    p = link_facts(link, x)["prob"]
+    assert x[120] == 0.0 and p[120] == 0.5
     np.testing.assert_allclose(p[::-1], 1.0 - p, atol=2 * FLOAT32_EPS)
     assert np.all(np.diff(p) >= 0.0)
     assert p[0] >= 0.0 and p[-1] <= 1.0
 
 
-def invertible_range(link) -> float:
-    """Largest |x| (up to 6) where σ(x) <= 1 − 1e-3, so float32 inversion stays well-conditioned."""
-    x = np.linspace(0.0, 6.0, 601)
-    return float(x[np.asarray(link.prob(x)) <= 1.0 - 1e-3].max())
-
-
 @pytest.mark.parametrize("link", INVERTIBLE_LINKS, ids=link_id)
 def test_inverse_undoes_prob_on_trimmed_range(link):
-    r_max = invertible_range(link)
-    x = np.linspace(-r_max, r_max, 101)
-    recovered = np.asarray(link.inverse(link.prob(x)))
+    # Largest |x| (up to 6) where σ(x) <= 1 − 1e-3, so float32 inversion stays well-conditioned.
+    wide = 6.0 * UNIT_GRID
+    r_max = float(wide[link_facts(link, wide)["prob"] <= 1.0 - 1e-3].max())
+    x = r_max * UNIT_GRID
+    facts = link_facts(link, x, r_max)
     # Rounding p to float32 moves x by about eps / σ'(x). A secant slope stays finite where
     # σ'(0) is infinite (Weibull shapes below 1).
     step = 1e-3
-    slope = (np.asarray(link.prob(x + step)) - np.asarray(link.prob(x - step))) / (2 * step)
+    slope = (link_facts(link, x + step)["prob"] - link_facts(link, x - step)["prob"]) / (2 * step)
     tolerance = 1e-5 * (1.0 + np.abs(x)) + 4.0 * FLOAT32_EPS / np.maximum(slope, 1e-12)
-    assert np.all(np.abs(recovered - x) <= tolerance)
-    assert np.all(np.abs(recovered - x) <= 0.01)
-    delta = np.asarray(value_difference(link.prob(x), link, r_max))
-    assert np.all(np.abs(delta - x) <= tolerance)
+    assert np.all(np.abs(facts["inverse"] - x) <= tolerance)
+    assert np.all(np.abs(facts["inverse"] - x) <= 0.01)
+    assert np.all(np.abs(facts["value_difference"] - x) <= tolerance)
 
 
 @pytest.mark.parametrize("link", INVERTIBLE_LINKS, ids=link_id)
 @pytest.mark.parametrize("r_max", [0.3, 1.5, 40.0])
 def test_unanimous_votes_give_plus_minus_r_max(link, r_max):
     # r_max = 40 is far beyond where every link saturates in float32 (σ(40) rounds to 1).
-    delta = np.asarray(value_difference(jnp.array([0.0, 0.5, 1.0]), link, r_max))
+    delta = link_facts(link, UNIT_GRID, r_max)["unanimous"]
     # Linear(c) is flat beyond ±c, so it cannot claim a difference larger than c.
     expected_edge = min(r_max, link.c) if isinstance(link, Linear) else r_max
     np.testing.assert_array_equal(delta, np.float32([-expected_edge, 0.0, expected_edge]))
@@ -211,11 +237,6 @@ def test_trimming_clips_to_link_range_and_keeps_bt_finite_in_float32():
     np.testing.assert_allclose(trimmed, [stats.logistic.cdf(-2.0), 0.3, stats.logistic.cdf(2.0)])
     # σ(50) rounds to 1 in float32; Δ̂ must still be ±r_max, not ±inf.
     np.testing.assert_array_equal(value_difference(jnp.array([0.0, 1.0]), link, 50.0), [-50, 50])
-
-
-def test_trim_accepts_traced_r_max():
-    delta = jax.jit(value_difference, static_argnums=1)(jnp.array([1.0]), BradleyTerry(), 2.0)
-    np.testing.assert_allclose(delta, [2.0], atol=1e-5)
 
 
 def test_hard_link_is_not_invertible():
@@ -376,7 +397,7 @@ def test_query_vmaps_over_keys_and_pairs():
     traj_a = constant_trajectories(np.zeros((6, 2)))
     traj_b = constant_trajectories(np.ones((6, 2)))
     keys = jax.random.split(jax.random.key(8), 6)
-    feedback = jax.vmap(lambda k, a, b: oracle.query(k, a, b, 5))(keys, traj_a, traj_b)
+    feedback = jax.jit(jax.vmap(lambda k, a, b: oracle.query(k, a, b, 5)))(keys, traj_a, traj_b)
     assert feedback.votes.shape == (6, 2, 5)
     assert int(jnp.sum(feedback.queries)) == 6 * 2 * 5
 

@@ -25,7 +25,9 @@ def _gridworld(layout, horizon):
 
 _REGISTRY: dict[str, Callable] = {
     "gridworld/open-5x5": _gridworld(OPEN_5X5, horizon=16),
-    "gridworld/cliff-4x6": _gridworld(CLIFF_4X6, horizon=16),
+    # The cliff gets a longer horizon: at 16 steps the safe "stay up" plateau has a gradient
+    # ~10x flatter (exact-gradient norm 0.007 vs 0.06), which stalls every method for long.
+    "gridworld/cliff-4x6": _gridworld(CLIFF_4X6, horizon=24),
     # A custom layout must be given: make("gridworld", layout=[...], horizon=...).
     "gridworld": _gridworld(None, horizon=16),
 }

@@ -1,0 +1,145 @@
+"""Zeroth-order estimators on quadratics, where the smoothed gradient equals the true gradient.
+
+For f(theta) = 1/2 theta^T A theta + b^T theta every estimator here is unbiased (odd moments of
+the directions vanish), so the mean of many estimates must match grad f within a tolerance set
+by the per-coordinate standard error of that mean.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from zopg import ConfigError
+from zopg.estimators import (
+    EstimatorConfig,
+    Spent,
+    block_masks,
+    block_zo_gradient,
+    zo_gradient,
+)
+
+DIM = 6
+A = jnp.array(np.diag(np.arange(1.0, DIM + 1)) + 0.3)
+B = jnp.linspace(-1.0, 1.0, DIM)
+THETA = jnp.linspace(0.5, -0.4, DIM)
+GRAD = A @ THETA + B
+NUM_SAMPLES = 40_000
+
+
+def quadratic(theta):
+    return 0.5 * theta @ A @ theta + B @ theta
+
+
+def exact_difference(noise_sd=0.0):
+    """difference_fn with exact f differences plus optional per-pair Gaussian noise."""
+
+    def diff(key, theta_1, theta_0, num_pairs):
+        delta = quadratic(theta_1) - quadratic(theta_0)
+        noise = noise_sd * jax.random.normal(key, (num_pairs,))
+        return delta + noise, Spent.zero()
+
+    return diff
+
+
+def mean_and_stderr(config, mu=0.3, noise_sd=0.0, mask=None):
+    keys = jax.random.split(jax.random.key(0), NUM_SAMPLES)
+    estimate = jax.jit(
+        jax.vmap(lambda k: zo_gradient(k, THETA, exact_difference(noise_sd), config, mu, mask)[0])
+    )
+    g = np.asarray(estimate(keys))
+    return g.mean(0), g.std(0, ddof=1) / np.sqrt(NUM_SAMPLES)
+
+
+CONFIGS = [
+    EstimatorConfig(direction=d, two_sided=two, spend=spend, num_pairs=n)
+    for d in ("sphere", "gaussian", "rademacher")
+    for two in (False, True)
+    for spend, n in (("one-direction", 1), ("many-directions", 4))
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.direction}-{c.two_sided}-{c.spend}")
+def test_mean_estimate_matches_gradient(config):
+    mean, stderr = mean_and_stderr(config, noise_sd=0.2)
+    assert np.all(np.abs(mean - GRAD) <= 5 * stderr + 1e-4), (mean, GRAD, stderr)
+
+
+def test_wrong_scale_would_be_caught():
+    """Power check: a sphere estimate scaled by 1/mu instead of d/mu misses by a factor d."""
+    mean, stderr = mean_and_stderr(EstimatorConfig(direction="sphere"))
+    assert np.any(np.abs(mean / DIM - GRAD) > 5 * stderr)
+
+
+def test_one_direction_many_pairs_averages_noise():
+    """N pairs on one direction shrink the noise part of the variance by N."""
+    cfg_1 = EstimatorConfig(direction="sphere", num_pairs=1)
+    cfg_16 = EstimatorConfig(direction="sphere", num_pairs=16)
+    # Large noise makes the noise term dominate the direction term d * |grad|^2.
+    _, se_1 = mean_and_stderr(cfg_1, noise_sd=5.0)
+    _, se_16 = mean_and_stderr(cfg_16, noise_sd=5.0)
+    ratio = float(np.mean(se_1**2) / np.mean(se_16**2))
+    assert 6.0 < ratio < 17.0
+
+
+@pytest.mark.parametrize("partition", ["random", "fixed"])
+def test_block_sphere_is_unbiased_for_the_block_gradient(partition):
+    """Given a block B, E[(K/mu) Δ v] is the gradient restricted to B."""
+    mask = jnp.arange(DIM) < 2
+    config = EstimatorConfig(direction="sphere", partition=partition)
+    mean, stderr = mean_and_stderr(config, mask=mask)
+    expected = np.where(np.asarray(mask), GRAD, 0.0)
+    assert np.all(np.abs(mean - expected) <= 5 * stderr + 1e-4)
+    assert np.all(mean[2:] == 0.0)
+
+
+@pytest.mark.parametrize("partition", ["random", "fixed"])
+def test_random_blocks_average_to_scaled_gradient(partition):
+    """Over random blocks of size K, E[g] = (K / d) grad f: each coordinate is chosen w.p. K/d."""
+    config = EstimatorConfig(direction="block-sphere", block_size=3, partition=partition)
+    mean, stderr = mean_and_stderr(config)
+    assert np.all(np.abs(mean - GRAD * 3 / DIM) <= 5 * stderr + 1e-4)
+
+
+def test_parallel_blocks_are_disjoint_and_sum_to_scaled_gradient():
+    config = EstimatorConfig(direction="sphere", block_size=2)
+    keys = jax.random.split(jax.random.key(1), NUM_SAMPLES)
+    run = jax.jit(
+        jax.vmap(lambda k: block_zo_gradient(k, THETA, exact_difference(), config, 0.3, 2))
+    )
+    g, _, _, mask = run(keys)
+    assert np.all(np.asarray(mask).sum(-1) == 4)  # two disjoint blocks of two
+    g = np.asarray(g)
+    assert np.all(g[~np.asarray(mask)] == 0.0)
+    stderr = g.std(0, ddof=1) / np.sqrt(NUM_SAMPLES)
+    assert np.all(np.abs(g.mean(0) - GRAD * 4 / DIM) <= 5 * stderr + 1e-4)
+
+
+@pytest.mark.parametrize("partition", ["random", "fixed"])
+def test_block_masks_are_disjoint_with_right_sizes(partition):
+    masks = np.asarray(block_masks(jax.random.key(3), 10, 3, 3, partition))
+    assert masks.shape == (3, 10)
+    assert np.all(masks.sum(0) <= 1)
+    if partition == "random":
+        assert np.all(masks.sum(1) == 3)
+    else:
+        # Fixed partition {0,1,2}, {3,4,5}, {6,7,8}, {9}: each mask is one of these runs.
+        for m in masks:
+            idx = np.flatnonzero(m)
+            assert idx.size in (1, 3) and np.all(idx // 3 == idx[0] // 3)
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        (EstimatorConfig(direction="cauchy"), "unknown direction 'cauchy'.*rademacher"),
+        (EstimatorConfig(spend="all"), "unknown spend 'all'"),
+        (EstimatorConfig(num_pairs=0), "num_pairs = 0"),
+        (EstimatorConfig(direction="block-sphere", block_size=0), r"block_size = 0.*1\.\.6"),
+        (EstimatorConfig(direction="block-sphere", block_size=7), r"block_size = 7.*1\.\.6"),
+        (EstimatorConfig(direction="block-sphere", block_size=2, partition="x"), "partition"),
+    ],
+)
+def test_bad_estimator_config(config, match):
+    with pytest.raises(ConfigError, match=match):
+        config.validate(DIM)

@@ -1,0 +1,209 @@
+"""ZPG and ZBCPG on GridWorld: estimates vs exact gradients, blocks, determinism, errors.
+
+The estimate tests use a chi-square statistic over all d coordinates: sum_i (mean_i - target_i)^2
+/ var_i, where var_i is the squared standard error of the estimate's mean plus that of the target
+(itself a Monte Carlo average of exact gradients). Under the claim E[g] = target it follows a
+chi-square law with d degrees of freedom, so the threshold is its 99.9% quantile.
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from zopg import ConfigError
+from zopg.algorithms import ZBCPGConfig, ZPGConfig, zbcpg, zpg
+from zopg.algorithms.zeroth_order import Problem, make_difference_fn
+from zopg.envs import make
+from zopg.estimators import zo_gradient
+from zopg.policies import flat_view, make_policy
+from zopg.preferences import Oracle, make_link
+
+
+@pytest.fixture(scope="module")
+def setup():
+    env, params = make("gridworld/open-5x5")
+    policy = make_policy("tabular", env, params, init_scale=1.0)
+    theta, _ = flat_view(policy.init(jax.random.key(5)))
+    return env, params, policy, theta
+
+
+def ball_smoothed_gradient(problem, theta, mu, num=20_000):
+    """Monte Carlo of grad V_mu(theta) = E_{u ~ unit ball} grad V(theta + mu u), exact gradients.
+
+    For sphere directions E[g] equals this (ball smoothing), whatever the sidedness.
+    """
+    grad = jax.grad(problem.exact_value)
+
+    def at_ball_point(key):
+        k_dir, k_rad = jax.random.split(key)
+        z = jax.random.normal(k_dir, theta.shape)
+        radius = jax.random.uniform(k_rad) ** (1.0 / theta.shape[0])
+        return grad(theta + mu * radius * z / jnp.linalg.norm(z))
+
+    g = np.asarray(jax.jit(jax.vmap(at_ball_point))(jax.random.split(jax.random.key(1), num)))
+    return g.mean(0), g.var(0, ddof=1) / num
+
+
+def estimates(setup, config, oracle, num_samples):
+    env, _, policy, theta = setup
+    problem = Problem.build(env, policy, oracle)
+    difference_fn = make_difference_fn(config, problem)
+    est = config.estimator().validate(problem.dim)
+    run = jax.vmap(lambda k: zo_gradient(k, theta, difference_fn, est, config.mu)[0])
+    keys = jax.random.split(jax.random.key(0), num_samples)
+    return problem, np.asarray(jax.jit(run)(keys))
+
+
+def chi_square(g, target, target_var, scale=1.0):
+    var = g.var(0, ddof=1) / g.shape[0] + target_var
+    return float(np.sum((scale * g.mean(0) - target) ** 2 / var))
+
+
+@pytest.mark.parametrize("two_sided", [False, True])
+def test_exact_difference_estimate_matches_exact_gradient(setup, two_sided):
+    config = ZPGConfig(mu=0.3, difference="exact", two_sided=two_sided, num_pairs=1)
+    problem, g = estimates(setup, config, None, 20_000)
+    theta = setup[3]
+    target, target_var = ball_smoothed_gradient(problem, theta, config.mu)
+    threshold = stats.chi2.ppf(0.999, problem.dim)
+    assert chi_square(g, target, target_var) < threshold
+    # Power: an estimator off by 20% in scale is rejected by the same statistic.
+    assert chi_square(g, target, target_var, scale=0.8) > threshold
+    # Smoothing bias: grad V_mu is within 1% of the exact gradient at this mu.
+    exact = np.asarray(jax.grad(problem.exact_value)(theta))
+    assert np.linalg.norm(target - exact) < 0.01 * np.linalg.norm(exact)
+
+
+@pytest.mark.parametrize("link", ["bradley-terry", "thurstone"])
+def test_preference_estimate_matches_exact_gradient(setup, link):
+    """With M = 200 votes per pair the link-inversion bias (O(1/M)) is below the sampling error."""
+    config = ZPGConfig(
+        mu=0.5, difference="preference", two_sided=True, num_pairs=64, num_queries=200
+    )
+    problem, g = estimates(setup, config, Oracle(make_link(link)), 3_000)
+    target, target_var = ball_smoothed_gradient(problem, setup[3], config.mu)
+    threshold = stats.chi2.ppf(0.999, problem.dim)
+    assert chi_square(g, target, target_var) < threshold
+    # Power: twice the right scale (e.g. d/mu for a two-sided estimate) is rejected.
+    assert chi_square(g, target, target_var, scale=2.0) > threshold
+
+
+def small_run(algo, **overrides):
+    env, params = make("gridworld/cliff-4x6")
+    policy = make_policy("tabular", env, params)
+    oracle = Oracle(make_link("bradley-terry"))
+    fields = {"num_iterations": 5, "num_pairs": 8, "num_queries": 3, **overrides}
+    if algo == "zpg":
+        config = ZPGConfig(**fields)
+        return config, env, zpg.make_train(config, env, policy, oracle)
+    config = ZBCPGConfig(**{"block_size": 10, **fields})
+    return config, env, zbcpg.make_train(config, env, policy, oracle)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_zbcpg_changes_only_the_chosen_blocks(optimizer):
+    config, env, train = small_run("zbcpg", num_blocks=3, optimizer=optimizer, num_iterations=1)
+    one = ZBCPGConfig(**{**config.__dict__, "num_iterations": 2})
+    policy = make_policy("tabular", env, env.default_params)
+    train_2 = zbcpg.make_train(one, env, policy, Oracle(make_link("bradley-terry")))
+    for seed in range(4):
+        key = jax.random.key(seed)
+        start, _ = flat_view(policy.init(jax.random.split(key)[0]))
+        after_1, _ = flat_view(train(key)[0])
+        changed = np.asarray(after_1 != start)
+        assert changed.sum() == config.block_size * config.num_blocks
+        # The second iteration moves other blocks, but never more than P * K coordinates.
+        # (A T=2 program may round differently from a T=1 one, hence the 1e-5 floor.)
+        after_2, _ = flat_view(train_2(key)[0])
+        step_2 = np.abs(np.asarray(after_2 - after_1)) > 1e-5
+        assert 0 < step_2.sum() <= config.block_size * config.num_blocks
+
+
+@pytest.mark.parametrize("algo", ["zpg", "zbcpg"])
+def test_budget_counters(algo):
+    config, env, train = small_run(algo, num_blocks=2) if algo == "zbcpg" else small_run(algo)
+    _, metrics = train(jax.random.key(0))
+    blocks = getattr(config, "num_blocks", 1)
+    horizon = env.horizon(env.default_params)
+    it = np.arange(1, config.num_iterations + 1)
+    per_iter_pairs = config.num_pairs * blocks
+    np.testing.assert_array_equal(
+        metrics["budget/queries"], it * per_iter_pairs * config.num_queries
+    )
+    np.testing.assert_array_equal(metrics["budget/trajectories"], it * 2 * per_iter_pairs)
+    np.testing.assert_array_equal(metrics["budget/env_steps"], it * 2 * per_iter_pairs * horizon)
+    for key in ("exact/value", "exact/value_before", "exact/grad_norm_sq", "zo/delta_hat"):
+        assert metrics[key].shape == (config.num_iterations,)
+        chex.assert_tree_all_finite(metrics[key])
+    # Values are chained: V after iteration t is V before iteration t + 1.
+    np.testing.assert_allclose(
+        metrics["exact/value"][:-1], metrics["exact/value_before"][1:], rtol=1e-5, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("algo", ["zpg", "zbcpg"])
+def test_determinism_and_single_compilation(algo):
+    _, _, train = small_run(algo)
+    _, first = train(jax.random.key(3))
+    _, again = train(jax.random.key(3))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, first, again)
+    _, other = train(jax.random.key(4))
+    assert not np.array_equal(first["zo/delta_hat"], other["zo/delta_hat"])
+    # One compiled function serves every key ...
+    assert train._cache_size() == 1
+    # ... and tracing the same pure function again for new keys never re-traces. (chex counts
+    # per code location, and both algorithms share the train loop's, so reset the counter.)
+    chex.clear_trace_counter()
+    counted = jax.jit(chex.assert_max_traces(train.__wrapped__, n=1))
+    for seed in range(3):
+        counted(jax.random.key(seed))
+    # vmapped over seeds, it gives the same numbers as one seed at a time.
+    _, batched = jax.vmap(train)(jnp.stack([jax.random.key(3), jax.random.key(4)]))
+    np.testing.assert_allclose(batched["exact/value"][0], first["exact/value"], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("algo", "overrides", "match"),
+    [
+        ("zpg", {"mu": 0.0}, r"mu = 0.0: must be in \(0, inf\]"),
+        ("zpg", {"mu": -1.0}, "mu = -1.0"),
+        ("zpg", {"num_pairs": 0}, "num_pairs = 0: must be an integer >= 1"),
+        ("zpg", {"num_queries": 0}, "num_queries = 0: must be an integer >= 1"),
+        ("zpg", {"num_iterations": 0}, "num_iterations = 0"),
+        ("zpg", {"step_size": -0.1}, "step_size = -0.1"),
+        ("zpg", {"direction": "cauchy"}, "unknown direction 'cauchy'.*sphere"),
+        ("zpg", {"direction": "block-sphere", "block_size": 0}, r"block_size = 0.*1\.\.96"),
+        ("zpg", {"direction": "block-sphere", "block_size": 97}, r"block_size = 97.*1\.\.96"),
+        ("zpg", {"difference": "oracle"}, "unknown difference 'oracle'"),
+        ("zpg", {"optimizer": "lbfgs"}, "unknown optimizer 'lbfgs'"),
+        ("zpg", {"r_max": 0.0}, "r_max = 0.0"),
+        ("zbcpg", {"block_size": 0}, r"block_size = 0.*1\.\.96"),
+        ("zbcpg", {"block_size": 200}, r"block_size = 200.*1\.\.96"),
+        ("zbcpg", {"num_blocks": 20}, "num_blocks = 20: must be <= 9"),
+        ("zbcpg", {"num_blocks": 0}, "num_blocks = 0"),
+        ("zbcpg", {"partition": "striped"}, "unknown partition 'striped'"),
+    ],
+)
+def test_bad_configs(algo, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        small_run(algo, **overrides)
+
+
+class _NoModel:
+    """GridWorld dynamics without the exact tabular model (as for gymnax or brax envs)."""
+
+    def __init__(self, env):
+        self.num_actions, self.action_kind = env.num_actions, env.action_kind
+        self.reset, self.step, self.horizon = env.reset, env.step, env.horizon
+        self.num_states, self.default_params = env.num_states, env.default_params
+
+
+def test_exact_difference_needs_a_tabular_env():
+    env, params = make("gridworld/open-5x5")
+    policy = make_policy("tabular", env, params)
+    wrapped = _NoModel(env)
+    with pytest.raises(ConfigError, match="needs a tabular environment"):
+        zpg.make_train(ZPGConfig(difference="exact"), wrapped, policy, None)

@@ -1,0 +1,74 @@
+"""ZPG (algorithms.md §3): perturb theta, compare trajectories by preference, invert the link, step.
+
+Per iteration: one direction v (or N of them), 2N trajectories, N*M human queries, then
+ĝ = scale * mean(Δ̂) * v fed to an optax optimizer as ascent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from zopg.algorithms.zeroth_order import (
+    Problem,
+    check_budget_fits,
+    check_common,
+    make_difference_fn,
+    make_train_loop,
+)
+from zopg.estimators import EstimatorConfig, zo_gradient
+
+
+@dataclasses.dataclass(frozen=True)
+class ZPGConfig:
+    """ZPG hyperparameters. Defaults are our choice (the paper's constants are not known to us).
+
+    num_iterations T, num_pairs N (trajectory pairs per iteration), num_queries M (votes per
+    pair); step_size alpha and mu are floats or schedules (callables of the iteration index).
+    direction/two_sided/spend/block_size/partition: see zopg.estimators.EstimatorConfig.
+    difference: preference (the method), return or exact (tests and rate experiments only).
+    r_max: trimming bound |r(tau_1) - r(tau_0)| <= r_max before the link is inverted.
+    link: the learner's assumed link (None: the oracle's own link, i.e. a known link).
+    optimizer: sgd (plain gradient ascent with step alpha) or adam.
+    """
+
+    num_iterations: int = 1000
+    num_pairs: int = 100
+    num_queries: int = 10
+    step_size: float | Callable = 0.05
+    mu: float | Callable = 0.5
+    direction: str = "sphere"
+    two_sided: bool = False
+    spend: str = "one-direction"
+    block_size: int | None = None
+    partition: str = "random"
+    difference: str = "preference"
+    r_max: float = 2.0
+    link: object | None = None
+    optimizer: str = "sgd"
+
+    def estimator(self) -> EstimatorConfig:
+        return EstimatorConfig(
+            direction=self.direction,
+            two_sided=self.two_sided,
+            spend=self.spend,
+            num_pairs=self.num_pairs,
+            block_size=self.block_size,
+            partition=self.partition,
+        )
+
+
+def make_train(config: ZPGConfig, env, policy, oracle, env_params=None):
+    """`train(key) -> (final_policy_params, metrics)`; pure, jitted, vmappable over keys."""
+    check_common(config)
+    problem = Problem.build(env, policy, oracle, env_params)
+    est = config.estimator().validate(problem.dim)
+    difference_fn = make_difference_fn(config, problem)
+    queries = config.num_pairs * config.num_queries if config.difference == "preference" else 0
+    check_budget_fits(config, problem, queries, 2 * config.num_pairs)
+
+    def estimate(key, theta, mu, t):
+        g, delta_hat, spent = zo_gradient(key, theta, difference_fn, est, mu)
+        return g, delta_hat, spent, None
+
+    return make_train_loop(config, problem, estimate)
