@@ -29,13 +29,15 @@ class ZBCPGConfig:
     direction applies inside a block: sphere (the paper's; scale K/mu), gaussian or rademacher.
     """
 
-    num_iterations: int = 1000
-    num_pairs: int = 100
+    # Defaults: our choice; 4 blocks of 24 coordinates with 25 pairs each: 1000 queries per
+    # iteration, 2M over the run, the same total budget as ZPGConfig's defaults.
+    num_iterations: int = 2000
+    num_pairs: int = 25
     num_queries: int = 10
-    step_size: float | Callable = 0.05
-    mu: float | Callable = 0.5
-    block_size: int = 16
-    num_blocks: int = 1
+    step_size: float | Callable = 0.1
+    mu: float | Callable = 5.0
+    block_size: int = 24
+    num_blocks: int = 4
     partition: str = "random"
     direction: str = "sphere"
     two_sided: bool = False

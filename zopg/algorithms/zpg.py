@@ -32,11 +32,14 @@ class ZPGConfig:
     optimizer: sgd (plain gradient ascent with step alpha) or adam.
     """
 
-    num_iterations: int = 1000
-    num_pairs: int = 100
+    # Defaults: our choice, tuned on the built-in GridWorlds (tabular softmax, BT teacher), where
+    # the median over seeds closes >90% of the uniform policy's gap to the optimum within 2M
+    # queries. At a fixed budget, more iterations with fewer pairs did better than the reverse.
+    num_iterations: int = 4000
+    num_pairs: int = 50
     num_queries: int = 10
-    step_size: float | Callable = 0.05
-    mu: float | Callable = 0.5
+    step_size: float | Callable = 0.1
+    mu: float | Callable = 5.0
     direction: str = "sphere"
     two_sided: bool = False
     spend: str = "one-direction"
