@@ -207,3 +207,16 @@ def test_exact_difference_needs_a_tabular_env():
     wrapped = _NoModel(env)
     with pytest.raises(ConfigError, match="needs a tabular environment"):
         zpg.make_train(ZPGConfig(difference="exact"), wrapped, policy, None)
+
+
+def test_schedules_for_step_size_and_mu():
+    """alpha and mu may be schedules (callables of the iteration, as in optax)."""
+    import optax
+
+    mu = optax.linear_schedule(2.0, 1.0, transition_steps=4)
+    _, _, train = small_run("zpg", mu=mu, step_size=lambda t: 0.1 / jnp.sqrt(t + 1.0))
+    _, metrics = train(jax.random.key(0))
+    np.testing.assert_allclose(metrics["schedule/mu"], [2.0, 1.75, 1.5, 1.25, 1.0])
+    np.testing.assert_allclose(
+        metrics["schedule/step_size"], 0.1 / np.sqrt(np.arange(1, 6)), rtol=1e-6
+    )
