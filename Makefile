@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 
 bench: $(STAMP)
 	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/sample_efficiency.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q

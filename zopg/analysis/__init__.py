@@ -1,0 +1,5 @@
+"""Analysis of results: summary statistics over seeds with bootstrap confidence intervals."""
+
+from zopg.analysis.stats import bootstrap_ci, first_crossing, iqm
+
+__all__ = ["bootstrap_ci", "first_crossing", "iqm"]
