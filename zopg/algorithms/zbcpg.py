@@ -14,7 +14,7 @@ from zopg.algorithms.zeroth_order import (
     check_budget_fits,
     check_common,
     make_difference_fn,
-    make_train_loop,
+    make_zo_trainer,
 )
 from zopg.errors import bad_value
 from zopg.estimators import EstimatorConfig, block_zo_gradient, check_block_size
@@ -58,8 +58,8 @@ class ZBCPGConfig:
         )
 
 
-def make_train(config: ZBCPGConfig, env, policy, oracle, env_params=None):
-    """`train(key) -> (final_policy_params, metrics)`; pure, jitted, vmappable over keys."""
+def make_trainer(config: ZBCPGConfig, env, policy, oracle, env_params=None):
+    """The chunkable Trainer (see zopg.algorithms.trainer); make_train wraps it."""
     check_common(config)
     problem = Problem.build(env, policy, oracle, env_params)
     est = config.estimator().validate(problem.dim)
@@ -89,4 +89,9 @@ def make_train(config: ZBCPGConfig, env, policy, oracle, env_params=None):
         )
         return g, delta_hat, spent, mask
 
-    return make_train_loop(config, problem, estimate)
+    return make_zo_trainer(config, problem, estimate)
+
+
+def make_train(config, env, policy, oracle, env_params=None):
+    """`train(key) -> (final_policy_params, metrics)`; pure, jitted, vmappable over keys."""
+    return make_trainer(config, env, policy, oracle, env_params).jitted_train()

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from zopg.algorithms.trainer import Trainer
 from zopg.errors import ConfigError, bad_value, check_range, unknown_name
 from zopg.estimators import Spent, check_mu
 from zopg.exact import value_fn
@@ -136,8 +137,8 @@ def check_budget_fits(config, problem: Problem, per_iteration_queries: int, traj
         )
 
 
-def make_train_loop(config, problem: Problem, estimate):
-    """Build `train(key) -> (final_params, metrics)` around `estimate(key, theta, mu, t)`.
+def make_zo_trainer(config, problem: Problem, estimate) -> Trainer:
+    """A Trainer around `estimate(key, theta, mu, t)`.
 
     `estimate` returns (g, delta_hat, spent, update_mask); update_mask is None or a bool vector of
     the coordinates that may change this iteration (ZBCPG's blocks).
@@ -147,47 +148,41 @@ def make_train_loop(config, problem: Problem, estimate):
         jax.value_and_grad(problem.exact_value) if problem.exact_value is not None else None
     )
 
-    def train(key):
-        k_init, k_run = jax.random.split(key)
-        theta, _ = flat_view(problem.policy.init(k_init))
-        opt_state = tx.init(theta)
-        # Iteration t's key depends on t only, not on T: a shorter run is a prefix of a longer
-        # one with the same seed, which chunked, resumable runs rely on.
-        iterations = jnp.arange(config.num_iterations)
-        keys = jax.vmap(lambda t: jax.random.fold_in(k_run, t))(iterations)
+    def init_state(key):
+        theta, _ = flat_view(problem.policy.init(key))
+        return (theta, tx.init(theta), Spent.zero())
 
-        def _update_step(carry, inputs):
-            theta, opt_state, spent_so_far = carry
-            t, k = inputs
-            mu = schedule_value(config.mu, t)
-            g, delta_hat, spent, update_mask = estimate(k, theta, mu, t)
-            # optax minimises, so ascent feeds -g.
-            updates, opt_state = tx.update(-g, opt_state, theta)
-            if update_mask is not None:
-                # Adam's moments would otherwise move coordinates outside the chosen blocks.
-                updates = jnp.where(update_mask, updates, 0.0)
-            new_theta = optax.apply_updates(theta, updates)
-            spent_so_far = jax.tree_util.tree_map(jnp.add, spent_so_far, spent)
-            metrics = {
-                "budget/queries": spent_so_far.queries,
-                "budget/trajectories": spent_so_far.trajectories,
-                "budget/env_steps": spent_so_far.env_steps,
-                "zo/delta_hat": delta_hat,
-                "zo/grad_estimate_norm": jnp.linalg.norm(g),
-                "schedule/mu": jnp.asarray(mu, jnp.float32),
-                "schedule/step_size": jnp.asarray(schedule_value(config.step_size, t), jnp.float32),
-            }
-            if value_and_grad is not None:
-                # Outside the budget: the learner never sees these.
-                value_t, grad_t = value_and_grad(theta)
-                metrics["exact/value_before"] = value_t
-                metrics["exact/grad_norm_sq"] = jnp.sum(grad_t**2)
-                metrics["exact/value"] = problem.exact_value(new_theta)
-            return (new_theta, opt_state, spent_so_far), metrics
+    def iterate(state, t, key):
+        theta, opt_state, spent_so_far = state
+        mu = schedule_value(config.mu, t)
+        g, delta_hat, spent, update_mask = estimate(key, theta, mu, t)
+        # optax minimises, so ascent feeds -g.
+        updates, opt_state = tx.update(-g, opt_state, theta)
+        if update_mask is not None:
+            # Adam's moments would otherwise move coordinates outside the chosen blocks.
+            updates = jnp.where(update_mask, updates, 0.0)
+        new_theta = optax.apply_updates(theta, updates)
+        spent_so_far = jax.tree_util.tree_map(jnp.add, spent_so_far, spent)
+        metrics = {
+            "budget/queries": spent_so_far.queries,
+            "budget/trajectories": spent_so_far.trajectories,
+            "budget/env_steps": spent_so_far.env_steps,
+            "zo/delta_hat": delta_hat,
+            "zo/grad_estimate_norm": jnp.linalg.norm(g),
+            "schedule/mu": jnp.asarray(mu, jnp.float32),
+            "schedule/step_size": jnp.asarray(schedule_value(config.step_size, t), jnp.float32),
+        }
+        if value_and_grad is not None:
+            # Outside the budget: the learner never sees these.
+            value_t, grad_t = value_and_grad(theta)
+            metrics["exact/value_before"] = value_t
+            metrics["exact/grad_norm_sq"] = jnp.sum(grad_t**2)
+            metrics["exact/value"] = problem.exact_value(new_theta)
+        return (new_theta, opt_state, spent_so_far), metrics
 
-        carry = (theta, opt_state, Spent.zero())
-        steps = (iterations, keys)
-        (theta, _, _), metrics = jax.lax.scan(_update_step, carry, steps)
-        return problem.unravel(theta), metrics
-
-    return jax.jit(train)
+    return Trainer(
+        init_state=init_state,
+        iterate=iterate,
+        policy_params=lambda state: problem.unravel(state[0]),
+        num_iterations=config.num_iterations,
+    )

@@ -14,7 +14,7 @@ from zopg.algorithms.zeroth_order import (
     check_budget_fits,
     check_common,
     make_difference_fn,
-    make_train_loop,
+    make_zo_trainer,
 )
 from zopg.estimators import EstimatorConfig, zo_gradient
 
@@ -61,8 +61,8 @@ class ZPGConfig:
         )
 
 
-def make_train(config: ZPGConfig, env, policy, oracle, env_params=None):
-    """`train(key) -> (final_policy_params, metrics)`; pure, jitted, vmappable over keys."""
+def make_trainer(config: ZPGConfig, env, policy, oracle, env_params=None):
+    """The chunkable Trainer (see zopg.algorithms.trainer); make_train wraps it."""
     check_common(config)
     problem = Problem.build(env, policy, oracle, env_params)
     est = config.estimator().validate(problem.dim)
@@ -74,4 +74,9 @@ def make_train(config: ZPGConfig, env, policy, oracle, env_params=None):
         g, delta_hat, spent = zo_gradient(key, theta, difference_fn, est, mu)
         return g, delta_hat, spent, None
 
-    return make_train_loop(config, problem, estimate)
+    return make_zo_trainer(config, problem, estimate)
+
+
+def make_train(config, env, policy, oracle, env_params=None):
+    """`train(key) -> (final_policy_params, metrics)`; pure, jitted, vmappable over keys."""
+    return make_trainer(config, env, policy, oracle, env_params).jitted_train()
