@@ -1,0 +1,52 @@
+"""Algorithms by name, with what the runner needs: config class, trainer and budget accounting."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from zopg.algorithms import zbcpg, zpg
+from zopg.errors import unknown_name
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgorithmSpec:
+    """How the runner builds and budgets one algorithm.
+
+    make_trainer(config, env, policy, oracle, env_params) -> zopg.algorithms.trainer.Trainer.
+    queries_per_iteration(config) -> int, for budget-matched methods: the runner sets
+    num_iterations = budget // queries_per_iteration. References (reward access) are never
+    budget-matched: their num_iterations comes from the experiment file.
+    """
+
+    config_cls: type
+    make_trainer: Callable
+    queries_per_iteration: Callable | None
+    reference: bool = False
+    description: str = ""
+
+
+ALGORITHMS: dict[str, AlgorithmSpec] = {
+    "zpg": AlgorithmSpec(
+        zpg.ZPGConfig,
+        zpg.make_trainer,
+        lambda c: c.num_pairs * c.num_queries,
+        description="zeroth-order policy gradient from preferences (known link)",
+    ),
+    "zbcpg": AlgorithmSpec(
+        zbcpg.ZBCPGConfig,
+        zbcpg.make_trainer,
+        lambda c: c.num_blocks * c.num_pairs * c.num_queries,
+        description="block-coordinate ZPG, P disjoint blocks per iteration",
+    ),
+}
+
+
+def register(name: str, spec: AlgorithmSpec) -> None:
+    ALGORITHMS[name] = spec
+
+
+def get(name: str) -> AlgorithmSpec:
+    if name not in ALGORITHMS:
+        raise unknown_name("algorithm", name, ALGORITHMS)
+    return ALGORITHMS[name]

@@ -1,0 +1,155 @@
+"""Figures from a results folder: convergence curves with seed-bootstrap bands, final scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on CI or servers
+import matplotlib.pyplot as plt
+import numpy as np
+
+from zopg.experiments import store
+
+X_AXES = {
+    "queries": "human queries",
+    "trajectories": "trajectories",
+    "iteration": "iterations",
+}
+
+
+def _band(values: np.ndarray, num_resamples: int = 1000, seed: int = 0):
+    """Mean over seeds and its 95% bootstrap band at every point (resampling whole seeds)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, values.shape[0], size=(num_resamples, values.shape[0]))
+    means = values[idx].mean(axis=1)
+    return values.mean(axis=0), np.quantile(means, 0.025, axis=0), np.quantile(means, 0.975, axis=0)
+
+
+def _panels(columns):
+    pairs = sorted(set(zip(columns["env"], columns["link"], strict=True)))
+    return pairs
+
+
+def _run_arrays(columns, mask):
+    seeds = np.unique(columns["seed"][mask])
+    per_seed = [mask & (columns["seed"] == s) for s in seeds]
+    take = lambda name: np.stack([columns[name][m] for m in per_seed])  # noqa: E731
+    return take
+
+
+def plot_convergence(columns, summary: dict, x_axis: str, path: Path) -> None:
+    panels = _panels(columns)
+    methods = list(dict.fromkeys(columns["method"]))
+    colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    bounds = {
+        (r["env"], r["link"]): (r["uniform_value"], r["optimal_value"]) for r in summary["results"]
+    }
+    ncols = min(2, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.4 * ncols, 4.2 * nrows), squeeze=False)
+    for ax, (env, link) in zip(axes.flat, panels, strict=False):
+        for method in methods:
+            mask = (
+                (columns["env"] == env) & (columns["link"] == link) & (columns["method"] == method)
+            )
+            if not mask.any():
+                continue
+            take = _run_arrays(columns, mask)
+            value = take("value")
+            if not np.all(np.isfinite(value)):
+                continue
+            mean, low, high = _band(value)
+            reference = bool(columns["reference"][mask][0])
+            x = take(x_axis).mean(axis=0)
+            if reference and x_axis != "iteration" and (x_axis == "queries" or x.max() == 0):
+                # Reward-access references spend no human queries: show where they end up.
+                ax.axhline(
+                    mean[-1],
+                    color=colours[method],
+                    ls="--",
+                    lw=1,
+                    label=f"{method} (reward access, final)",
+                )
+                continue
+            ax.plot(x, mean, color=colours[method], label=method, lw=1.5)
+            ax.fill_between(x, low, high, color=colours[method], alpha=0.2, lw=0)
+        uniform, best = bounds.get((env, link), (None, None))
+        if best is not None:
+            ax.axhline(best, color="k", ls=":", lw=1, label="optimum V*")
+        if uniform is not None:
+            ax.axhline(uniform, color="grey", ls=":", lw=1, label="uniform policy")
+        ax.set_title(f"{env} · {link}")
+        ax.set_xlabel(X_AXES[x_axis])
+        ax.set_ylabel("exact value V(θ)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), frameon=False)
+    fig.suptitle(f"{summary['experiment']}: mean over {summary['seeds']} seeds, 95% bootstrap band")
+    fig.tight_layout(rect=(0, 0.08, 1, 0.96))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_final(summary: dict, path: Path) -> None:
+    results = summary["results"]
+    panels = list(dict.fromkeys((r["env"], r["link"]) for r in results))
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    width = 0.8 / max(len(methods), 1)
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.6 * len(panels) + 2), 4.2))
+    for i, method in enumerate(methods):
+        xs, ys, errs = [], [], []
+        for j, panel in enumerate(panels):
+            match = [r for r in results if (r["env"], r["link"]) == panel and r["method"] == method]
+            if not match or match[0]["score"]["mean"] is None:
+                continue
+            s = match[0]["score"]
+            xs.append(j + (i - (len(methods) - 1) / 2) * width)
+            ys.append(s["mean"])
+            errs.append([s["mean"] - s["ci95"][0], s["ci95"][1] - s["mean"]])
+        label = method + (
+            " (reward access)"
+            if any(r["reference"] for r in results if r["method"] == method)
+            else ""
+        )
+        ax.bar(
+            xs,
+            ys,
+            width,
+            yerr=np.array(errs).T if errs else None,
+            capsize=2,
+            color=plt.cm.tab10(i % 10),
+            label=label,
+        )
+    ax.set_xticks(range(len(panels)))
+    ax.set_xticklabels([f"{e}\n{l}" for e, l in panels], fontsize=8)
+    ax.axhline(1.0, color="k", ls=":", lw=1)
+    ax.axhline(0.0, color="grey", ls=":", lw=1)
+    ax.set_ylabel("normalised score (0 uniform, 1 optimum)")
+    ax.set_title(f"final score at {summary['budget_queries']:,} queries: mean, 95% bootstrap CI")
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_results(out_dir) -> list[Path]:
+    """Write every figure of a results folder into out_dir/figures; returns their paths."""
+    out_dir = Path(out_dir)
+    columns = store.read_tidy(out_dir / "metrics.csv")
+    summary = store.read_json(out_dir / "summary.json")
+    figures = out_dir / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for x_axis in X_AXES:
+        path = figures / f"convergence_{x_axis}.png"
+        plot_convergence(columns, summary, x_axis, path)
+        paths.append(path)
+    path = figures / "final_scores.png"
+    plot_final(summary, path)
+    paths.append(path)
+    return paths

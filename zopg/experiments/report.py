@@ -1,0 +1,165 @@
+"""After the runs: tidy metrics.csv, summary.json, manifest.json and the figures."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import subprocess
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from zopg.analysis import bootstrap_ci, iqm
+from zopg.experiments import store
+
+PACKAGES = ("zopg", "jax", "jaxlib", "numpy", "flax", "optax", "chex", "gymnax", "brax")
+
+
+def normaliser(run: dict):
+    """value -> (V - V_uniform) / (V* - V_uniform): 0 at the uniform policy, 1 at the optimum."""
+    low, high = run["uniform_value"], run["optimal_value"]
+    if low is None or high is None or not np.isfinite(high - low) or high == low:
+        return lambda v: np.full_like(np.asarray(v, dtype=float), np.nan)
+    return lambda v: (np.asarray(v, dtype=float) - low) / (high - low)
+
+
+def seed_statistics(values: np.ndarray) -> dict:
+    """Mean, IQM, median and the 95% bootstrap CI of the mean, over seeds."""
+    values = np.asarray(values, dtype=float)
+    if not np.all(np.isfinite(values)):
+        return {"mean": None, "iqm": None, "median": None, "ci95": [None, None]}
+    low, high = bootstrap_ci(values, np.mean)
+    return {
+        "mean": float(values.mean()),
+        "iqm": float(iqm(values)),
+        "median": float(np.median(values)),
+        "ci95": [low, high],
+    }
+
+
+def summarise_run(run: dict) -> dict:
+    metrics = run["metrics"]
+    final = {name: values[:, -1] for name, values in metrics.items()}
+    value = final.get("exact/value", np.full(run["seeds"], np.nan))
+    return {
+        "method": run["method"],
+        "algorithm": run["algorithm"],
+        "reference": run["reference"],
+        "env": run["env"],
+        "link": run["link"],
+        "iterations": run["num_iterations"],
+        "seeds": run["seeds"],
+        "queries": float(np.mean(final["budget/queries"])),
+        "trajectories": float(np.mean(final["budget/trajectories"])),
+        "env_steps": float(np.mean(final["budget/env_steps"])),
+        "value": seed_statistics(value),
+        "score": seed_statistics(normaliser(run)(value)),
+        "uniform_value": run["uniform_value"],
+        "optimal_value": run["optimal_value"],
+    }
+
+
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def write_reports(experiment, out_dir, run_ids: list[str], total_s: float) -> dict:
+    from zopg.analysis.plots import plot_results
+    from zopg.experiments.runner import load_run
+
+    out_dir = Path(out_dir)
+    runs = [load_run(out_dir / "runs", rid) for rid in run_ids]
+    tidy = [
+        {
+            **{k: run[k] for k in ("method", "algorithm", "reference", "env", "link")},
+            "iterations": run["iterations"],
+            "metrics": run["metrics"],
+            "normalise": normaliser(run),
+        }
+        for run in runs
+    ]
+    store.write_tidy(out_dir / "metrics.csv", tidy)
+    summary = {
+        "experiment": experiment.name,
+        "budget_queries": experiment.budget_queries,
+        "seeds": experiment.seeds,
+        "score": "(V - V_uniform) / (V* - V_uniform); V exact, V* the finite-horizon optimum",
+        "ci": "95% percentile bootstrap over seeds",
+        "results": [summarise_run(run) for run in runs],
+    }
+    store.write_json_atomic(out_dir / "summary.json", summary)
+    device = jax.devices()[0]
+    manifest = {
+        "experiment": experiment.name,
+        "source": experiment.source,
+        "config_hash": experiment.config_hash(),
+        "config": experiment.to_dict(),
+        "git_revision": _git_revision(),
+        "versions": _versions(),
+        "device": {
+            "platform": device.platform,
+            "kind": device.device_kind,
+            "count": len(jax.devices()),
+        },
+        "runs": {
+            run_id: {
+                "num_iterations": run["num_iterations"],
+                "compile_s": run["compile_s"],
+                "run_s": run["run_s"],
+                "devices": run["devices"],
+            }
+            for run_id, run in zip(run_ids, runs, strict=True)
+        },
+        "compile_s": sum(run["compile_s"] for run in runs),
+        "run_s": sum(run["run_s"] for run in runs),
+        "wall_s_this_invocation": total_s,
+    }
+    store.write_json_atomic(out_dir / "manifest.json", manifest)
+    plot_results(out_dir)
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    """The summary table as text: one line per run, numbers exactly as in summary.json."""
+
+    def fmt(x, spec=".3f"):
+        return "n/a" if x is None else format(x, spec)
+
+    header = (
+        f"{'method':14} {'env':22} {'link':14} {'queries':>10} {'value':>7} "
+        f"{'score':>7} {'score 95% CI':>17} {'IQM':>7}"
+    )
+    lines = [
+        f"{summary['experiment']}: {summary['seeds']} seeds, budget "
+        f"{summary['budget_queries']:,} queries; score = {summary['score']}",
+        header,
+    ]
+    for r in summary["results"]:
+        queries = "reference" if r["reference"] else f"{r['queries']:.3g}"
+        s, v = r["score"], r["value"]
+        ci = f"[{fmt(s['ci95'][0])}, {fmt(s['ci95'][1])}]"
+        lines.append(
+            f"{r['method']:14} {r['env']:22} {r['link']:14} {queries:>10} {fmt(v['mean']):>7} "
+            f"{fmt(s['mean']):>7} {ci:>17} {fmt(s['iqm']):>7}"
+        )
+    return "\n".join(lines)

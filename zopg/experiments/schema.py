@@ -1,0 +1,329 @@
+"""The experiment file (TOML): a frozen dataclass schema, `--set` overrides and full validation.
+
+Everything is checked before anything runs: unknown keys, unknown names and out-of-range values
+raise a ConfigError that names the file, the key and what is allowed.
+
+    name = "paper_gridworld"          # results go to results/<name>/
+    description = "..."
+    seeds = 10
+    budget_queries = 2_000_000        # shared by every budget-matched method
+    policy = "tabular"                # or "mlp"; [policy_params] for its fields
+    [[envs]]                          # id plus any field override, e.g. slip = 0.2
+    id = "gridworld/open-5x5"
+    [[links]]                         # name plus the link's parameters, e.g. scale = 1.0
+    name = "bradley-terry"
+    [teacher]                         # B-Pref imperfections (zopg.preferences.Teacher fields)
+    [evaluation]                      # points = logged iterations per run; chunk_iterations
+    [methods.zpg]                     # label; algorithm = registry name; config fields
+    algorithm = "zpg"
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from zopg.algorithms import registry
+from zopg.envs import make as make_env
+from zopg.errors import ConfigError
+from zopg.policies import POLICIES, make_policy
+from zopg.preferences import Oracle, Teacher, make_link
+
+TOP_KEYS = {
+    "name",
+    "description",
+    "seeds",
+    "budget_queries",
+    "policy",
+    "policy_params",
+    "envs",
+    "links",
+    "teacher",
+    "evaluation",
+    "methods",
+}
+EVALUATION_KEYS = {"points", "chunk_iterations"}
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    id: str
+    overrides: dict
+
+    @property
+    def slug(self) -> str:
+        return self.id.replace("/", "-")
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkSpec:
+    name: str
+    params: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    label: str
+    algorithm: str
+    params: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    points: int = 100  # logged iterations per run (always including the last)
+    chunk_iterations: int = 500  # iterations per compiled call: progress, checkpoints, resume
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    name: str
+    description: str
+    seeds: int
+    budget_queries: int
+    policy: str
+    policy_params: dict
+    envs: tuple[EnvSpec, ...]
+    links: tuple[LinkSpec, ...]
+    teacher: dict
+    evaluation: Evaluation
+    methods: tuple[MethodSpec, ...]
+    source: str = ""
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data.pop("source")
+        return data
+
+    def config_hash(self) -> str:
+        canonical = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# -- --set overrides ----------------------------------------------------------------------------
+
+
+def parse_value(text: str) -> Any:
+    """A TOML value (number, bool, string, array, inline table), or the bare text as a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(raw: dict, assignment: str, source: str) -> None:
+    """Apply `path.to.field=value` to the raw TOML data; list items are addressed by index."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected path.to.field=value")
+    path, text = assignment.split("=", 1)
+    keys = path.strip().split(".")
+    node: Any = raw
+    for i, key in enumerate(keys):
+        last = i == len(keys) - 1
+        where = ".".join(keys[: i + 1])
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise ConfigError(
+                    f"{source}: --set {path}: {where!r} must index 0..{len(node) - 1}"
+                )
+            key = int(key)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"{source}: --set {path}: {where!r} is not a table or array")
+        if last:
+            node[key] = parse_value(text.strip())
+        else:
+            if isinstance(node, dict) and key not in node:
+                node[key] = {}
+            node = node[key]
+
+
+# -- validation ---------------------------------------------------------------------------------
+
+
+def _fail(source: str, key: str, message: str) -> ConfigError:
+    return ConfigError(f"{source}: {key}: {message}")
+
+
+def _check_keys(source, where, table, allowed) -> None:
+    if not isinstance(table, dict):
+        raise _fail(source, where, f"must be a table, got {table!r}")
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise _fail(
+            source,
+            f"{where}.{unknown[0]}" if where else unknown[0],
+            f"unknown key; allowed: {', '.join(sorted(allowed))}",
+        )
+
+
+def _positive_int(source, key, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(source, key, f"= {value!r}: must be an integer >= 1")
+    return value
+
+
+def _table_list(source, key, value, id_key) -> list[dict]:
+    if not isinstance(value, list) or not value:
+        raise _fail(source, key, f"must be a non-empty array of tables ([[{key}]])")
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or id_key not in item:
+            raise _fail(source, f"{key}[{i}]", f"must be a table with a {id_key!r} key")
+    return value
+
+
+def _parse(raw: dict, source: str) -> Experiment:
+    _check_keys(source, "", raw, TOP_KEYS)
+    for required in ("name", "budget_queries", "envs", "links", "methods"):
+        if required not in raw:
+            raise _fail(source, required, "is required")
+    name = raw["name"]
+    if not isinstance(name, str) or not name or "/" in name:
+        raise _fail(source, "name", f"= {name!r}: must be a non-empty string without '/'")
+    policy = raw.get("policy", "tabular")
+    if policy not in POLICIES:
+        raise _fail(source, "policy", f"= {policy!r}: allowed: {', '.join(POLICIES)}")
+    evaluation = raw.get("evaluation", {})
+    _check_keys(source, "evaluation", evaluation, EVALUATION_KEYS)
+    evaluation = Evaluation(
+        **{k: _positive_int(source, f"evaluation.{k}", v) for k, v in evaluation.items()}
+    )
+    envs = tuple(
+        EnvSpec(id=e["id"], overrides={k: v for k, v in e.items() if k != "id"})
+        for e in _table_list(source, "envs", raw["envs"], "id")
+    )
+    links = tuple(
+        LinkSpec(name=l["name"], params={k: v for k, v in l.items() if k != "name"})
+        for l in _table_list(source, "links", raw["links"], "name")
+    )
+    methods_raw = raw["methods"]
+    if not isinstance(methods_raw, dict) or not methods_raw:
+        raise _fail(source, "methods", "must contain at least one [methods.LABEL] table")
+    methods = []
+    for label, table in methods_raw.items():
+        if not isinstance(table, dict) or "algorithm" not in table:
+            raise _fail(source, f"methods.{label}", "must be a table with an 'algorithm' key")
+        params = {k: v for k, v in table.items() if k != "algorithm"}
+        methods.append(MethodSpec(label=label, algorithm=table["algorithm"], params=params))
+    teacher = raw.get("teacher", {})
+    if not isinstance(teacher, dict):
+        raise _fail(source, "teacher", "must be a table")
+    policy_params = raw.get("policy_params", {})
+    if not isinstance(policy_params, dict):
+        raise _fail(source, "policy_params", "must be a table")
+    return Experiment(
+        name=name,
+        description=str(raw.get("description", "")),
+        seeds=_positive_int(source, "seeds", raw.get("seeds", 10)),
+        budget_queries=_positive_int(source, "budget_queries", raw["budget_queries"]),
+        policy=policy,
+        policy_params=policy_params,
+        envs=envs,
+        links=links,
+        teacher=teacher,
+        evaluation=evaluation,
+        methods=tuple(methods),
+        source=source,
+    )
+
+
+def method_config(spec: MethodSpec, budget_queries: int, source: str = "<experiment>"):
+    """The method's config dataclass, with num_iterations derived from the budget if matched."""
+    where = f"methods.{spec.label}"
+    try:
+        algo = registry.get(spec.algorithm)
+    except ConfigError as err:
+        raise _fail(source, f"{where}.algorithm", str(err)) from None
+    fields = {f.name for f in dataclasses.fields(algo.config_cls)}
+    unknown = sorted(set(spec.params) - fields)
+    if unknown:
+        raise _fail(
+            source,
+            f"{where}.{unknown[0]}",
+            f"unknown field of {spec.algorithm}; allowed: {', '.join(sorted(fields))}",
+        )
+    params = dict(spec.params)
+    if not algo.reference:
+        if "num_iterations" in params:
+            raise _fail(
+                source,
+                f"{where}.num_iterations",
+                "is derived from budget_queries for budget-matched methods; remove it",
+            )
+        params["num_iterations"] = 1  # placeholder, replaced once per-iteration cost is known
+    try:
+        config = algo.config_cls(**params)
+        if not algo.reference:
+            per_iteration = int(algo.queries_per_iteration(config))
+            if per_iteration < 1 or per_iteration > budget_queries:
+                raise ConfigError(
+                    f"spends {per_iteration} queries per iteration, more than budget_queries = "
+                    f"{budget_queries}"
+                )
+            config = dataclasses.replace(config, num_iterations=budget_queries // per_iteration)
+    except ConfigError as err:
+        raise _fail(source, where, str(err)) from None
+    except TypeError as err:
+        raise _fail(source, where, f"bad field value: {err}") from None
+    return algo, config
+
+
+def build_run(experiment: Experiment, env_spec: EnvSpec, link_spec: LinkSpec, method: MethodSpec):
+    """(env, env_params, policy, oracle, algo_spec, config, trainer) for one run; validates."""
+    source = experiment.source
+    try:
+        env, env_params = make_env(env_spec.id, **env_spec.overrides)
+    except ConfigError as err:
+        raise _fail(source, f"envs ({env_spec.id})", str(err)) from None
+    try:
+        link = make_link(link_spec.name, **link_spec.params)
+    except ConfigError as err:
+        raise _fail(source, f"links ({link_spec.name})", str(err)) from None
+    except TypeError as err:
+        raise _fail(source, f"links ({link_spec.name})", f"bad parameter: {err}") from None
+    try:
+        teacher = Teacher(**experiment.teacher)
+    except ConfigError as err:
+        raise _fail(source, "teacher", str(err)) from None
+    except TypeError as err:
+        fields = ", ".join(f.name for f in dataclasses.fields(Teacher))
+        raise _fail(source, "teacher", f"{err}; allowed: {fields}") from None
+    try:
+        policy = make_policy(experiment.policy, env, env_params, **experiment.policy_params)
+    except ConfigError as err:
+        raise _fail(source, "policy", str(err)) from None
+    except TypeError as err:
+        raise _fail(source, "policy_params", str(err)) from None
+    algo, config = method_config(method, experiment.budget_queries, source)
+    oracle = Oracle(link, teacher)
+    try:
+        trainer = algo.make_trainer(config, env, policy, oracle, env_params)
+    except ConfigError as err:
+        raise _fail(source, f"methods.{method.label}", str(err)) from None
+    return env, env_params, policy, oracle, algo, config, trainer
+
+
+def load_experiment(path, overrides=(), seeds: int | None = None) -> Experiment:
+    """Read, override, parse and fully validate an experiment file (builds every run once)."""
+    path = Path(path)
+    source = str(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such experiment file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{source}: not valid TOML: {err}") from None
+    raw = copy.deepcopy(raw)
+    for assignment in overrides:
+        apply_override(raw, assignment, source)
+    if seeds is not None:
+        raw["seeds"] = seeds
+    experiment = _parse(raw, source)
+    for env_spec in experiment.envs:
+        for link_spec in experiment.links:
+            for method in experiment.methods:
+                build_run(experiment, env_spec, link_spec, method)
+    return experiment
