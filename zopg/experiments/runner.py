@@ -31,7 +31,8 @@ def seed_sharding(num_seeds: int):
     """Shard the seed axis over every visible device when it divides evenly, else one device."""
     devices = jax.devices()
     if len(devices) > 1 and num_seeds % len(devices) == 0:
-        mesh = jax.make_mesh((len(devices),), ("seeds",))
+        # Auto axes: XLA propagates the layout; the algorithms need not know about sharding.
+        mesh = jax.make_mesh((len(devices),), ("seeds",), axis_types=(jax.sharding.AxisType.Auto,))
         return NamedSharding(mesh, PartitionSpec("seeds"))
     return None
 
@@ -108,7 +109,14 @@ def execute_run(
         keys = jax.device_put(keys, sharding)
     init = jax.jit(jax.vmap(trainer.init))
     run = jax.jit(jax.vmap(trainer.run, in_axes=(0, None, None)), static_argnums=2)
-    carry = init(keys)
+
+    def fresh_carry():
+        carry = init(keys)
+        # Every leaf has the seed axis first; shard them all alike (init may leave some
+        # replicated, and vmap needs one layout for the mapped axis).
+        return carry if sharding is None else jax.device_put(carry, sharding)
+
+    carry = fresh_carry()
     start, kept, elapsed, compile_s = 0, {}, 0.0, 0.0
     if ckpt.exists():
         try:
@@ -119,7 +127,7 @@ def execute_run(
             start, kept = payload["start"], payload["kept"]
             elapsed, compile_s = payload["run_s"], payload["compile_s"]
         else:
-            carry = init(keys)
+            carry = fresh_carry()
     compiled = {}
     progress = Progress(total, label, enabled=not quiet, done=start)
     while start < total:

@@ -257,13 +257,16 @@ def method_config(spec: MethodSpec, budget_queries: int, source: str = "<experim
     try:
         config = algo.config_cls(**params)
         if not algo.reference:
-            per_iteration = int(algo.queries_per_iteration(config))
-            if per_iteration < 1 or per_iteration > budget_queries:
+            per_iteration = algo.queries_per_iteration(config)
+            # Non-positive counts are left to the algorithm's own checks, which name the field.
+            if isinstance(per_iteration, int) and per_iteration > budget_queries:
                 raise ConfigError(
                     f"spends {per_iteration} queries per iteration, more than budget_queries = "
                     f"{budget_queries}"
                 )
-            config = dataclasses.replace(config, num_iterations=budget_queries // per_iteration)
+            if isinstance(per_iteration, int) and per_iteration >= 1:
+                iterations = budget_queries // per_iteration
+                config = dataclasses.replace(config, num_iterations=iterations)
     except ConfigError as err:
         raise _fail(source, where, str(err)) from None
     except TypeError as err:

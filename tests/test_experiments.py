@@ -1,0 +1,245 @@
+"""Experiments: validation errors, an end-to-end CLI run, resume, sharding, summarize."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zopg import ConfigError, cli
+from zopg.experiments import load_experiment, store
+from zopg.experiments.runner import chunk_length, logged_iterations, run_experiment
+
+TINY = """
+name = "tiny"
+seeds = 4
+budget_queries = 2000
+[[envs]]
+id = "gridworld/open-5x5"
+[[links]]
+name = "bradley-terry"
+[evaluation]
+points = 10
+chunk_iterations = 25
+[methods.zpg]
+algorithm = "zpg"
+num_pairs = 4
+num_queries = 5
+[methods.zbcpg]
+algorithm = "zbcpg"
+num_pairs = 2
+num_queries = 5
+block_size = 20
+num_blocks = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("exp") / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_results(tiny_file, tmp_path_factory):
+    """One uninterrupted single-device run through the CLI, shared by the tests below."""
+    out = tmp_path_factory.mktemp("results") / "tiny"
+    assert cli.main(["run", str(tiny_file), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def write(tmp_path, text):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda t: "colour = 'red'\n" + t, r"bad.toml: colour: unknown key; allowed: .*budget_q"),
+        (
+            lambda t: t.replace('algorithm = "zpg"', 'algorithm = "zpgg"'),
+            r"methods.zpg.algorithm: unknown algorithm 'zpgg'; known algorithms: .*zbcpg, zpg",
+        ),
+        (
+            lambda t: t.replace("num_pairs = 4", "num_pears = 4"),
+            r"methods.zpg.num_pears: unknown field of zpg; allowed: .*num_pairs",
+        ),
+        (
+            lambda t: t.replace("num_pairs = 4", "num_pairs = 0"),
+            r"methods.zpg: num_pairs = 0: must be an integer >= 1",
+        ),
+        (
+            lambda t: t.replace("num_pairs = 4", "num_pairs = 4\nnum_iterations = 9"),
+            r"methods.zpg.num_iterations: is derived from budget_queries",
+        ),
+        (
+            lambda t: t.replace('"gridworld/open-5x5"', '"gridworld/maze"'),
+            r"envs \(gridworld/maze\): unknown environment 'gridworld/maze'",
+        ),
+        (
+            lambda t: t.replace(
+                'id = "gridworld/open-5x5"', 'id = "gridworld/open-5x5"\nslip = 2.0'
+            ),
+            r"envs \(gridworld/open-5x5\): slip = 2.0: must be in \[0, 1\]",
+        ),
+        (lambda t: t.replace('"bradley-terry"', '"logit"'), r"links \(logit\): unknown link"),
+        (lambda t: t.replace("seeds = 4", "seeds = 0"), r"seeds: = 0: must be an integer >= 1"),
+        (
+            lambda t: t.replace("budget_queries = 2000", "budget_queries = 10"),
+            r"methods.zpg: spends 20 queries per iteration, more than budget_queries = 10",
+        ),
+        (lambda t: t + "\n[teacher]\nmistake = 0.9\n", r"teacher: teacher.mistake = 0.9"),
+        (lambda t: t + "\n[teacher]\nlaziness = 0.9\n", r"teacher: .*laziness.*allowed: "),
+        (lambda t: t.replace("points = 10", "points = -1"), r"evaluation.points: = -1"),
+        (lambda t: t.replace('name = "tiny"\n', ""), r"bad.toml: name: is required"),
+        (lambda t: t + "\n[[[", r"bad.toml: not valid TOML"),
+    ],
+)
+def test_bad_experiment_files(tmp_path, edit, match):
+    with pytest.raises(ConfigError, match=match):
+        load_experiment(write(tmp_path, edit(TINY)))
+
+
+def test_set_overrides(tiny_file):
+    exp = load_experiment(tiny_file, ["methods.zpg.num_pairs=8", "envs.0.slip=0.3", "seeds=2"])
+    zpg = next(m for m in exp.methods if m.label == "zpg")
+    assert zpg.params["num_pairs"] == 8 and exp.envs[0].overrides["slip"] == 0.3
+    assert exp.seeds == 2
+    with pytest.raises(ConfigError, match=r"--set envs.3.slip: 'envs.3' must index 0..0"):
+        load_experiment(tiny_file, ["envs.3.slip=0.1"])
+    with pytest.raises(ConfigError, match=r"expected path\.to\.field=value"):
+        load_experiment(tiny_file, ["seeds"])
+
+
+def test_bad_input_exits_2_and_runs_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    bad = write(tmp_path, TINY.replace("num_pairs = 4", "num_pairs = -4"))
+    assert cli.main(["run", str(bad), "--out", str(out), "--quiet"]) == 2
+    assert "num_pairs = -4" in capsys.readouterr().err
+    assert not out.exists()
+    assert cli.main(["run", "no-such-experiment"]) == 2
+    assert cli.main(["summarize", str(tmp_path)]) == 2
+
+
+def test_end_to_end_writes_every_result_file(tiny_results):
+    for name in ("metrics.csv", "summary.json", "manifest.json"):
+        assert (tiny_results / name).stat().st_size > 0
+    for name in (
+        "convergence_queries",
+        "convergence_trajectories",
+        "convergence_iteration",
+        "final_scores",
+    ):
+        assert (tiny_results / "figures" / f"{name}.png").stat().st_size > 1000
+    columns = store.read_tidy(tiny_results / "metrics.csv")
+    # One row per (method, env, link, seed, logged iteration): 2 methods x 4 seeds x 10 points.
+    assert len(columns["method"]) == 2 * 4 * 10
+    summary = store.read_json(tiny_results / "summary.json")
+    by_method = {r["method"]: r for r in summary["results"]}
+    # Both spent the shared budget: 100 iterations of 20 queries (ZBCPG: 2 blocks x 2 pairs x 5).
+    assert by_method["zpg"]["queries"] == 2000 and by_method["zbcpg"]["queries"] == 2000
+    assert by_method["zpg"]["iterations"] == 100 and by_method["zbcpg"]["iterations"] == 100
+    manifest = store.read_json(tiny_results / "manifest.json")
+    assert manifest["config_hash"] and manifest["versions"]["jax"]
+    assert all(run["compile_s"] > 0 and run["run_s"] > 0 for run in manifest["runs"].values())
+    # The final value in the CSV is the one the summary reports.
+    zpg_final = columns["value"][(columns["method"] == "zpg") & (columns["iteration"] == 99)]
+    assert by_method["zpg"]["value"]["mean"] == pytest.approx(zpg_final.mean(), rel=1e-5)
+
+
+def test_summarize_reproduces_summary_json(tiny_results, capsys):
+    assert cli.main(["summarize", str(tiny_results)]) == 0
+    printed = capsys.readouterr().out
+    summary = store.read_json(tiny_results / "summary.json")
+    for r in summary["results"]:
+        line = next(l for l in printed.splitlines() if l.startswith(r["method"] + " "))
+        for number in (
+            r["value"]["mean"],
+            r["score"]["mean"],
+            *r["score"]["ci95"],
+            r["score"]["iqm"],
+        ):
+            assert f"{number:.3f}" in line
+
+
+def test_resume_after_interruption_is_identical(tiny_file, tiny_results, tmp_path, monkeypatch):
+    experiment = load_experiment(tiny_file)
+    out = tmp_path / "resumed"
+    real_save = store.save_checkpoint
+    calls = {"n": 0}
+
+    def dying_save(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:  # killed after the third chunk was saved
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "save_checkpoint", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(experiment, out, quiet=True)
+    assert list((out / "runs").glob("*.ckpt"))
+    monkeypatch.setattr(store, "save_checkpoint", real_save)
+    messages = []
+    run_experiment(experiment, out, quiet=True, log=messages.append)
+    assert (out / "metrics.csv").read_text() == (tiny_results / "metrics.csv").read_text()
+    # A finished run is skipped the next time.
+    messages.clear()
+    run_experiment(experiment, out, quiet=True, log=messages.append)
+    assert all("skipped" in m for m in messages) and len(messages) == 2
+
+
+def test_sharded_run_matches_single_device(tiny_file, tiny_results, tmp_path):
+    out = tmp_path / "sharded"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    code = (
+        "import sys, jax; from zopg import cli; assert len(jax.devices()) == 4; "
+        f"sys.exit(cli.main(['run', {str(tiny_file)!r}, '--out', {str(out)!r}, '--quiet']))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all(run["devices"] == 4 for run in manifest["runs"].values())
+    sharded = store.read_tidy(out / "metrics.csv")
+    single = store.read_tidy(tiny_results / "metrics.csv")
+    for column in (
+        "method",
+        "env",
+        "link",
+        "seed",
+        "iteration",
+        "queries",
+        "trajectories",
+        "env_steps",
+    ):
+        np.testing.assert_array_equal(sharded[column], single[column])
+    # Values agree to float32 round-off: XLA may order the exact-value reduction differently
+    # in a partitioned program (seen: 1 ulp in the 7th digit).
+    np.testing.assert_allclose(sharded["value"], single["value"], rtol=1e-5, atol=1e-6)
+
+
+def test_chunking_helpers():
+    assert chunk_length(100, 25) == 25
+    assert chunk_length(4000, 500) == 500
+    assert chunk_length(97, 25) == 25  # prime T: one extra compile for the tail
+    np.testing.assert_array_equal(logged_iterations(5, 10), [0, 1, 2, 3, 4])
+    kept = logged_iterations(1000, 10)
+    assert kept[0] == 0 and kept[-1] == 999 and kept.size == 10
+
+
+def test_list_names_everything(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("gridworld/cliff-4x6", "bradley-terry", "weibull", "mistake", "zbcpg"):
+        assert word in out
+
+
+def test_cli_entry_point_is_installed():
+    exe = Path(sys.executable).parent / "zopg"
+    done = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "summarize" in done.stdout
