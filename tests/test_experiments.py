@@ -92,7 +92,7 @@ def write(tmp_path, text):
         (lambda t: t.replace("seeds = 4", "seeds = 0"), r"seeds: = 0: must be an integer >= 1"),
         (
             lambda t: t.replace("budget_queries = 2000", "budget_queries = 10"),
-            r"methods.zpg: spends 20 queries per iteration, more than budget_queries = 10",
+            r"methods.zpg: spends 20 queries per unit of num_iterations, more than budget_q",
         ),
         (lambda t: t + "\n[teacher]\nmistake = 0.9\n", r"teacher: teacher.mistake = 0.9"),
         (lambda t: t + "\n[teacher]\nlaziness = 0.9\n", r"teacher: .*laziness.*allowed: "),

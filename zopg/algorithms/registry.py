@@ -14,14 +14,16 @@ class AlgorithmSpec:
     """How the runner builds and budgets one algorithm.
 
     make_trainer(config, env, policy, oracle, env_params) -> zopg.algorithms.trainer.Trainer.
-    queries_per_iteration(config) -> int, for budget-matched methods: the runner sets
-    num_iterations = budget // queries_per_iteration. References (reward access) are never
-    budget-matched: their num_iterations comes from the experiment file.
+    budget_field: the config field the runner derives from the experiment's query budget
+    (num_iterations for per-iteration spenders; e.g. a dataset size for offline methods), and
+    queries_per_unit(config) -> int, the queries one unit of that field costs. References
+    (reward access) are never budget-matched: their fields come from the experiment file.
     """
 
     config_cls: type
     make_trainer: Callable
-    queries_per_iteration: Callable | None
+    queries_per_unit: Callable | None = None
+    budget_field: str = "num_iterations"
     reference: bool = False
     description: str = ""
 
@@ -30,13 +32,13 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
     "zpg": AlgorithmSpec(
         zpg.ZPGConfig,
         zpg.make_trainer,
-        lambda c: c.num_pairs * c.num_queries,
+        queries_per_unit=lambda c: c.num_pairs * c.num_queries,
         description="zeroth-order policy gradient from preferences (known link)",
     ),
     "zbcpg": AlgorithmSpec(
         zbcpg.ZBCPGConfig,
         zbcpg.make_trainer,
-        lambda c: c.num_blocks * c.num_pairs * c.num_queries,
+        queries_per_unit=lambda c: c.num_blocks * c.num_pairs * c.num_queries,
         description="block-coordinate ZPG, P disjoint blocks per iteration",
     ),
 }

@@ -246,27 +246,27 @@ def method_config(spec: MethodSpec, budget_queries: int, source: str = "<experim
             f"unknown field of {spec.algorithm}; allowed: {', '.join(sorted(fields))}",
         )
     params = dict(spec.params)
+    derived = algo.budget_field
     if not algo.reference:
-        if "num_iterations" in params:
+        if derived in params:
             raise _fail(
                 source,
-                f"{where}.num_iterations",
+                f"{where}.{derived}",
                 "is derived from budget_queries for budget-matched methods; remove it",
             )
-        params["num_iterations"] = 1  # placeholder, replaced once per-iteration cost is known
+        params[derived] = 1  # placeholder, replaced once the per-unit cost is known
     try:
         config = algo.config_cls(**params)
         if not algo.reference:
-            per_iteration = algo.queries_per_iteration(config)
+            per_unit = algo.queries_per_unit(config)
             # Non-positive counts are left to the algorithm's own checks, which name the field.
-            if isinstance(per_iteration, int) and per_iteration > budget_queries:
+            if isinstance(per_unit, int) and per_unit > budget_queries:
                 raise ConfigError(
-                    f"spends {per_iteration} queries per iteration, more than budget_queries = "
-                    f"{budget_queries}"
+                    f"spends {per_unit} queries per unit of {derived}, more than "
+                    f"budget_queries = {budget_queries}"
                 )
-            if isinstance(per_iteration, int) and per_iteration >= 1:
-                iterations = budget_queries // per_iteration
-                config = dataclasses.replace(config, num_iterations=iterations)
+            if isinstance(per_unit, int) and per_unit >= 1:
+                config = dataclasses.replace(config, **{derived: budget_queries // per_unit})
     except ConfigError as err:
         raise _fail(source, where, str(err)) from None
     except TypeError as err:
