@@ -33,6 +33,36 @@ _REGISTRY: dict[str, Callable] = {
 }
 
 
+def _gymnax(env_id):
+    def factory(**overrides):
+        # Imported on first use: importing gymnax costs seconds (it pulls in seaborn).
+        from zopg.envs.gymnax_env import make_gymnax
+
+        return make_gymnax(env_id, **overrides)
+
+    return factory
+
+
+def _brax(env_id):
+    def factory(**overrides):
+        from zopg.envs.brax_env import make_brax
+
+        return make_brax(env_id, **overrides)
+
+    return factory
+
+
+for _id in (
+    "gymnax/CartPole-v1",
+    "gymnax/Acrobot-v1",
+    "gymnax/Pendulum-v1",
+    "gymnax/MountainCarContinuous-v0",
+):
+    _REGISTRY[_id] = _gymnax(_id)
+for _id in ("brax/inverted_pendulum", "brax/hopper", "brax/halfcheetah"):
+    _REGISTRY[_id] = _brax(_id)
+
+
 def register(env_id: str, factory: Callable) -> None:
     """Add an environment: `factory(**overrides) -> (env, params)`."""
     _REGISTRY[env_id] = factory

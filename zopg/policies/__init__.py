@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from zopg.errors import ConfigError, unknown_name
 from zopg.policies.categorical import (
     CategoricalPolicy,
@@ -10,18 +12,61 @@ from zopg.policies.categorical import (
     sample_categorical,
 )
 from zopg.policies.flat import flat_view, num_params
+from zopg.policies.gaussian import MLPGaussian
+from zopg.policies.normalizer import (
+    NormalizedPolicy,
+    ObsNormalization,
+    RunningStats,
+    fit_obs_normalization,
+)
 
-POLICIES = ("tabular", "mlp")
+POLICIES = ("tabular", "mlp", "gaussian")
+# The action kind each policy handles, and the policies to suggest for each kind.
+ACTION_KINDS = {"tabular": "discrete", "mlp": "discrete", "gaussian": "continuous"}
+_SUGGEST = {"discrete": "'mlp' or 'tabular'", "continuous": "'gaussian'"}
 
 
-def make_policy(name: str, env, env_params, **kwargs):
-    """Build a policy that fits `env` (sizes are read from it); kwargs go to the policy class."""
+def make_policy(name: str, env, env_params, obs_norm: ObsNormalization | None = None, **kwargs):
+    """Build a policy that fits `env` (sizes are read from it); kwargs go to the policy class.
+
+    `obs_norm` (optional, from `fit_obs_normalization` or `RunningStats.freeze`) wraps the
+    policy in a frozen observation normaliser; the flat parameter view is unchanged.
+    """
     if name not in POLICIES:
         raise unknown_name("policy", name, POLICIES)
-    if getattr(env, "action_kind", None) != "discrete":
+    env_kind = getattr(env, "action_kind", None)
+    if env_kind != ACTION_KINDS[name]:
         raise ConfigError(
-            f"policy {name!r} is categorical but environment {env!r} has "
-            f"{getattr(env, 'action_kind', 'unknown')} actions"
+            f"policy {name!r} needs {ACTION_KINDS[name]} actions but environment {env!r} has "
+            f"{env_kind or 'unknown'} actions; use {_SUGGEST.get(env_kind, 'another env')}"
+        )
+    _check_options(name, kwargs)
+    policy = _build(name, env, env_params, **kwargs)
+    if obs_norm is None:
+        return policy
+    if name == "tabular":
+        raise ConfigError("obs_norm needs vector observations; policy 'tabular' has state indices")
+    return NormalizedPolicy(policy, obs_norm)
+
+
+_CLASSES = {"tabular": TabularSoftmax, "mlp": MLPCategorical, "gaussian": MLPGaussian}
+# Fields make_policy reads from the environment; the caller cannot set them.
+_FROM_ENV = {"num_states", "num_actions", "obs_shape", "low", "high"}
+
+
+def _check_options(name: str, kwargs: dict) -> None:
+    allowed = {f.name for f in dataclasses.fields(_CLASSES[name])} - _FROM_ENV
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        names = ", ".join(sorted(allowed))
+        raise ConfigError(f"unknown option(s) {unknown} for policy {name!r}; allowed: {names}")
+
+
+def _build(name: str, env, env_params, **kwargs):
+    if name == "gaussian":
+        low, high = env.action_bounds(env_params)
+        return MLPGaussian(
+            obs_shape=tuple(env.observation_shape(env_params)), low=low, high=high, **kwargs
         )
     num_states = env.num_states(env_params) if hasattr(env, "num_states") else None
     if name == "tabular":
@@ -37,10 +82,16 @@ def make_policy(name: str, env, env_params, **kwargs):
 
 
 __all__ = [
+    "ACTION_KINDS",
     "POLICIES",
     "CategoricalPolicy",
     "MLPCategorical",
+    "MLPGaussian",
+    "NormalizedPolicy",
+    "ObsNormalization",
+    "RunningStats",
     "TabularSoftmax",
+    "fit_obs_normalization",
     "flat_view",
     "make_policy",
     "num_params",

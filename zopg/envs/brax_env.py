@@ -1,0 +1,169 @@
+"""brax locomotion and control tasks (inverted_pendulum, hopper, halfcheetah) behind the zopg
+protocol, with a configurable physics backend and explicit resets.
+
+We wrap the bare brax env, never `brax.envs.create`'s wrappers: its auto-reset wrapper restarts a
+finished episode from the first state it ever drew, which a zopg rollout must not do. Every
+rollout resets with its own fresh key; after `done` the state is frozen (brax would keep
+simulating a fallen robot, which can diverge), and the rollout's valid mask drops those steps.
+
+Backend default (our choice, measured by `benchmarks/control_probe.py --only backends` on the
+2-core CPU, jax 0.10, brax 0.14.2; results/control_probe.json has the numbers): BACKEND_NOTE.
+Horizon default: DEFAULT_HORIZON steps (our choice; brax's own 1000 makes every ZPG iteration
+five times dearer on this CPU). Override both through `make(..., backend=, horizon=)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from functools import cache
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from zopg.errors import ConfigError, bad_value, unknown_name
+
+BRAX_IDS = {
+    "brax/inverted_pendulum": "inverted_pendulum",
+    "brax/hopper": "hopper",
+    "brax/halfcheetah": "halfcheetah",
+}
+BACKENDS = ("spring", "positional", "generalized", "mjx")
+DEFAULT_BACKEND = "spring"
+DEFAULT_HORIZON = 250
+BACKEND_NOTE = "spring"
+
+
+@struct.dataclass
+class BraxParams:
+    """brax envs carry their settings in the env object; params only fix the rollout length."""
+
+    horizon: int = struct.field(pytree_node=False)
+
+
+def _freeze(value):
+    # Constructor arguments become part of the env's hash, so lists turn into tuples.
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+@cache
+def _brax_env(brax_name: str, backend: str, kwargs: tuple):
+    # One brax object per configuration, so equal adapters share compiled functions.
+    from brax import envs
+
+    return envs.get_environment(brax_name, backend=backend, **dict(kwargs))
+
+
+@dataclasses.dataclass(frozen=True)
+class BraxEnv:
+    """zopg protocol over one brax env; hashable by (name, backend, kwargs) for jit.
+
+    Actions are continuous vectors in [-1, 1] (brax scales them to the actuators' ranges).
+    """
+
+    brax_name: str
+    backend: str = DEFAULT_BACKEND
+    kwargs: tuple = ()
+
+    action_kind = "continuous"
+    num_actions = None
+
+    @property
+    def _env(self):
+        return _brax_env(self.brax_name, self.backend, self.kwargs)
+
+    @property
+    def name(self) -> str:
+        return f"brax/{self.brax_name}"
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in self.kwargs)
+        return f"BraxEnv({self.brax_name!r}, backend={self.backend!r}{extra})"
+
+    @property
+    def default_params(self) -> BraxParams:
+        return BraxParams(horizon=DEFAULT_HORIZON)
+
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        return (int(self._env.action_size),)
+
+    def action_bounds(self, params: BraxParams) -> tuple[np.ndarray, np.ndarray]:
+        shape = self.action_shape
+        return -np.ones(shape, np.float32), np.ones(shape, np.float32)
+
+    def horizon(self, params: BraxParams) -> int:
+        return params.horizon
+
+    def observation_shape(self, params: BraxParams) -> tuple[int, ...]:
+        return (int(self._env.observation_size),)
+
+    def reset(self, key, params: BraxParams):
+        state = self._canonical(self._env.reset(key))
+        return state.obs, state
+
+    def step(self, key, state, action, params: BraxParams):
+        """(obs, state, reward, done); brax dynamics are deterministic, so `key` is unused."""
+        del key
+        # brax's step updates `state.metrics` in place; hand it a copy so `state` stays intact.
+        nxt = self._canonical(self._env.step(state.replace(metrics=dict(state.metrics)), action))
+        was_done = state.done > 0.5
+        nxt = jax.tree.map(lambda old, new: jnp.where(was_done, old, new), state, nxt)
+        reward = jnp.where(was_done, 0.0, nxt.reward)
+        return nxt.obs, nxt, reward, nxt.done > 0.5
+
+    @staticmethod
+    def _canonical(state):
+        # brax sets some fields to Python floats (e.g. reward = 1.0); a scan carry needs fixed
+        # float32 arrays.
+        return state.replace(
+            obs=jnp.asarray(state.obs, jnp.float32),
+            reward=jnp.asarray(state.reward, jnp.float32),
+            done=jnp.asarray(state.done, jnp.float32),
+        )
+
+
+def _constructor_fields(brax_name: str) -> tuple[str, ...]:
+    from brax import envs
+
+    signature = inspect.signature(envs._envs[brax_name].__init__)
+    names = [
+        p.name
+        for p in signature.parameters.values()
+        if p.name not in ("self", "backend") and p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    # PipelineEnv's own knobs, reached through **kwargs.
+    return (*names, "n_frames")
+
+
+def make_brax(
+    env_id: str, backend: str = DEFAULT_BACKEND, horizon: int = DEFAULT_HORIZON, **overrides
+):
+    """`(env, params)` for a registered brax id; overrides go to the brax env's constructor."""
+    brax_name = BRAX_IDS[env_id]
+    if backend not in BACKENDS:
+        raise unknown_name("backend", backend, BACKENDS)
+    fields = _constructor_fields(brax_name)
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        allowed = ", ".join(("backend", "horizon", *sorted(fields)))
+        raise ConfigError(f"unknown {env_id} field(s) {unknown}; allowed: {allowed}")
+    if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1:
+        raise bad_value("horizon", horizon, "must be an integer >= 1")
+    kwargs = tuple(sorted((k, _freeze(v)) for k, v in overrides.items()))
+    try:
+        hash(kwargs)
+    except TypeError:
+        raise bad_value(
+            "overrides", dict(overrides), "values must be numbers, bools or tuples"
+        ) from None
+    env = BraxEnv(brax_name, backend, kwargs)
+    try:
+        env._env  # noqa: B018 -- build now, so bad values fail here, not inside a trace
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{env_id} with backend={backend!r}, {dict(overrides)}: {err}") from err
+    return env, BraxParams(horizon=int(horizon))
