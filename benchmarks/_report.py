@@ -2,98 +2,23 @@
 
 from __future__ import annotations
 
-import datetime as _dt
-import importlib.metadata
-import json
-import os
-import platform
 import statistics
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("jax", "jaxlib", "numpy", "flax", "optax", "chex", "gymnax", "brax")
-
-
-def timestamp() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
-def versions() -> dict:
-    """Python and installed package versions (None for packages that are not installed)."""
-    found = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = None
-    return found
-
-
-def _cpu_model() -> str | None:
-    # platform.processor() is often empty on Linux; /proc/cpuinfo names the actual model.
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
-def host() -> dict:
-    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_model": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        # What this process may actually use (containers often restrict it below cpu_count).
-        "cpu_available": len(affinity) if affinity is not None else None,
-    }
-
-
-def device() -> dict:
-    import jax
-
-    devices = jax.devices()
-    return {
-        "backend": jax.default_backend(),
-        "platform": devices[0].platform,
-        "device_kind": devices[0].device_kind,
-        "num_devices": len(devices),
-    }
-
-
-def git_revision() -> dict:
-    """Commit and whether the working tree had uncommitted changes; None outside a git checkout."""
-
-    def git(*args):
-        out = subprocess.run(
-            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
-        )
-        return out.stdout.strip()
-
-    try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-
-
-def environment() -> dict:
-    """Everything a reader needs to know about where a benchmark ran."""
-    return {
-        "device": device(),
-        "host": host(),
-        "versions": versions(),
-        "git": git_revision(),
-    }
+from zopg.experiments import store
+from zopg.provenance import (  # noqa: F401  (re-exported for the benchmark scripts)
+    REPO_ROOT,
+    device,
+    environment,
+    git_revision,
+    host,
+    timestamp,
+    versions,
+)
 
 
 def time_repeats(fn: Callable[[int], object], repeats: int, warmup: int = 1) -> list[float]:
@@ -154,38 +79,22 @@ def rate_summary(times: list[float], work: float, unit: str = "steps") -> dict:
 
 
 def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if hasattr(value, "__array__"):  # jax arrays
+    """Arrays and paths in benchmark results become lists and strings."""
+    if isinstance(value, np.ndarray) or hasattr(value, "__array__"):
         return np.asarray(value).tolist()
     if isinstance(value, Path):
         return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    return value
 
 
 def write_json_atomic(path, data) -> Path:
-    """Write JSON to a temporary file beside `path`, then rename it over `path`.
+    """Atomic JSON (see zopg.experiments.store): readers never see a half-written file."""
+    return store.write_json_atomic(path, _walk(data))
 
-    A reader (or an interrupted run) therefore sees either the old file or the new one, never a
-    half-written file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes the file private; results are meant to be shared
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=_jsonable)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+
+def _walk(value):
+    if isinstance(value, dict):
+        return {k: _walk(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_walk(v) for v in value]
+    return _jsonable(value)

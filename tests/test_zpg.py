@@ -15,7 +15,7 @@ from scipy import stats
 
 from zopg import ConfigError
 from zopg.algorithms import ZBCPGConfig, ZPGConfig, zbcpg, zpg
-from zopg.algorithms.zeroth_order import Problem, make_difference_fn
+from zopg.algorithms.zeroth_order import Problem, estimator_config, make_difference_fn
 from zopg.envs import make
 from zopg.estimators import zo_gradient
 from zopg.policies import flat_view, make_policy
@@ -51,7 +51,7 @@ def estimates(setup, config, oracle, num_samples):
     env, _, policy, theta = setup
     problem = Problem.build(env, policy, oracle)
     difference_fn = make_difference_fn(config, problem)
-    est = config.estimator().validate(problem.dim)
+    est = estimator_config(config).validate(problem.dim)
     run = jax.vmap(lambda k: zo_gradient(k, theta, difference_fn, est, config.mu)[0])
     keys = jax.random.split(jax.random.key(0), num_samples)
     return problem, np.asarray(jax.jit(run)(keys))

@@ -13,11 +13,12 @@ from zopg.algorithms.zeroth_order import (
     Problem,
     check_budget_fits,
     check_common,
+    estimator_config,
     make_difference_fn,
     make_zo_trainer,
 )
 from zopg.errors import bad_value
-from zopg.estimators import EstimatorConfig, block_zo_gradient, check_block_size
+from zopg.estimators import block_zo_gradient, check_block_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,22 +48,12 @@ class ZBCPGConfig:
     link: object | None = None
     optimizer: str = "sgd"
 
-    def estimator(self) -> EstimatorConfig:
-        return EstimatorConfig(
-            direction=self.direction,
-            two_sided=self.two_sided,
-            spend=self.spend,
-            num_pairs=self.num_pairs,
-            block_size=self.block_size,
-            partition=self.partition,
-        )
-
 
 def make_trainer(config: ZBCPGConfig, env, policy, oracle, env_params=None):
     """The chunkable Trainer (see zopg.algorithms.trainer); make_train wraps it."""
     check_common(config)
     problem = Problem.build(env, policy, oracle, env_params)
-    est = config.estimator().validate(problem.dim)
+    est = estimator_config(config).validate(problem.dim)
     check_block_size(config.block_size, problem.dim)
     if est.direction == "block-sphere":
         raise bad_value("direction", est.direction, "ZBCPG makes blocks itself; use 'sphere'")

@@ -15,7 +15,7 @@ import optax
 
 from zopg.algorithms.trainer import Trainer
 from zopg.errors import ConfigError, bad_value, check_range, unknown_name
-from zopg.estimators import Spent, check_mu
+from zopg.estimators import EstimatorConfig, Spent, check_mu
 from zopg.exact import value_fn
 from zopg.policies import flat_view
 from zopg.preferences import preference_rate, value_difference
@@ -45,6 +45,18 @@ def check_common(config) -> None:
         raise unknown_name("difference", config.difference, DIFFERENCES)
     if config.optimizer not in OPTIMIZERS:
         raise unknown_name("optimizer", config.optimizer, OPTIMIZERS)
+
+
+def estimator_config(config) -> EstimatorConfig:
+    """The estimator part of a ZPG/ZBCPG config (ZBCPG has no block-sphere direction of its own)."""
+    return EstimatorConfig(
+        direction=config.direction,
+        two_sided=config.two_sided,
+        spend=config.spend,
+        num_pairs=config.num_pairs,
+        block_size=config.block_size,
+        partition=config.partition,
+    )
 
 
 def make_optimizer(config) -> optax.GradientTransformation:

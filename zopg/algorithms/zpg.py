@@ -13,10 +13,11 @@ from zopg.algorithms.zeroth_order import (
     Problem,
     check_budget_fits,
     check_common,
+    estimator_config,
     make_difference_fn,
     make_zo_trainer,
 )
-from zopg.estimators import EstimatorConfig, zo_gradient
+from zopg.estimators import zo_gradient
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,22 +51,12 @@ class ZPGConfig:
     link: object | None = None
     optimizer: str = "sgd"
 
-    def estimator(self) -> EstimatorConfig:
-        return EstimatorConfig(
-            direction=self.direction,
-            two_sided=self.two_sided,
-            spend=self.spend,
-            num_pairs=self.num_pairs,
-            block_size=self.block_size,
-            partition=self.partition,
-        )
-
 
 def make_trainer(config: ZPGConfig, env, policy, oracle, env_params=None):
     """The chunkable Trainer (see zopg.algorithms.trainer); make_train wraps it."""
     check_common(config)
     problem = Problem.build(env, policy, oracle, env_params)
-    est = config.estimator().validate(problem.dim)
+    est = estimator_config(config).validate(problem.dim)
     difference_fn = make_difference_fn(config, problem)
     queries = config.num_pairs * config.num_queries if config.difference == "preference" else 0
     check_budget_fits(config, problem, queries, 2 * config.num_pairs)

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import platform
-import subprocess
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from zopg.analysis import bootstrap_ci, iqm
 from zopg.experiments import store
-
-PACKAGES = ("zopg", "jax", "jaxlib", "numpy", "flax", "optax", "chex", "gymnax", "brax")
+from zopg.provenance import device, git_revision, host, versions
 
 
 def normaliser(run: dict):
@@ -60,29 +55,6 @@ def summarise_run(run: dict) -> dict:
     }
 
 
-def _git_revision() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _versions() -> dict:
-    found = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = None
-    return found
-
-
 def write_reports(experiment, out_dir, run_ids: list[str], total_s: float) -> dict:
     from zopg.analysis.plots import plot_results
     from zopg.experiments.runner import load_run
@@ -108,19 +80,15 @@ def write_reports(experiment, out_dir, run_ids: list[str], total_s: float) -> di
         "results": [summarise_run(run) for run in runs],
     }
     store.write_json_atomic(out_dir / "summary.json", summary)
-    device = jax.devices()[0]
     manifest = {
         "experiment": experiment.name,
         "source": experiment.source,
         "config_hash": experiment.config_hash(),
         "config": experiment.to_dict(),
-        "git_revision": _git_revision(),
-        "versions": _versions(),
-        "device": {
-            "platform": device.platform,
-            "kind": device.device_kind,
-            "count": len(jax.devices()),
-        },
+        "git": git_revision(),
+        "versions": versions(),
+        "host": host(),
+        "device": device(),
         "runs": {
             run_id: {
                 "num_iterations": run["num_iterations"],
