@@ -22,6 +22,7 @@ from zopg.algorithms.dpo import (
     log_ratio,
     make_labels,
     make_train,
+    make_trainer,
     occupancy,
     trajectory_kl,
 )
@@ -74,12 +75,11 @@ def bandit_run(request, bandit):
     config = BANDIT_CONFIGS[request.param]
     # chex counts traces per code location, shared by both modes: start from zero.
     chex.clear_trace_counter()
-    train = jax.jit(
-        chex.assert_max_traces(make_train(config, env, policy, oracle).__wrapped__, n=1)
-    )
+    trainer = make_trainer(config, env, policy, oracle)
+    train = jax.jit(chex.assert_max_traces(trainer.train, n=1))
     keys = jax.random.split(jax.random.key(11), NUM_SEEDS)
     final, metrics = jax.vmap(train)(keys)
-    return config, train, keys, final, metrics
+    return config, train, keys, final, metrics, trainer
 
 
 # -- losses and labels ---------------------------------------------------------------------------
@@ -186,7 +186,7 @@ def test_exact_trajectory_kl_matches_monte_carlo():
 
 
 def test_recovers_the_preferred_action(bandit_run):
-    config, _, _, final, metrics = bandit_run
+    config, _, _, final, metrics, _ = bandit_run
     probs = np.asarray(jax.nn.softmax(final["logits"][:, 1], axis=-1))  # state 1 is S
     print(config.mode, "P(right | S) per seed:", np.round(probs[:, RIGHT], 3))
     assert np.median(probs[:, RIGHT]) >= 0.95
@@ -197,7 +197,7 @@ def test_recovers_the_preferred_action(bandit_run):
 
 
 def test_budget_counters(bandit_run, bandit):
-    config, _, _, _, metrics = bandit_run
+    config, _, _, _, metrics, _ = bandit_run
     horizon = bandit[1].horizon
     it = np.arange(1, config.num_iterations + 1)[None, :]
     if config.mode == "online":
@@ -222,7 +222,7 @@ def test_budget_counters(bandit_run, bandit):
 
 
 def test_determinism_and_single_compilation(bandit_run):
-    config, train, keys, _, batched = bandit_run
+    config, train, keys, _, batched, _ = bandit_run
     # The same keys give the same numbers (this re-run reuses the compiled vmapped function).
     _, again = jax.vmap(train)(keys)
     jax.tree_util.tree_map(np.testing.assert_array_equal, batched, again)
@@ -272,3 +272,20 @@ def test_needs_an_oracle_and_a_matching_reference(bandit):
     wrong = make_policy("tabular", *make("gridworld/open-5x5")).init(jax.random.key(0))
     with pytest.raises(ConfigError, match="reference_params"):
         make_train(DPOConfig(), env, policy, oracle, reference_params=wrong)
+
+
+def test_chunked_run_equals_one_run(bandit_run):
+    """The runner splits runs into chunks; a boundary mid-epoch (offline) must change nothing."""
+    config, _, keys, final, whole, trainer = bandit_run
+    if config.mode == "online":
+        return  # the online state has no epoch order; the offline case is the one at risk
+    # 8 steps per epoch: the boundary at 30 falls mid-epoch, and the second chunk reshuffles.
+    half = config.num_iterations // 2
+    run = jax.jit(trainer.run, static_argnums=2)  # one compilation serves both chunks
+    carry, first = run(jax.jit(trainer.init)(keys[0]), 0, half)
+    carry, second = run(carry, half, half)
+    for name in ("losses/dpo", "exact/value", "budget/queries"):
+        chunked = np.concatenate([first[name], second[name]])
+        np.testing.assert_allclose(chunked, whole[name][0], rtol=1e-5, err_msg=name)
+    params = trainer.final_params(carry)
+    np.testing.assert_allclose(params["logits"], final["logits"][0], rtol=1e-5)

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from zopg.algorithms.trainer import Trainer
 from zopg.algorithms.zeroth_order import INT32_MAX, Problem
 from zopg.errors import ConfigError, bad_value, check_range, unknown_name
 from zopg.estimators import Spent
@@ -248,8 +249,10 @@ def _check_budget(config: DPOConfig, horizon: int) -> None:
         )
 
 
-def make_train(config: DPOConfig, env, policy, oracle, env_params=None, reference_params=None):
-    """`train(key) -> (final_policy_params, metrics)`; pure, jitted, vmappable over keys."""
+def make_trainer(
+    config: DPOConfig, env, policy, oracle, env_params=None, reference_params=None
+) -> Trainer:
+    """The chunkable Trainer (see zopg.algorithms.trainer); make_train wraps it."""
     config.validate()
     if oracle is None:
         raise ConfigError("DPO learns from preferences and needs an oracle; got oracle = None")
@@ -341,85 +344,109 @@ def make_train(config: DPOConfig, env, policy, oracle, env_params=None, referenc
             metrics["exact/value"] = problem.exact_value(theta)
         return metrics
 
-    def train(key):
-        k_init, k_run = jax.random.split(key)
-        if fixed_ref is None:
-            ref_theta, _ = flat_view(policy.init(k_init))
-        else:
-            ref_theta = fixed_ref
-        theta = ref_theta
-        opt_state = tx.init(theta)
-        k_eval, k_data, k_loop = jax.random.split(k_run, 3)
-        eval_set = held_out(k_eval, ref_theta)
-        iterations = jnp.arange(config.num_iterations)
-        # Iteration t's key depends on t only: a shorter run is a prefix of a longer one.
-        keys = jax.vmap(lambda t: jax.random.fold_in(k_loop, t))(iterations)
+    def apply(theta, opt_state, ref_theta, pairs):
+        (loss, reward_margin), grad = loss_and_grad(theta, ref_theta, pairs)
+        updates, opt_state = tx.update(grad, opt_state, theta)
+        return optax.apply_updates(theta, updates), opt_state, loss, reward_margin
 
-        def apply(theta, opt_state, pairs):
-            (loss, reward_margin), grad = loss_and_grad(theta, ref_theta, pairs)
-            updates, opt_state = tx.update(grad, opt_state, theta)
-            return optax.apply_updates(theta, updates), opt_state, loss, reward_margin
+    def init_common(key):
+        """θ_0 = θ_ref and the held-out set; the same init key as ZPG's, so seeds pair up."""
+        ref_theta = flat_view(policy.init(key))[0] if fixed_ref is None else fixed_ref
+        # policy.init consumes `key` itself; fold_in derives independent streams for the rest.
+        eval_set = held_out(jax.random.fold_in(key, 1), ref_theta)
+        return {
+            "theta": ref_theta,
+            "opt_state": tx.init(ref_theta),
+            "ref_theta": ref_theta,
+            "eval_set": eval_set,
+        }
 
-        if config.mode == "online":
+    def init_online(key):
+        return {**init_common(key), "spent": Spent.zero()}
 
-            def _online_step(carry, k):
-                theta, opt_state, spent_so_far = carry
-                pairs, spent, label_accuracy = collect(k, theta, config.num_pairs)
+    def iterate_online(state, t, key):
+        del t  # fresh pairs each iteration; nothing depends on the index itself
+        theta, ref_theta = state["theta"], state["ref_theta"]
+        pairs, spent, label_accuracy = collect(key, theta, config.num_pairs)
 
-                def _gradient_step(state, _):
-                    theta, opt_state = state
-                    theta, opt_state, loss, reward_margin = apply(theta, opt_state, pairs)
-                    return (theta, opt_state), (loss, reward_margin)
+        def _gradient_step(carry, _):
+            theta, opt_state, loss, reward_margin = apply(*carry, ref_theta, pairs)
+            return (theta, opt_state), (loss, reward_margin)
 
-                (theta, opt_state), (loss, reward_margin) = jax.lax.scan(
-                    _gradient_step, (theta, opt_state), None, length=config.updates_per_iteration
-                )
-                spent_so_far = jax.tree_util.tree_map(jnp.add, spent_so_far, spent)
-                metrics = {
-                    **_budget(spent_so_far),
-                    "losses/dpo": loss[0],
-                    "dpo/reward_margin": reward_margin[0],
-                    "dpo/label_accuracy": label_accuracy,
-                    **evaluate(theta, ref_theta, eval_set),
-                }
-                return (theta, opt_state, spent_so_far), metrics
-
-            carry = (theta, opt_state, Spent.zero())
-            (theta, _, _), metrics = jax.lax.scan(_online_step, carry, keys)
-            return problem.unravel(theta), metrics
-
-        dataset, spent, label_accuracy = collect(k_data, ref_theta, config.dataset_size)
-        steps_per_epoch = config.dataset_size // config.minibatch_size
-        k_shuffle = jax.random.fold_in(k_data, 1)
-        shuffle = lambda epoch: jax.random.permutation(  # noqa: E731
-            jax.random.fold_in(k_shuffle, epoch), config.dataset_size
+        (theta, opt_state), (loss, reward_margin) = jax.lax.scan(
+            _gradient_step,
+            (theta, state["opt_state"]),
+            None,
+            length=config.updates_per_iteration,
         )
+        spent = jax.tree_util.tree_map(jnp.add, state["spent"], spent)
+        metrics = {
+            **_budget(spent),
+            "losses/dpo": loss[0],  # on the fresh batch, before its first update
+            "dpo/reward_margin": reward_margin[0],
+            "dpo/label_accuracy": label_accuracy,
+            **evaluate(theta, ref_theta, state["eval_set"]),
+        }
+        return {**state, "theta": theta, "opt_state": opt_state, "spent": spent}, metrics
 
-        def _offline_step(carry, t):
-            theta, opt_state, order = carry
-            epoch, within = t // steps_per_epoch, t % steps_per_epoch
-            # A new permutation only at the start of each epoch; a sort per step would cost more
-            # than the gradient step itself.
-            order = jax.lax.cond(within == 0, shuffle, lambda _: order, epoch)
-            index = jax.lax.dynamic_slice(
-                order, (within * config.minibatch_size,), (config.minibatch_size,)
-            )
-            batch = jax.tree_util.tree_map(lambda x: x[index], dataset)
-            theta, opt_state, loss, reward_margin = apply(theta, opt_state, batch)
-            metrics = {
-                **_budget(spent),
-                "losses/dpo": loss,
-                "dpo/reward_margin": reward_margin,
-                "dpo/label_accuracy": label_accuracy,
-                **evaluate(theta, ref_theta, eval_set),
-            }
-            return (theta, opt_state, order), metrics
+    steps_per_epoch = config.dataset_size // config.minibatch_size
 
-        order = jnp.arange(config.dataset_size)
-        (theta, _, _), metrics = jax.lax.scan(_offline_step, (theta, opt_state, order), iterations)
-        return problem.unravel(theta), metrics
+    def shuffle(key, epoch):
+        return jax.random.permutation(jax.random.fold_in(key, epoch), config.dataset_size)
 
-    return jax.jit(train)
+    def init_offline(key):
+        """Label the whole dataset now: every query is spent before iteration 0."""
+        state = init_common(key)
+        data_key = jax.random.fold_in(key, 2)
+        dataset, spent, label_accuracy = collect(data_key, state["ref_theta"], config.dataset_size)
+        shuffle_key = jax.random.fold_in(key, 3)
+        return {
+            **state,
+            "dataset": dataset,
+            "spent": spent,
+            "label_accuracy": label_accuracy,
+            "shuffle_key": shuffle_key,
+            "order": jnp.arange(config.dataset_size),
+        }
+
+    def iterate_offline(state, t, key):
+        del key  # the epoch's permutation is the only randomness
+        epoch, within = t // steps_per_epoch, t % steps_per_epoch
+        # A new permutation at the start of each epoch only: one sort per step would cost more
+        # than the gradient step. The order is carried, so chunked runs resume mid-epoch.
+        order = jax.lax.cond(
+            within == 0,
+            lambda: shuffle(state["shuffle_key"], epoch),
+            lambda: state["order"],
+        )
+        index = jax.lax.dynamic_slice(
+            order, (within * config.minibatch_size,), (config.minibatch_size,)
+        )
+        batch = jax.tree_util.tree_map(lambda x: x[index], state["dataset"])
+        theta, opt_state, loss, reward_margin = apply(
+            state["theta"], state["opt_state"], state["ref_theta"], batch
+        )
+        metrics = {
+            **_budget(state["spent"]),
+            "losses/dpo": loss,
+            "dpo/reward_margin": reward_margin,
+            "dpo/label_accuracy": state["label_accuracy"],
+            **evaluate(theta, state["ref_theta"], state["eval_set"]),
+        }
+        return {**state, "theta": theta, "opt_state": opt_state, "order": order}, metrics
+
+    online = config.mode == "online"
+    return Trainer(
+        init_state=init_online if online else init_offline,
+        iterate=iterate_online if online else iterate_offline,
+        policy_params=lambda state: problem.unravel(state["theta"]),
+        num_iterations=config.num_iterations,
+    )
+
+
+def make_train(config: DPOConfig, env, policy, oracle, env_params=None, reference_params=None):
+    """`train(key) -> (final_policy_params, metrics)`; pure, jitted, vmappable over keys."""
+    return make_trainer(config, env, policy, oracle, env_params, reference_params).jitted_train()
 
 
 def _budget(spent: Spent) -> dict:

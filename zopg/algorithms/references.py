@@ -3,7 +3,7 @@
 They are upper bounds, never budget-matched: they see the true reward and spend no human queries
 (`budget/queries` stays 0). Same contract as the preference methods: `make_train(config, env,
 policy, oracle=None, env_params=None) -> train(key)`, pure, jitted, vmappable over keys;
-`make_train` picks the method from the config's type.
+`make_train` / `make_trainer` (the chunkable form) pick the method from the config's type.
 
 ES is written here rather than taken from evosax: evosax is not a project dependency, and the
 method is a few lines over what zopg already has (flat parameter view, vmapped rollouts, optax),
@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from zopg.algorithms.trainer import Trainer
 from zopg.algorithms.zeroth_order import INT32_MAX, OPTIMIZERS, Problem
 from zopg.errors import ConfigError, bad_value, check_range, unknown_name
 from zopg.policies import flat_view
@@ -78,37 +79,40 @@ class ExactPGConfig:
         return self
 
 
-def make_exact_pg(config: ExactPGConfig, env, policy, oracle=None, env_params=None):
-    """`train(key) -> (final_params, metrics)`; the key only draws the initial parameters."""
+def make_exact_pg_trainer(
+    config: ExactPGConfig, env, policy, oracle=None, env_params=None
+) -> Trainer:
+    """Chunkable exact policy-gradient ascent (see zopg.algorithms.trainer)."""
     config.validate()
     del oracle  # reward access: no preferences needed
     problem = Problem.build(env, policy, None, env_params)
     if problem.exact_value is None:
         raise ConfigError(f"exact policy gradient needs a tabular environment; {env!r} is not")
     tx = _optimizer(config)
-    value_and_grad = jax.value_and_grad(problem.exact_value)
 
-    def train(key):
-        k_init, _ = jax.random.split(key)  # the same init as ZPG and DPO for the same key
-        theta, _ = flat_view(policy.init(k_init))
+    def init_state(key):
+        theta, _ = flat_view(policy.init(key))  # the same init as ZPG and DPO for the same seed
+        return theta, tx.init(theta)
 
-        def _update_step(carry, _):
-            theta, opt_state = carry
-            _, grad = value_and_grad(theta)
-            updates, opt_state = tx.update(-grad, opt_state, theta)  # optax minimises
-            theta = optax.apply_updates(theta, updates)
-            metrics = {
-                **_zero_budget(),
-                "exact/grad_norm_sq": jnp.sum(grad**2),
-                "exact/value": problem.exact_value(theta),
-            }
-            return (theta, opt_state), metrics
+    def iterate(state, t, key):
+        del t, key  # deterministic
+        theta, opt_state = state
+        grad = jax.grad(problem.exact_value)(theta)
+        updates, opt_state = tx.update(-grad, opt_state, theta)  # optax minimises
+        theta = optax.apply_updates(theta, updates)
+        metrics = {
+            **_zero_budget(),
+            "exact/grad_norm_sq": jnp.sum(grad**2),  # at the iterate before the update
+            "exact/value": problem.exact_value(theta),
+        }
+        return (theta, opt_state), metrics
 
-        carry = (theta, tx.init(theta))
-        (theta, _), metrics = jax.lax.scan(_update_step, carry, None, length=config.num_iterations)
-        return problem.unravel(theta), metrics
-
-    return jax.jit(train)
+    return Trainer(
+        init_state=init_state,
+        iterate=iterate,
+        policy_params=lambda state: problem.unravel(state[0]),
+        num_iterations=config.num_iterations,
+    )
 
 
 # -- evolution strategies ------------------------------------------------------------------------
@@ -155,8 +159,8 @@ def centred_ranks(x: jax.Array) -> jax.Array:
     return rank / max(n - 1, 1) - 0.5
 
 
-def make_es(config: ESConfig, env, policy, oracle=None, env_params=None):
-    """`train(key) -> (final_params, metrics)`; every return comes from fresh rollouts."""
+def make_es_trainer(config: ESConfig, env, policy, oracle=None, env_params=None) -> Trainer:
+    """Chunkable OpenAI-ES (see zopg.algorithms.trainer)."""
     config.validate()
     del oracle  # reward access: no preferences needed
     problem = Problem.build(env, policy, None, env_params)
@@ -183,50 +187,65 @@ def make_es(config: ESConfig, env, policy, oracle=None, env_params=None):
         )
         return jnp.mean(masked_return(traj)), jnp.sum(traj.valid)
 
-    def train(key):
-        k_init, k_run = jax.random.split(key)
-        theta, _ = flat_view(policy.init(k_init))
-        iterations = jnp.arange(config.num_iterations)
-        keys = jax.vmap(lambda t: jax.random.fold_in(k_run, t))(iterations)
-
-        def _update_step(carry, k):
-            theta, opt_state, trajectories, env_steps = carry
-            k_noise, k_roll = jax.random.split(k)
-            eps = jax.random.normal(k_noise, (half, problem.dim))
-            members = jnp.concatenate([theta + config.sigma * eps, theta - config.sigma * eps])
-            returns, steps = jax.vmap(fitness)(
-                jax.random.split(k_roll, config.population_size), members
-            )
-            shaped = centred_ranks(returns)
-            grad = (shaped[:half] - shaped[half:]) @ eps / (config.population_size * config.sigma)
-            updates, opt_state = tx.update(-grad, opt_state, theta)  # optax minimises
-            theta = optax.apply_updates(theta, updates)
-            trajectories = trajectories + per_iteration
-            env_steps = env_steps + jnp.sum(steps).astype(jnp.int32)
-            metrics = {
-                **_zero_budget(),
-                "budget/trajectories": trajectories,
-                "budget/env_steps": env_steps,
-                "es/mean_return": jnp.mean(returns),
-                "es/grad_norm": jnp.linalg.norm(grad),
-            }
-            if problem.exact_value is not None:
-                # Outside the budget: the learner never sees it.
-                metrics["exact/value"] = problem.exact_value(theta)
-            return (theta, opt_state, trajectories, env_steps), metrics
-
+    def init_state(key):
+        theta, _ = flat_view(policy.init(key))
         zero = jnp.zeros((), jnp.int32)
-        carry = (theta, tx.init(theta), zero, zero)
-        (theta, *_), metrics = jax.lax.scan(_update_step, carry, keys)
-        return problem.unravel(theta), metrics
+        return theta, tx.init(theta), zero, zero
 
-    return jax.jit(train)
+    def iterate(state, t, key):
+        del t
+        theta, opt_state, trajectories, env_steps = state
+        k_noise, k_roll = jax.random.split(key)
+        eps = jax.random.normal(k_noise, (half, problem.dim))
+        members = jnp.concatenate([theta + config.sigma * eps, theta - config.sigma * eps])
+        returns, steps = jax.vmap(fitness)(
+            jax.random.split(k_roll, config.population_size), members
+        )
+        shaped = centred_ranks(returns)
+        grad = (shaped[:half] - shaped[half:]) @ eps / (config.population_size * config.sigma)
+        updates, opt_state = tx.update(-grad, opt_state, theta)  # optax minimises
+        theta = optax.apply_updates(theta, updates)
+        trajectories = trajectories + per_iteration
+        env_steps = env_steps + jnp.sum(steps).astype(jnp.int32)
+        metrics = {
+            **_zero_budget(),
+            "budget/trajectories": trajectories,
+            "budget/env_steps": env_steps,
+            "es/mean_return": jnp.mean(returns),
+            "es/grad_norm": jnp.linalg.norm(grad),
+        }
+        if problem.exact_value is not None:
+            # Outside the budget: the learner never sees it.
+            metrics["exact/value"] = problem.exact_value(theta)
+        return (theta, opt_state, trajectories, env_steps), metrics
+
+    return Trainer(
+        init_state=init_state,
+        iterate=iterate,
+        policy_params=lambda state: problem.unravel(state[0]),
+        num_iterations=config.num_iterations,
+    )
+
+
+def make_trainer(config, env, policy, oracle=None, env_params=None) -> Trainer:
+    """The chunkable Trainer for the method the config names (by its type)."""
+    if isinstance(config, ExactPGConfig):
+        return make_exact_pg_trainer(config, env, policy, oracle, env_params)
+    if isinstance(config, ESConfig):
+        return make_es_trainer(config, env, policy, oracle, env_params)
+    raise bad_value("config", type(config).__name__, "must be an ExactPGConfig or an ESConfig")
 
 
 def make_train(config, env, policy, oracle=None, env_params=None):
-    """Dispatch on the config: ExactPGConfig -> exact policy gradient, ESConfig -> ES."""
-    if isinstance(config, ExactPGConfig):
-        return make_exact_pg(config, env, policy, oracle, env_params)
-    if isinstance(config, ESConfig):
-        return make_es(config, env, policy, oracle, env_params)
-    raise bad_value("config", type(config).__name__, "must be an ExactPGConfig or an ESConfig")
+    """`train(key) -> (final_params, metrics)`: exact PG or ES, by the config's type."""
+    return make_trainer(config, env, policy, oracle, env_params).jitted_train()
+
+
+def make_exact_pg(config: ExactPGConfig, env, policy, oracle=None, env_params=None):
+    """`train(key)` for exact policy-gradient ascent; the key only draws the initial parameters."""
+    return make_exact_pg_trainer(config, env, policy, oracle, env_params).jitted_train()
+
+
+def make_es(config: ESConfig, env, policy, oracle=None, env_params=None):
+    """`train(key)` for OpenAI-ES; every return comes from fresh rollouts."""
+    return make_es_trainer(config, env, policy, oracle, env_params).jitted_train()
