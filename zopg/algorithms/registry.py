@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from zopg.algorithms import zbcpg, zpg
-from zopg.errors import unknown_name
+from zopg.algorithms import dpo, references, zbcpg, zpg
+from zopg.errors import bad_value, unknown_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +26,16 @@ class AlgorithmSpec:
     budget_field: str = "num_iterations"
     reference: bool = False
     description: str = ""
+    fixed: dict = dataclasses.field(default_factory=dict)  # config fields set by the name
+
+    def build_config(self, **fields):
+        clash = sorted(set(fields) & set(self.fixed))
+        if clash:
+            raise bad_value(clash[0], fields[clash[0]], f"is fixed to {self.fixed[clash[0]]!r}")
+        return self.config_cls(**fields, **self.fixed)
+
+    def allowed_fields(self) -> set[str]:
+        return {f.name for f in dataclasses.fields(self.config_cls)} - set(self.fixed)
 
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {
@@ -40,6 +50,33 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
         zbcpg.make_trainer,
         queries_per_unit=lambda c: c.num_blocks * c.num_pairs * c.num_queries,
         description="block-coordinate ZPG, P disjoint blocks per iteration",
+    ),
+    "dpo-online": AlgorithmSpec(
+        dpo.DPOConfig,
+        dpo.make_trainer,
+        queries_per_unit=lambda c: c.num_pairs * c.num_queries,
+        fixed={"mode": "online"},
+        description="trajectory-level DPO on fresh pairs from the current policy",
+    ),
+    "dpo-offline": AlgorithmSpec(
+        dpo.DPOConfig,
+        dpo.make_trainer,
+        queries_per_unit=lambda c: c.num_queries,
+        budget_field="dataset_size",
+        fixed={"mode": "offline"},
+        description="trajectory-level DPO on a fixed dataset of pairs from the reference policy",
+    ),
+    "exact-pg": AlgorithmSpec(
+        references.ExactPGConfig,
+        references.make_trainer,
+        reference=True,
+        description="gradient ascent on the exact value (tabular; reward access)",
+    ),
+    "es": AlgorithmSpec(
+        references.ESConfig,
+        references.make_trainer,
+        reference=True,
+        description="OpenAI-ES on true returns (reward access)",
     ),
 }
 

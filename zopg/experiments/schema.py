@@ -237,7 +237,7 @@ def method_config(spec: MethodSpec, budget_queries: int, source: str = "<experim
         algo = registry.get(spec.algorithm)
     except ConfigError as err:
         raise _fail(source, f"{where}.algorithm", str(err)) from None
-    fields = {f.name for f in dataclasses.fields(algo.config_cls)}
+    fields = algo.allowed_fields()
     unknown = sorted(set(spec.params) - fields)
     if unknown:
         raise _fail(
@@ -256,7 +256,7 @@ def method_config(spec: MethodSpec, budget_queries: int, source: str = "<experim
             )
         params[derived] = 1  # placeholder, replaced once the per-unit cost is known
     try:
-        config = algo.config_cls(**params)
+        config = algo.build_config(**params)
         if not algo.reference:
             per_unit = algo.queries_per_unit(config)
             # Non-positive counts are left to the algorithm's own checks, which name the field.
