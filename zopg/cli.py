@@ -23,7 +23,8 @@ def resolve_experiment(name: str) -> Path:
     candidate = EXPERIMENTS_DIR / f"{name}.toml"
     if candidate.exists():
         return candidate
-    known = ", ".join(p.stem for p in sorted(EXPERIMENTS_DIR.glob("*.toml"))) or "none found"
+    stems = [p.stem for p in sorted(EXPERIMENTS_DIR.glob("*.toml"))]
+    known = ", ".join(s for s in stems if not s.startswith("rates_")) or "none found"
     raise ConfigError(f"unknown experiment {name!r}; experiments in {EXPERIMENTS_DIR}/: {known}")
 
 
@@ -56,10 +57,13 @@ def cmd_list(args) -> int:
     for name, spec in registry.ALGORITHMS.items():
         kind = "reference, reward access" if spec.reference else "budget-matched"
         print(f"  {name:14} {spec.description} [{kind}]")
-    experiments = sorted(EXPERIMENTS_DIR.glob("*.toml"))
-    print(
-        "experiments:  " + (", ".join(p.stem for p in experiments) or f"none in {EXPERIMENTS_DIR}/")
-    )
+    tomls = sorted(EXPERIMENTS_DIR.glob("*.toml"))
+    # rates_*.toml are rate sweeps for benchmarks/rates.py, not `zopg run` experiments.
+    experiments = [p.stem for p in tomls if not p.stem.startswith("rates_")]
+    sweeps = [p.stem for p in tomls if p.stem.startswith("rates_")]
+    print("experiments:  " + (", ".join(experiments) or f"none in {EXPERIMENTS_DIR}/"))
+    if sweeps:
+        print("rate sweeps:  " + ", ".join(sweeps) + " (make rates)")
     return 0
 
 
