@@ -2,7 +2,10 @@
 
 Every environment exposes `reset(key, params) -> (obs, state)`,
 `step(key, state, action, params) -> (obs, state, reward, done)`, `horizon(params)`,
-`num_actions` (discrete) and `action_kind`. Tabular ones also give `tabular_model(params)`.
+`observation_shape(params)` and `action_kind`: "discrete" ones give `num_actions`, "continuous"
+ones `action_shape` and `action_bounds(params) -> (low, high)`. Tabular ones also give
+`tabular_model(params)`. The gymnax and brax adapters are imported on first use (importing
+those packages costs seconds).
 """
 
 from zopg.envs.gridworld import (
@@ -14,13 +17,37 @@ from zopg.envs.gridworld import (
 )
 from zopg.envs.registry import make, register, registered_envs
 
+_LAZY = {
+    "GymnaxEnv": "zopg.envs.gymnax_env",
+    "GymnaxParams": "zopg.envs.gymnax_env",
+    "make_gymnax": "zopg.envs.gymnax_env",
+    "BraxEnv": "zopg.envs.brax_env",
+    "BraxParams": "zopg.envs.brax_env",
+    "make_brax": "zopg.envs.brax_env",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'zopg.envs' has no attribute {name!r}")
+
+
 __all__ = [
+    "BraxEnv",
+    "BraxParams",
     "GridWorld",
     "GridWorldParams",
     "GridWorldState",
+    "GymnaxEnv",
+    "GymnaxParams",
     "TabularModel",
     "make",
+    "make_brax",
     "make_gridworld",
+    "make_gymnax",
     "register",
     "registered_envs",
 ]

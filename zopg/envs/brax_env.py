@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import warnings
 from functools import cache
 
 import jax
@@ -55,7 +56,17 @@ def _brax_env(brax_name: str, backend: str, kwargs: tuple):
     # One brax object per configuration, so equal adapters share compiled functions.
     from brax import envs
 
-    return envs.get_environment(brax_name, backend=backend, **dict(kwargs))
+    with warnings.catch_warnings():
+        # brax 0.14 warns on every system load that it is unmaintained; we pin it knowingly.
+        warnings.filterwarnings("ignore", message="Brax System", category=UserWarning)
+        return envs.get_environment(brax_name, backend=backend, **dict(kwargs))
+
+
+@cache
+def _observation_shape(brax_name: str, backend: str, kwargs: tuple) -> tuple[int, ...]:
+    # brax's observation_size runs a whole reset eagerly (seconds); shapes need only a trace.
+    env = _brax_env(brax_name, backend, kwargs)
+    return tuple(jax.eval_shape(env.reset, jax.random.key(0)).obs.shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +111,7 @@ class BraxEnv:
         return params.horizon
 
     def observation_shape(self, params: BraxParams) -> tuple[int, ...]:
-        return (int(self._env.observation_size),)
+        return _observation_shape(self.brax_name, self.backend, self.kwargs)
 
     def reset(self, key, params: BraxParams):
         state = self._canonical(self._env.reset(key))
