@@ -18,8 +18,10 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from zopg.algorithms.trainer import Trainer
 from zopg.algorithms.zeroth_order import INT32_MAX, Problem
 from zopg.errors import ConfigError, bad_value, check_range, unknown_name
+from zopg.estimators import Spent
 from zopg.policies import TabularSoftmax, flat_view
 from zopg.rollout import Trajectory, masked_return, rollout_batch
 
@@ -441,11 +443,12 @@ def check_budget(field: str, units: int, per_unit: int) -> None:
         )
 
 
-def make_train(config: PPOConfig, env, policy, oracle=None, env_params=None):
-    """PPO on the true reward: `train(key) -> (final_policy_params, metrics)`; queries are 0.
+def make_trainer(config: PPOConfig, env, policy, oracle=None, env_params=None) -> Trainer:
+    """PPO on the true reward as a chunkable Trainer (see zopg.algorithms.trainer).
 
     The reference upper bound of algorithms.md §7: it reads the environment's reward, so it is
-    never budget-matched; `oracle` is accepted for the common signature and ignored.
+    never budget-matched and spends no queries; `oracle` is accepted for the common signature
+    and ignored.
     """
     del oracle
     problem = Problem.build(env, policy, None, env_params)
@@ -455,29 +458,36 @@ def make_train(config: PPOConfig, env, policy, oracle=None, env_params=None):
     core = make_ppo(config, problem, true_reward)
     exact_value = exact_value_fn(problem)
 
-    def train(key):
-        k_init, k_run = jax.random.split(key)
-        state = core.init(k_init)
-        # Iteration t's key depends on t only: a shorter run is a prefix of a longer one.
-        iterations = jnp.arange(config.num_iterations)
-        keys = jax.vmap(lambda t: jax.random.fold_in(k_run, t))(iterations)
+    def init_state(key):
+        return core.init(key), Spent.zero()
 
-        def _update_step(carry, k):
-            state, trajectories, env_steps = carry
-            state, stats, n_traj, n_steps = core.iteration(k, state, None)
-            trajectories, env_steps = trajectories + n_traj, env_steps + n_steps
-            metrics = {
-                "budget/queries": jnp.zeros((), jnp.int32),
-                "budget/trajectories": trajectories,
-                "budget/env_steps": env_steps,
-                **stats,
-            }
-            if exact_value is not None:
-                metrics["exact/value"] = exact_value(state.policy_params)
-            return (state, trajectories, env_steps), metrics
+    def iterate(state, t, key):
+        del t
+        ppo_state, spent = state
+        ppo_state, stats, trajectories, env_steps = core.iteration(key, ppo_state, None)
+        spent = spent.replace(
+            trajectories=spent.trajectories + trajectories,
+            env_steps=spent.env_steps + env_steps,
+        )
+        metrics = {
+            "budget/queries": spent.queries,
+            "budget/trajectories": spent.trajectories,
+            "budget/env_steps": spent.env_steps,
+            **stats,
+        }
+        if exact_value is not None:
+            # Outside the budget: PPO never sees it.
+            metrics["exact/value"] = exact_value(ppo_state.policy_params)
+        return (ppo_state, spent), metrics
 
-        zero = jnp.zeros((), jnp.int32)
-        (state, _, _), metrics = jax.lax.scan(_update_step, (state, zero, zero), keys)
-        return state.policy_params, metrics
+    return Trainer(
+        init_state=init_state,
+        iterate=iterate,
+        policy_params=lambda state: state[0].policy_params,
+        num_iterations=config.num_iterations,
+    )
 
-    return jax.jit(train)
+
+def make_train(config: PPOConfig, env, policy, oracle=None, env_params=None):
+    """`train(key) -> (final_policy_params, metrics)`; pure, jitted, vmappable over keys."""
+    return make_trainer(config, env, policy, oracle, env_params).jitted_train()

@@ -1,0 +1,265 @@
+"""Reward models r_φ(s, a) fitted by Bradley–Terry maximum likelihood on labelled trajectory pairs.
+
+A pair (τ_a, τ_b) with label p (the target probability that τ_a is preferred) contributes the
+cross-entropy of p against σ(U_φ(τ_a) − U_φ(τ_b)), with U_φ(τ) = Σ_t r_φ(s_t, a_t) over valid
+steps. The learner assumes the logistic link with scale 1 whatever the oracle's link is: that is
+the standard reward-model recipe (Christiano et al. 2017), and a misspecified link is part of what
+the comparison with link-aware methods measures. r_φ is identified only up to what the data can
+see; for fixed-length episodes a constant shift of r_φ never changes U_φ differences.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from zopg.algorithms.ppo import MLP, observation_features
+from zopg.errors import ConfigError, bad_value, check_range, unknown_name
+from zopg.rollout import Trajectory
+
+REWARD_MODELS = ("tabular", "mlp")
+LABELS = ("soft", "hard")
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardModelConfig:
+    """How r_φ is parametrised and fitted. Defaults are our choice (tabular GridWorld).
+
+    kind           tabular: one value per (state, action), needs a tabular env; mlp: tanh MLP
+                   from features (one-hot state, or float obs) to one output per action.
+    hidden_sizes   hidden layers of the mlp.
+    learning_rate  Adam step size.
+    num_steps      gradient steps per refit (each on a fresh minibatch of pairs).
+    batch_size     labelled pairs per gradient step, drawn uniformly from the buffer.
+    labels         soft: the vote fraction p̂ of the M queries is the target (all of the
+                   information in the votes about σ(Δ)); hard: the majority vote (½ on ties).
+    l2             weight of ½‖φ‖² in the loss; pins the shift r_φ is otherwise free in and keeps
+                   rarely seen (s, a) near 0.
+    """
+
+    kind: str = "tabular"
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    learning_rate: float = 0.05
+    num_steps: int = 100
+    batch_size: int = 256
+    labels: str = "soft"
+    l2: float = 1e-4
+
+    def validate(self, env=None, env_params=None, prefix: str = "") -> RewardModelConfig:
+        p = prefix
+        if self.kind not in REWARD_MODELS:
+            raise unknown_name("reward model", self.kind, REWARD_MODELS)
+        if self.labels not in LABELS:
+            raise unknown_name("label kind", self.labels, LABELS)
+        for field in ("num_steps", "batch_size"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad_value(p + field, value, "must be an integer >= 1")
+        check_range(
+            p + "learning_rate", float(self.learning_rate), 0.0, None, low_open=True, high_open=True
+        )
+        check_range(p + "l2", float(self.l2), 0.0, None, high_open=True)
+        sizes = self.hidden_sizes
+        if not isinstance(sizes, tuple | list) or not all(
+            isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in sizes
+        ):
+            raise bad_value(p + "hidden_sizes", sizes, "must be a tuple of integers >= 1")
+        if self.kind == "tabular" and env is not None and not hasattr(env, "num_states"):
+            raise ConfigError(
+                f"{p}kind = 'tabular' needs a tabular environment; {env!r} is not (use 'mlp')"
+            )
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardModel:
+    """r_φ(obs, action) for discrete actions; broadcasts over leading axes of obs and action."""
+
+    kind: str
+    num_actions: int
+    features: Callable
+    feature_dim: int
+    num_states: int | None = None
+    hidden_sizes: tuple[int, ...] = (64, 64)
+
+    @property
+    def _mlp(self) -> MLP:
+        return MLP(hidden_sizes=tuple(self.hidden_sizes), num_outputs=self.num_actions)
+
+    def init(self, key):
+        if self.kind == "tabular":
+            # Zero start: every (s, a) the data never visits keeps reward 0, a neutral guess.
+            return {"table": jnp.zeros((self.num_states, self.num_actions))}
+        return self._mlp.init(key, jnp.zeros((self.feature_dim,)))
+
+    def __call__(self, params, obs, action):
+        if self.kind == "tabular":
+            return params["table"][obs, action]
+        out = self._mlp.apply(params, self.features(obs))
+        return jnp.take_along_axis(out, jnp.asarray(action)[..., None], axis=-1)[..., 0]
+
+    def table(self, params) -> jax.Array:
+        """r_φ[s, a] for every state and action (tabular environments only)."""
+        states = jnp.arange(self.num_states)
+        actions = jnp.arange(self.num_actions)
+        return self(params, states[:, None], actions[None, :])
+
+    def utility(self, params, obs, action, valid) -> jax.Array:
+        """U_φ(τ) = Σ_t r_φ(s_t, a_t) over valid steps (time is the last axis of action)."""
+        return jnp.sum(jnp.where(valid, self(params, obs, action), 0.0), axis=-1)
+
+
+def make_reward_model(config: RewardModelConfig, env, env_params) -> RewardModel:
+    config.validate(env, env_params)
+    features, dim = observation_features(env, env_params)
+    num_states = env.num_states(env_params) if hasattr(env, "num_states") else None
+    return RewardModel(
+        kind=config.kind,
+        num_actions=env.num_actions,
+        features=features,
+        feature_dim=dim,
+        num_states=num_states,
+        hidden_sizes=tuple(config.hidden_sizes),
+    )
+
+
+# -- labelled pairs -----------------------------------------------------------------------------
+
+
+@struct.dataclass
+class PairBuffer:
+    """A fixed-capacity FIFO of labelled pairs (arrays inside a scan need static shapes).
+
+    obs [C, 2, H, *obs_shape], action [C, 2, H], valid [C, 2, H]: the two trajectories of each
+    pair; label [C]: target probability that the first is preferred; weight [C]: 1 for pairs
+    with at least one answered query, else 0; count: pairs ever added (slot i holds pair
+    count-1-((count-1-i) mod C) once full).
+    """
+
+    obs: jax.Array
+    action: jax.Array
+    valid: jax.Array
+    label: jax.Array
+    weight: jax.Array
+    count: jax.Array
+
+    @property
+    def capacity(self) -> int:
+        return self.label.shape[0]
+
+    def size(self) -> jax.Array:
+        return jnp.minimum(self.count, self.capacity)
+
+    def filled(self) -> jax.Array:
+        return jnp.arange(self.capacity) < self.count
+
+
+def empty_buffer(capacity: int, example: Trajectory) -> PairBuffer:
+    """An empty buffer for pairs of trajectories shaped like those of `example` (any batch)."""
+    batch_ndim = len(example.batch_shape)
+
+    def slots(x):
+        return jnp.zeros((capacity, 2, *x.shape[batch_ndim:]), x.dtype)
+
+    return PairBuffer(
+        obs=slots(example.obs),
+        action=slots(example.action),
+        valid=slots(example.valid),
+        label=jnp.zeros((capacity,)),
+        weight=jnp.zeros((capacity,)),
+        count=jnp.zeros((), jnp.int32),
+    )
+
+
+def add_pairs(
+    buffer: PairBuffer, traj_a: Trajectory, traj_b: Trajectory, label, weight
+) -> PairBuffer:
+    """Append P pairs (batch shape [P]); once full, the oldest pairs are overwritten."""
+    num = label.shape[0]
+    slots = (buffer.count + jnp.arange(num)) % buffer.capacity
+    both = lambda a, b: jnp.stack([a, b], axis=1)  # noqa: E731
+    return buffer.replace(
+        obs=buffer.obs.at[slots].set(both(traj_a.obs, traj_b.obs)),
+        action=buffer.action.at[slots].set(both(traj_a.action, traj_b.action)),
+        valid=buffer.valid.at[slots].set(both(traj_a.valid, traj_b.valid)),
+        label=buffer.label.at[slots].set(label),
+        weight=buffer.weight.at[slots].set(weight),
+        count=buffer.count + num,
+    )
+
+
+def pair_labels(config: RewardModelConfig, p_hat):
+    """The fitting target from vote fractions p̂ (see RewardModelConfig.labels)."""
+    if config.labels == "soft":
+        return p_hat
+    return jnp.where(p_hat > 0.5, 1.0, jnp.where(p_hat < 0.5, 0.0, 0.5))
+
+
+def utility_gap(model: RewardModel, params, obs, action, valid) -> jax.Array:
+    """U_φ(first) − U_φ(second) for pairs stacked on axis 1 (shape [P, 2, H, ...])."""
+    utility = model.utility(params, obs, action, valid)
+    return utility[:, 0] - utility[:, 1]
+
+
+def bradley_terry_loss(gap, label, weight) -> jax.Array:
+    """Weighted mean cross-entropy of soft labels against σ(gap)."""
+    nll = -(label * jax.nn.log_sigmoid(gap) + (1.0 - label) * jax.nn.log_sigmoid(-gap))
+    return jnp.sum(weight * nll) / jnp.maximum(jnp.sum(weight), 1.0)
+
+
+def pair_accuracy(gap, label, weight) -> jax.Array:
+    """Share of labelled, non-tied pairs whose preferred side r_φ ranks higher."""
+    decided = (weight > 0) & (label != 0.5)
+    right = (gap > 0) == (label > 0.5)
+    return jnp.sum(decided & right) / jnp.maximum(jnp.sum(decided), 1)
+
+
+def make_fit(config: RewardModelConfig, model: RewardModel):
+    """(init_opt, fit): fit(key, params, opt_state, buffer) -> (params, opt_state, stats).
+
+    Each refit runs `num_steps` Adam steps on minibatches drawn uniformly from the filled part of
+    the buffer; params and optimizer state carry over between refits (warm start).
+    """
+    tx = optax.adam(config.learning_rate)
+
+    def loss_fn(params, obs, action, valid, label, weight):
+        gap = utility_gap(model, params, obs, action, valid)
+        loss = bradley_terry_loss(gap, label, weight)
+        penalty = 0.5 * sum(jnp.sum(x**2) for x in jax.tree_util.tree_leaves(params))
+        return loss + config.l2 * penalty, loss
+
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+
+    def fit(key, params, opt_state, buffer: PairBuffer):
+        size = jnp.maximum(buffer.size(), 1)
+
+        def _step(carry, k):
+            params, opt_state = carry
+            idx = jax.random.randint(k, (config.batch_size,), 0, size)
+            batch = (buffer.obs[idx], buffer.action[idx], buffer.valid[idx])
+            grads, loss = grad_fn(params, *batch, buffer.label[idx], buffer.weight[idx])
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), loss
+
+        keys = jax.random.split(key, config.num_steps)
+        (params, opt_state), losses = jax.lax.scan(_step, (params, opt_state), keys)
+        gap = utility_gap(model, params, buffer.obs, buffer.action, buffer.valid)
+        weight = jnp.where(buffer.filled(), buffer.weight, 0.0)
+        stats = {
+            "rm/loss": losses[-1],
+            "rm/buffer_loss": bradley_terry_loss(gap, buffer.label, weight),
+            "rm/accuracy": pair_accuracy(gap, buffer.label, weight),
+        }
+        return params, opt_state, stats
+
+    return tx.init, fit
+
+
+def trajectory_reward_fn(model: RewardModel):
+    """reward_fn(φ, traj) -> r_φ(s_t, a_t) per step, for zopg.algorithms.ppo.make_ppo."""
+    return lambda params, traj: model(params, traj.obs, traj.action)
