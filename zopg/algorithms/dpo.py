@@ -46,7 +46,7 @@ TIES = ("random", "drop")
 
 @dataclasses.dataclass(frozen=True)
 class DPOConfig:
-    """DPO hyperparameters. Defaults are our choice (see the README's measured numbers).
+    """DPO hyperparameters; the defaults are our choice (see the comment below).
 
     mode        online: each iteration draws `num_pairs` fresh pairs from the current policy,
                 labels them with M queries each and takes `updates_per_iteration` full-batch
@@ -63,15 +63,19 @@ class DPOConfig:
     num_eval_pairs held-out pairs from π_ref for the accuracy metric (outside the budget).
     """
 
+    # Defaults: our choice, measured on the built-in GridWorlds (tabular softmax, BT teacher):
+    # both modes spend exactly 2M queries. β = 0.01 beat 0.1 and 0.3 clearly (the KL-regularised
+    # optimum stays close to the uniform π_ref at large β); M = 10 with 100 pairs per iteration
+    # did as well online as M = 1 with 1000 pairs, at a tenth of the rollouts.
     mode: str = "online"
     loss: str = "sigmoid"
-    beta: float = 0.1
+    beta: float = 0.01
     flip_rate: float = 0.1  # robust loss only
     labels: str = "soft"
     ties: str = "random"
-    num_queries: int = 1
+    num_queries: int = 10
     num_iterations: int = 2000
-    num_pairs: int = 1000  # online only
+    num_pairs: int = 100  # online only
     updates_per_iteration: int = 1  # online only
     dataset_size: int = 200_000  # offline only
     minibatch_size: int = 1000  # offline only
