@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: bench test lint format clean-venv
+.PHONY: bench bench-quick bench-throughput bench-sample-efficiency test lint format clean-venv
 
 # Re-install whenever pyproject.toml is newer than the last install.
 $(STAMP): pyproject.toml
@@ -14,8 +14,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The paper comparison (benchmarks/paper_gridworld.toml) -> results/paper_gridworld/.
 bench: $(STAMP)
+	$(VENV)/bin/zopg run paper_gridworld
+
+# A few seeds and a short budget, for trying things out.
+bench-quick: $(STAMP)
+	$(VENV)/bin/zopg run quick_gridworld
+
+# Rollout and ZPG throughput against NumPy baselines -> results/throughput.json.
+bench-throughput: $(STAMP)
 	$(PY) benchmarks/throughput.py
+
+# Queries the default ZPG/ZBCPG need for 50% / 90% of the gap -> results/sample_efficiency.json.
+bench-sample-efficiency: $(STAMP)
 	$(PY) benchmarks/sample_efficiency.py
 
 test: $(STAMP)

@@ -60,7 +60,8 @@ def write_reports(experiment, out_dir, run_ids: list[str], total_s: float) -> di
     from zopg.experiments.runner import load_run
 
     out_dir = Path(out_dir)
-    runs = [load_run(out_dir / "runs", rid) for rid in run_ids]
+    # (run id, link) pairs: a reference run appears once per link panel, with that link's label.
+    runs = [{**load_run(out_dir / "runs", rid), "link": link} for rid, link in run_ids]
     tidy = [
         {
             **{k: run[k] for k in ("method", "algorithm", "reference", "env", "link")},
@@ -80,6 +81,7 @@ def write_reports(experiment, out_dir, run_ids: list[str], total_s: float) -> di
         "results": [summarise_run(run) for run in runs],
     }
     store.write_json_atomic(out_dir / "summary.json", summary)
+    distinct = {rid: run for (rid, _), run in zip(run_ids, runs, strict=True)}
     manifest = {
         "experiment": experiment.name,
         "source": experiment.source,
@@ -96,10 +98,11 @@ def write_reports(experiment, out_dir, run_ids: list[str], total_s: float) -> di
                 "run_s": run["run_s"],
                 "devices": run["devices"],
             }
-            for run_id, run in zip(run_ids, runs, strict=True)
+            for (run_id, _), run in zip(run_ids, runs, strict=True)
         },
-        "compile_s": sum(run["compile_s"] for run in runs),
-        "run_s": sum(run["run_s"] for run in runs),
+        # Over distinct runs (a reference run is shared by the link panels).
+        "compile_s": sum(run["compile_s"] for run in distinct.values()),
+        "run_s": sum(run["run_s"] for run in distinct.values()),
         "wall_s_this_invocation": total_s,
     }
     store.write_json_atomic(out_dir / "manifest.json", manifest)

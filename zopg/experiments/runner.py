@@ -17,7 +17,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from zopg.exact import optimal_value, policy_value
 from zopg.experiments import store
 from zopg.experiments.progress import Progress
-from zopg.experiments.schema import Experiment, build_run
+from zopg.experiments.schema import Experiment, LinkSpec, build_run
 
 SEED_BASE = 0  # seed i of every run uses jax.random.key(SEED_BASE + i)... split, see seed_keys
 
@@ -52,6 +52,9 @@ def chunk_length(num_iterations: int, target: int) -> int:
         if num_iterations % length == 0:
             return length if length * 4 >= target else target
     return target
+
+
+REWARD_ACCESS = LinkSpec(name="reward-access", params={})
 
 
 def run_id(method: str, env_slug: str, link: str) -> str:
@@ -177,12 +180,16 @@ def run_experiment(experiment: Experiment, out_dir, quiet: bool = False, log=Non
                 env, env_params, policy, _, algo, config, trainer = build_run(
                     experiment, env_spec, link_spec, method
                 )
-                rid = run_id(method.label, env_spec.slug, link_spec.name)
-                rhash = run_hash(experiment, env_spec, link_spec, method, config)
+                # References never see the teacher, so one run per env serves every link.
+                run_link = REWARD_ACCESS if algo.reference else link_spec
+                rid = run_id(method.label, env_spec.slug, run_link.name)
+                rhash = run_hash(experiment, env_spec, run_link, method, config)
                 keep = logged_iterations(trainer.num_iterations, experiment.evaluation.points)
                 done_meta = runs_dir / f"{rid}.json"
                 done_data = runs_dir / f"{rid}.npz"
-                if (
+                if any(done == rid for done, _ in records):
+                    pass  # a reference already run for this env under another link
+                elif (
                     done_meta.exists()
                     and done_data.exists()
                     and (store.read_json(done_meta).get("run_hash") == rhash)
@@ -233,7 +240,7 @@ def run_experiment(experiment: Experiment, out_dir, quiet: bool = False, log=Non
                         f"{rid}: {trainer.num_iterations} iterations x {experiment.seeds} seeds, "
                         f"compile {result['compile_s']:.1f}s, run {result['run_s']:.1f}s"
                     )
-                records.append(rid)
+                records.append((rid, link_spec.name))
     return write_reports(experiment, out_dir, records, time.perf_counter() - started)
 
 
