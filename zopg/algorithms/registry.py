@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from zopg.algorithms import dpo, references, zbcpg, zpg
+from zopg.algorithms import dpo, ppo, references, rm_ppo, zbcpg, zpg
 from zopg.errors import bad_value, unknown_name
 
 
@@ -32,10 +32,34 @@ class AlgorithmSpec:
         clash = sorted(set(fields) & set(self.fixed))
         if clash:
             raise bad_value(clash[0], fields[clash[0]], f"is fixed to {self.fixed[clash[0]]!r}")
-        return self.config_cls(**fields, **self.fixed)
+        return self.config_cls(**_nested(self.config_cls, fields), **self.fixed)
 
     def allowed_fields(self) -> set[str]:
         return {f.name for f in dataclasses.fields(self.config_cls)} - set(self.fixed)
+
+
+def _nested(config_cls, fields: dict) -> dict:
+    """TOML gives sub-configs (e.g. RM+PPO's `ppo`) as tables: fold them into their defaults."""
+    out = dict(fields)
+    for field in dataclasses.fields(config_cls):
+        value = out.get(field.name)
+        if not isinstance(value, dict):
+            continue
+        if field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:
+            default = field.default
+        if dataclasses.is_dataclass(default):
+            allowed = {f.name for f in dataclasses.fields(default)}
+            unknown = sorted(set(value) - allowed)
+            if unknown:
+                raise bad_value(
+                    f"{field.name}.{unknown[0]}",
+                    value[unknown[0]],
+                    f"unknown field; allowed: {', '.join(sorted(allowed))}",
+                )
+            out[field.name] = dataclasses.replace(default, **value)
+    return out
 
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {
@@ -65,6 +89,19 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
         budget_field="dataset_size",
         fixed={"mode": "offline"},
         description="trajectory-level DPO on a fixed dataset of pairs from the reference policy",
+    ),
+    "rm-ppo": AlgorithmSpec(
+        rm_ppo.RMPPOConfig,
+        rm_ppo.make_trainer,
+        queries_per_unit=lambda c: c.num_pairs * c.num_queries,
+        budget_field="num_rounds",
+        description="Bradley-Terry reward model + PPO on it, queries in rounds (PrefPPO style)",
+    ),
+    "ppo": AlgorithmSpec(
+        ppo.PPOConfig,
+        ppo.make_trainer,
+        reference=True,
+        description="PPO on the true reward (reward access)",
     ),
     "exact-pg": AlgorithmSpec(
         references.ExactPGConfig,
