@@ -193,6 +193,11 @@ def add_pairs(
     )
 
 
+def pair_weight(feedback) -> jax.Array:
+    """1 for pairs with at least one answered query; a fully skipped pair carries no information."""
+    return jnp.any(feedback.answered, axis=-1).astype(jnp.float32)
+
+
 def pair_labels(config: RewardModelConfig, p_hat):
     """The fitting target from vote fractions p̂ (see RewardModelConfig.labels)."""
     if config.labels == "soft":

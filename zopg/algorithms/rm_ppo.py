@@ -105,8 +105,7 @@ def make_trainer(config: RMPPOConfig, env, policy, oracle, env_params=None) -> T
         traj_a, traj_b = rollout_pairs(k_pairs, ppo_state.policy_params)
         feedback = oracle.query(k_query, traj_a, traj_b, num_queries)
         label = rm.pair_labels(config.reward_model, preference_rate(feedback))
-        # A pair whose every query was skipped carries no information, so it gets no weight.
-        weight = jnp.any(feedback.answered, axis=-1).astype(jnp.float32)
+        weight = rm.pair_weight(feedback)
         # Before the refit, the new pairs are held out: a check of how r_φ generalises.
         new_gap = rm.utility_gap(
             model,

@@ -1,0 +1,257 @@
+"""Reward model and RM+PPO: r_φ recovers the true reward, buffer, query budget, determinism, errors.
+
+Reward-model claim (issue: correlation >= 0.9 with the true reward, up to shift). Setting, our
+choice: gridworld/cliff-4x6 with slip 0, so every reward is a function of (s, a) alone and the
+model Σ_t r_φ(s_t, a_t) is well specified (with slip the reward depends on s' and r_φ partly moves
+onto the occupancy of absorbing states instead). Data: 8000 pairs of uniform-policy episodes with
+M = 10 Bradley–Terry votes each. Comparison: Pearson correlation between r_φ(s, a) and
+r[s, a] = Σ_s' P R over non-absorbing states, each (s, a) weighted by how often the labelled
+episodes take a in s (correlation is invariant to the free shift and scale of r_φ; weighting
+counts each (s, a) as much as the data constrains it). Seeds 0-5 measured 0.94-0.99.
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from zopg import ConfigError
+from zopg.algorithms import reward_model as rm
+from zopg.algorithms import rm_ppo
+from zopg.algorithms.ppo import PPOConfig
+from zopg.algorithms.rm_ppo import RMPPOConfig
+from zopg.envs import make
+from zopg.exact import expected_reward, optimal_value, policy_value
+from zopg.policies import make_policy
+from zopg.preferences import Oracle, Teacher, make_link, preference_rate
+from zopg.rollout import rollout_batch
+
+# A short run: 30 rounds × 100 pairs × 10 queries; one compile serves every test below.
+SMALL = RMPPOConfig(num_rounds=30, num_pairs=100, num_queries=10, buffer_size=1000)
+
+
+@pytest.fixture(scope="module")
+def open_grid():
+    env, params = make("gridworld/open-5x5")
+    return env, params, make_policy("tabular", env, params), Oracle(make_link("bradley-terry"))
+
+
+@pytest.fixture(scope="module")
+def small_train(open_grid):
+    env, _, policy, oracle = open_grid
+    train = rm_ppo.make_train(SMALL, env, policy, oracle)
+    chex.clear_trace_counter()
+    return jax.jit(chex.assert_max_traces(train.__wrapped__, n=1))
+
+
+@pytest.fixture(scope="module")
+def small_runs(small_train):
+    """Three seeds of the small run, one at a time through the one compiled function."""
+    return [small_train(jax.random.key(seed)) for seed in range(3)]
+
+
+# -- reward model -------------------------------------------------------------------------------
+
+
+def weighted_correlation(x, y, weight):
+    w = weight / weight.sum()
+    dx, dy = x - np.sum(w * x), y - np.sum(w * y)
+    return np.sum(w * dx * dy) / np.sqrt(np.sum(w * dx**2) * np.sum(w * dy**2))
+
+
+def test_reward_model_recovers_the_true_reward():
+    env, params = make("gridworld/cliff-4x6", slip=0.0)
+    policy = make_policy("tabular", env, params)  # uniform
+    config = rm.RewardModelConfig(num_steps=1000, batch_size=512)
+    model = rm.make_reward_model(config, env, params)
+    init_opt, fit = rm.make_fit(config, model)
+    oracle = Oracle(make_link("bradley-terry"))
+    num_pairs, num_states = 8000, env.num_states(params)
+
+    @jax.jit
+    def fitted_table(key):
+        k_roll, k_query, k_init, k_fit = jax.random.split(key, 4)
+        traj = rollout_batch(k_roll, policy, policy.init(k_init), env, params, 2 * num_pairs)
+        first, second = (jax.tree_util.tree_map(lambda x, i=i: x[i::2], traj) for i in (0, 1))
+        label = preference_rate(oracle.query(k_query, first, second, 10))
+        buffer = rm.empty_buffer(num_pairs, first)
+        buffer = rm.add_pairs(buffer, first, second, label, jnp.ones(num_pairs))
+        phi = model.init(k_init)
+        phi, _, stats = fit(k_fit, phi, init_opt(phi), buffer)
+        visits = jnp.zeros((num_states, 4)).at[traj.obs, traj.action].add(traj.valid)
+        return model.table(phi), visits, stats
+
+    true_reward = np.asarray(expected_reward(env.tabular_model(params)))
+    layout = np.array(list("".join(params.layout)))
+    non_absorbing = ~np.isin(layout, ["G", "X"])[:, None]
+    for seed in range(2):
+        table, visits, stats = fitted_table(jax.random.key(seed))
+        weight = np.asarray(visits) * non_absorbing
+        corr = weighted_correlation(np.asarray(table), true_reward, weight)
+        print(f"seed {seed}: correlation {corr:.3f}, accuracy {float(stats['rm/accuracy']):.3f}")
+        assert corr >= 0.9
+
+
+def test_buffer_is_a_fifo():
+    env, params = make("gridworld/open-5x5")
+    policy = make_policy("tabular", env, params)
+    traj = rollout_batch(jax.random.key(0), policy, policy.init(jax.random.key(0)), env, params, 3)
+    buffer = rm.empty_buffer(4, traj)
+    assert buffer.obs.shape == (4, 2, 16) and buffer.count == 0
+    labels = jnp.arange(3.0)
+    buffer = rm.add_pairs(buffer, traj, traj, labels, jnp.ones(3))
+    np.testing.assert_array_equal(buffer.filled(), [True, True, True, False])
+    buffer = rm.add_pairs(buffer, traj, traj, labels + 10, jnp.ones(3))
+    # Six pairs into four slots: slots 3, 0, 1 took the second batch, slot 2 still the first.
+    np.testing.assert_array_equal(buffer.label, [11.0, 12.0, 2.0, 10.0])
+    assert int(buffer.count) == 6 and int(buffer.size()) == 4
+    np.testing.assert_array_equal(buffer.obs[3, 1], traj.obs[0])
+
+
+def test_bradley_terry_loss_and_labels():
+    gap = jnp.array([0.0, 2.0, -1.0])
+    label = jnp.array([0.5, 0.9, 0.3])
+    expected = -(
+        label * np.log(1 / (1 + np.exp(-gap))) + (1 - label) * np.log(1 / (1 + np.exp(gap)))
+    )
+    loss = rm.bradley_terry_loss(gap, label, jnp.ones(3))
+    np.testing.assert_allclose(loss, expected.mean(), rtol=1e-6)
+    # Zero-weight pairs (every query skipped) do not count.
+    loss = rm.bradley_terry_loss(gap, label, jnp.array([0.0, 1.0, 1.0]))
+    np.testing.assert_allclose(loss, expected[1:].mean(), rtol=1e-6)
+    hard = rm.pair_labels(rm.RewardModelConfig(labels="hard"), jnp.array([0.7, 0.5, 0.2]))
+    np.testing.assert_array_equal(hard, [1.0, 0.5, 0.0])
+    # Accuracy ignores ties: the first pair has label ½.
+    assert float(rm.pair_accuracy(gap, label, jnp.ones(3))) == 1.0
+
+
+def test_mlp_reward_model_fits_its_buffer():
+    env, params = make("gridworld/open-5x5")
+    config = rm.RewardModelConfig(kind="mlp", hidden_sizes=(16,), num_steps=50, batch_size=64)
+    model = rm.make_reward_model(config, env, params)
+    init_opt, fit = rm.make_fit(config, model)
+    policy = make_policy("tabular", env, params, init_scale=2.0)
+    traj = rollout_batch(
+        jax.random.key(1), policy, policy.init(jax.random.key(2)), env, params, 256
+    )
+    first, second = (jax.tree_util.tree_map(lambda x, i=i: x[i::2], traj) for i in (0, 1))
+    label = preference_rate(Oracle(make_link("bt")).query(jax.random.key(3), first, second, 10))
+    buffer = rm.add_pairs(rm.empty_buffer(128, first), first, second, label, jnp.ones(128))
+    phi = model.init(jax.random.key(4))
+    assert model(phi, first.obs, first.action).shape == first.obs.shape
+    gap = rm.utility_gap(model, phi, buffer.obs, buffer.action, buffer.valid)
+    start = float(rm.bradley_terry_loss(gap, buffer.label, buffer.weight))
+    _, _, stats = jax.jit(fit)(jax.random.key(5), phi, init_opt(phi), buffer)
+    assert float(stats["rm/buffer_loss"]) < start
+
+
+def test_skipped_pairs_carry_no_weight(open_grid):
+    """A teacher that skips every query: the pairs get weight 0 and r_φ stays at 0."""
+    env, params, policy, _ = open_grid
+    oracle = Oracle(make_link("bradley-terry"), Teacher(skip_threshold=10.0))
+    traj = rollout_batch(jax.random.key(0), policy, policy.init(jax.random.key(0)), env, params, 8)
+    first, second = (jax.tree_util.tree_map(lambda x, i=i: x[i::2], traj) for i in (0, 1))
+    feedback = oracle.query(jax.random.key(1), first, second, 3)
+    weight = rm.pair_weight(feedback)
+    np.testing.assert_array_equal(weight, 0.0)
+    config = rm.RewardModelConfig(num_steps=5, batch_size=4)
+    model = rm.make_reward_model(config, env, params)
+    init_opt, fit = rm.make_fit(config, model)
+    buffer = rm.add_pairs(rm.empty_buffer(8, first), first, second, jnp.full(4, 0.5), weight)
+    phi = model.init(jax.random.key(2))
+    phi, _, _ = fit(jax.random.key(3), phi, init_opt(phi), buffer)
+    np.testing.assert_allclose(phi["table"], 0.0, atol=1e-6)
+
+
+# -- RM+PPO ---------------------------------------------------------------------------------------
+
+
+def test_query_counters(open_grid, small_runs):
+    env, params, _, _ = open_grid
+    _, metrics = small_runs[0]
+    horizon = env.horizon(params)
+    rounds = np.arange(1, SMALL.num_rounds + 1)
+    np.testing.assert_array_equal(
+        metrics["budget/queries"], rounds * SMALL.num_pairs * SMALL.num_queries
+    )
+    assert int(metrics["budget/queries"][-1]) == 30 * 100 * 10
+    per_round = 2 * SMALL.num_pairs + SMALL.ppo.num_iterations * SMALL.ppo.num_trajectories
+    np.testing.assert_array_equal(metrics["budget/trajectories"], rounds * per_round)
+    np.testing.assert_array_equal(metrics["budget/env_steps"], rounds * per_round * horizon)
+    np.testing.assert_array_equal(
+        metrics["rm/buffer_size"], np.minimum(rounds * SMALL.num_pairs, SMALL.buffer_size)
+    )
+    for name in ("rm/loss", "rm/accuracy", "rm/accuracy_new", "losses/policy", "exact/value"):
+        assert metrics[name].shape == (SMALL.num_rounds,)
+        chex.assert_tree_all_finite(metrics[name])
+
+
+def test_rm_ppo_learns_on_open_grid(open_grid, small_runs):
+    """Cheap learning check: 30,000 queries already close most of the gap (median of 3 seeds)."""
+    env, params, _, _ = open_grid
+    model = env.tabular_model(params)
+    start = float(policy_value(model, jnp.full((env.num_states(params), 4), 0.25)))
+    best = float(optimal_value(model))
+    closed = [(float(m["exact/value"][-1]) - start) / (best - start) for _, m in small_runs]
+    print(f"RM+PPO open-5x5, 30k queries: gap closed {np.round(closed, 3)}")
+    assert np.median(closed) >= 0.8
+
+
+def test_determinism_single_compilation_and_vmap(open_grid, small_train, small_runs):
+    params_0, first = small_runs[0]
+    params_again, again = small_train(jax.random.key(0))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, first, again)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, params_0, params_again)
+    assert not np.array_equal(first["rm/loss"], small_runs[1][1]["rm/loss"])
+    assert small_train._cache_size() == 1
+    # vmappable over keys (traced only: compiling the batched program would cost ~20 s here).
+    env, _, policy, oracle = open_grid
+    train = rm_ppo.make_train(SMALL, env, policy, oracle)
+    keys = jnp.stack([jax.random.key(0), jax.random.key(1)])
+    shapes = jax.eval_shape(jax.vmap(train), keys)[1]
+    assert shapes["budget/queries"].shape == (2, SMALL.num_rounds)
+
+
+def test_chunked_run_equals_one_run(open_grid, small_runs):
+    env, _, policy, oracle = open_grid
+    trainer = rm_ppo.make_trainer(SMALL, env, policy, oracle)
+    run = jax.jit(trainer.run, static_argnums=2)
+    carry, first = run(trainer.init(jax.random.key(0)), 0, 15)
+    _, second = run(carry, 15, 15)
+    _, whole = small_runs[0]
+    for name, values in whole.items():
+        np.testing.assert_array_equal(np.concatenate([first[name], second[name]]), values)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"num_rounds": 0}, "num_rounds = 0: must be an integer >= 1"),
+        ({"num_pairs": 0}, "num_pairs = 0"),
+        ({"num_queries": 1.5}, "num_queries = 1.5"),
+        ({"buffer_size": -1}, "buffer_size = -1"),
+        ({"reward_model": {"kind": "mlp"}}, "reward_model = .*must be a RewardModelConfig"),
+        ({"reward_model": rm.RewardModelConfig(kind="linear")}, "unknown reward model 'linear'"),
+        ({"reward_model": rm.RewardModelConfig(labels="ranked")}, "unknown label kind 'ranked'"),
+        (
+            {"reward_model": rm.RewardModelConfig(learning_rate=0.0)},
+            r"reward_model.learning_rate = 0.0: must be in \(0, inf\)",
+        ),
+        ({"reward_model": rm.RewardModelConfig(num_steps=0)}, "reward_model.num_steps = 0"),
+        ({"reward_model": rm.RewardModelConfig(l2=-1.0)}, "reward_model.l2 = -1.0"),
+        ({"ppo": PPOConfig(clip=-0.2)}, r"ppo.clip = -0.2: must be in \(0, inf\)"),
+        ({"ppo": PPOConfig(num_minibatches=5)}, "ppo.num_minibatches = 5: must divide"),
+        ({"num_rounds": 10**6, "num_pairs": 10**4}, "num_rounds = 1000000: budget counters"),
+    ],
+)
+def test_bad_configs(open_grid, overrides, match):
+    env, _, policy, oracle = open_grid
+    with pytest.raises(ConfigError, match=match):
+        rm_ppo.make_train(RMPPOConfig(**overrides), env, policy, oracle)
+
+
+def test_needs_an_oracle(open_grid):
+    env, _, policy, _ = open_grid
+    with pytest.raises(ConfigError, match="needs an oracle"):
+        rm_ppo.make_train(RMPPOConfig(), env, policy, None)
