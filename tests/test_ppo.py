@@ -194,3 +194,10 @@ def test_bad_configs(open_grid, overrides, match):
     env, _, policy = open_grid
     with pytest.raises(ConfigError, match=match):
         ppo.make_train(PPOConfig(**overrides), env, policy)
+
+
+def test_continuous_actions_are_refused_clearly():
+    env, params = make("gymnax/Pendulum-v1")
+    policy = make_policy("gaussian", env, params)
+    with pytest.raises(ConfigError, match="needs a categorical policy"):
+        ppo.make_train(PPOConfig(), env, policy)
