@@ -1,5 +1,7 @@
-"""Monte Carlo evaluation: mean return over fresh rollouts with its standard error, outside any
-algorithm's budget (it is never shown to the learner and spends no queries)."""
+"""Monte Carlo evaluation: mean return over fresh rollouts with its standard error.
+
+It runs outside every algorithm's budget: it is never shown to the learner and spends no queries.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""gymnax classic-control environments (CartPole, Acrobot, Pendulum, MountainCarContinuous) behind
-the zopg protocol, built through the gymnax package itself.
+"""gymnax CartPole, Acrobot, Pendulum and MountainCarContinuous behind the zopg protocol.
 
 gymnax 1.x's `env.step` auto-resets: on `terminated | truncated` it returns the *next* episode's
 first observation and state. A zopg rollout must instead stop at the first `done` (its valid mask
