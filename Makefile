@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: bench bench-quick bench-throughput bench-sample-efficiency test lint format clean-venv
+.PHONY: bench bench-quick bench-throughput bench-sample-efficiency test test-all lint format clean-venv
 
 # Re-install whenever pyproject.toml is newer than the last install.
 $(STAMP): pyproject.toml
@@ -30,7 +30,11 @@ bench-throughput: $(STAMP)
 bench-sample-efficiency: $(STAMP)
 	$(PY) benchmarks/sample_efficiency.py
 
+# Slow tests (brax locomotion, other brax backends) are marked; `make test-all` includes them.
 test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
