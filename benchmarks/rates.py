@@ -1,0 +1,183 @@
+"""Run every rate sweep in benchmarks/rates_*.toml; write results/rates/rates.json and figures.
+
+    python benchmarks/rates.py            # the full run (committed results)
+    python benchmarks/rates.py --quick    # small grids and few seeds, to results/rates/quick/
+    python benchmarks/rates.py --only bias_vs_mu --resume
+
+Each sweep's record holds its slope, 95% seed-bootstrap CI, the §8 prediction (and our own
+expected slope where it differs), the window, seeds and a config hash; see zopg.analysis.rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+try:
+    from benchmarks import _report
+except ImportError:  # run as a script: benchmarks/ itself is on sys.path
+    import _report
+
+from zopg.analysis import rate_plots, rates
+from zopg.errors import ConfigError
+from zopg.experiments.store import read_json
+
+BENCHMARKS = Path(__file__).resolve().parent
+RESULTS = _report.REPO_ROOT / "results" / "rates"
+
+
+# Files in the order of algorithms.md §8; any other rates_*.toml follow alphabetically.
+ORDER = ("m", "mu", "n", "d", "t", "blocks")
+
+
+def rate_files() -> list[Path]:
+    def position(path: Path):
+        stem = path.stem.removeprefix("rates_")
+        return (ORDER.index(stem) if stem in ORDER else len(ORDER), stem)
+
+    return sorted(BENCHMARKS.glob("rates_*.toml"), key=position)
+
+
+def load_all(quick: bool):
+    """(specs, families) over every rates_*.toml, in ORDER."""
+    specs, families = [], []
+    for path in rate_files():
+        file_specs, file_families = rates.load_specs(path, quick=quick)
+        specs += file_specs
+        families += file_families
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"sweep names must be unique across rates_*.toml files: {names}")
+    return specs, families
+
+
+def summary_line(record: dict) -> str:
+    if record.get("slope") is None and record.get("floor_fit") is None:
+        return f"{record['name']:40} curve only (for figures)"
+    if record.get("slope") is None:
+        floor = record["floor_fit"]
+        low, high = floor.get("floor_ci", (math.nan, math.nan))
+        theory = [f"{k} {v:.3e}" for k, v in record["theory"].items() if k.endswith("floor")]
+        return (
+            f"{record['name']:40} floor {floor.get('floor', math.nan):.3e} [{low:.3e}, "
+            f"{high:.3e}]  theory: {', '.join(theory)}"
+        )
+    low, high = record["slope_ci"]
+    target = record["expected"] if record.get("expected") is not None else record["prediction"]
+    inside = "in CI" if target is not None and low <= target <= high else "NOT in CI"
+    pred = "" if target is None else f"  target {target:+.2f} {inside}"
+    return f"{record['name']:40} slope {record['slope']:+.3f} [{low:+.3f}, {high:+.3f}]{pred}"
+
+
+def write_report(path: Path, records: dict, families: dict, quick: bool, started: float) -> None:
+    summary = []
+    for record in records.values():
+        summary.append(
+            {
+                k: record.get(k)
+                for k in (
+                    "name",
+                    "x",
+                    "slope",
+                    "slope_ci",
+                    "prediction",
+                    "prediction_in_ci",
+                    "expected",
+                    "expected_in_ci",
+                    "window",
+                    "seeds",
+                    "config_hash",
+                )
+            }
+        )
+    report = {
+        "benchmark": "rates",
+        "description": "log-log slopes of §8's rates on tabular GridWorld with exact V and ∇V; "
+        "95% percentile bootstrap CIs over seeds (whole seeds resampled, never grid points)",
+        "quick": quick,
+        **_report.environment(),
+        "summary": summary,
+        "families": families,
+        "sweeps": records,
+        "total_s": time.perf_counter() - started,
+    }
+    _report.write_json_atomic(path, report)
+
+
+def plot_all(out: Path, records: dict, specs) -> None:
+    figures = out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    for stale in figures.glob("*.png"):  # figures of sweeps that no longer exist
+        stale.unlink()
+    for record in records.values():
+        rate_plots.plot_sweep(record, figures / f"{record['name'].replace('/', '__')}.png")
+    groups: dict[str, list] = {}
+    for spec in specs:
+        if spec.name in records:
+            groups.setdefault(spec.group or spec.quantity, []).append(records[spec.name])
+    for name, group in groups.items():
+        if len(group) > 1:
+            labels = [r["name"].split("/", 1)[-1] for r in group]
+            rate_plots.plot_group(group, figures / f"{name.replace('/', '__')}.png", name, labels)
+    rate_plots.plot_overview(list(records.values()), out / "rates.png")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small grids and seeds (development)")
+    parser.add_argument("--only", help="run only sweeps whose name contains this text")
+    parser.add_argument("--out", type=Path, help="output folder (default results/rates[/quick])")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse sweeps already in the output's rates.json with the same config hash",
+    )
+    args = parser.parse_args(argv)
+    out = args.out or (RESULTS / "quick" if args.quick else RESULTS)
+    path = out / "rates.json"
+    try:
+        specs, families = load_all(args.quick)
+    except ConfigError as err:
+        parser.error(str(err))
+    existing = read_json(path).get("sweeps", {}) if path.exists() else {}
+    started = time.perf_counter()
+    # With --only the other sweeps keep what the file has, so --only updates it in place.
+    known = {s.name for s in specs}
+    records = {n: r for n, r in existing.items() if n in known} if args.only else {}
+    for spec in specs:
+        old = existing.get(spec.name)
+        if args.only and args.only not in spec.name:
+            continue
+        if args.resume and old is not None and old.get("config_hash") == spec.config_hash():
+            records[spec.name] = old
+            print(f"{summary_line(old)}  (reused)", flush=True)
+            continue
+        records[spec.name] = rates.run_spec(spec)
+        print(
+            f"{summary_line(records[spec.name])}  ({records[spec.name]['runtime_s']:.0f} s)",
+            flush=True,
+        )
+        # Written after every sweep, so an interrupted run can --resume.
+        write_report(path, records, {}, args.quick, started)
+    by_name = {s.name: s for s in specs}
+    family_records = {}
+    for family in families:
+        if not set(family.members) <= set(records):
+            continue
+        family_records[family.name] = rates.analyse_family(family, by_name, records)
+        f = family_records[family.name]
+        print(
+            f"{family.name:40} floor slope {f['slope']:+.3f} "
+            f"[{f['slope_ci'][0]:+.3f}, {f['slope_ci'][1]:+.3f}]  prediction {f['prediction']}"
+        )
+    write_report(path, records, family_records, args.quick, started)
+    plot_all(out, records, specs)
+    print(f"wrote {path} in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
