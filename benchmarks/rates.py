@@ -75,24 +75,15 @@ def summary_line(record: dict) -> str:
 def write_report(path: Path, records: dict, families: dict, quick: bool, started: float) -> None:
     summary = []
     for record in records.values():
-        summary.append(
-            {
-                k: record.get(k)
-                for k in (
-                    "name",
-                    "x",
-                    "slope",
-                    "slope_ci",
-                    "prediction",
-                    "prediction_in_ci",
-                    "expected",
-                    "expected_in_ci",
-                    "window",
-                    "seeds",
-                    "config_hash",
-                )
-            }
-        )
+        keys = ("name", "x", "slope", "slope_ci", "prediction", "prediction_in_ci", "expected")
+        keys += ("expected_in_ci", "window", "seeds", "config_hash")
+        entry = {k: record.get(k) for k in keys}
+        if "floor_fit" in record:
+            entry["floor"] = record["floor_fit"]["floor"]
+            entry["floor_ci"] = record["floor_fit"]["floor_ci"]
+            theory = {k: v for k, v in record["theory"].items() if k.endswith("floor")}
+            entry["theory_floor"] = theory
+        summary.append(entry)
     report = {
         "benchmark": "rates",
         "description": "log-log slopes of §8's rates on tabular GridWorld with exact V and ∇V; "
@@ -102,7 +93,10 @@ def write_report(path: Path, records: dict, families: dict, quick: bool, started
         "summary": summary,
         "families": families,
         "sweeps": records,
+        # Wall time of this invocation (sweeps reused by --resume cost nothing here) and the
+        # sum of every sweep's own measurement time, wherever it was measured.
         "total_s": time.perf_counter() - started,
+        "measured_s": sum(r.get("runtime_s", 0.0) for r in records.values()),
     }
     _report.write_json_atomic(path, report)
 
