@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: bench bench-quick bench-throughput bench-sample-efficiency test test-all lint format clean-venv
+.PHONY: rates bench bench-quick bench-throughput bench-sample-efficiency test test-all lint format clean-venv
 
 # Re-install whenever pyproject.toml is newer than the last install.
 $(STAMP): pyproject.toml
@@ -29,6 +29,10 @@ bench-throughput: $(STAMP)
 # Queries the default ZPG/ZBCPG need for 50% / 90% of the gap -> results/sample_efficiency.json.
 bench-sample-efficiency: $(STAMP)
 	$(PY) benchmarks/sample_efficiency.py
+
+# Convergence-rate sweeps (benchmarks/rates_*.toml) -> results/rates/rates.json and figures.
+rates: $(STAMP)
+	$(PY) benchmarks/rates.py
 
 # Slow tests (brax locomotion, other brax backends) are marked; `make test-all` includes them.
 test: $(STAMP)
