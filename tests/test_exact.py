@@ -105,3 +105,19 @@ def test_state_values_at_absorbing_states_are_zero():
     values = state_values(env.tabular_model(params), jnp.full((24, 4), 0.25))
     for s in range(19, 24):  # bottom row except S: traps and goal
         assert float(values[s]) == 0.0
+
+
+def test_float64_probabilities_on_float32_model():
+    """Under x64, float64 probabilities on the float32 model run and match float32 to round-off;
+    horizon 1 (no scan step) matches the one-step value by hand."""
+    env, params = tiny(slip=0.3)
+    model = env.tabular_model(params)
+    probs32 = jax.nn.softmax(jax.random.normal(jax.random.key(0), (3, 4)), axis=-1)
+    with jax.enable_x64(True):
+        value64 = policy_value(model, jnp.asarray(probs32, jnp.float64))
+        assert value64.dtype == jnp.float64
+        value64 = float(value64)
+    assert value64 == pytest.approx(float(policy_value(model, probs32)), rel=1e-6)
+    env1, params1 = make("gridworld", layout=["XSG"], horizon=1, slip=0.0, step_reward=-0.1)
+    probs = jnp.zeros((3, 4)).at[:, 1].set(1.0)
+    assert float(policy_value(env1.tabular_model(params1), probs)) == pytest.approx(-0.1 + 1.0)

@@ -11,7 +11,8 @@ import pytest
 
 from zopg import ConfigError, cli
 from zopg.experiments import load_experiment, store
-from zopg.experiments.runner import chunk_length, logged_iterations, run_experiment
+from zopg.experiments.runner import chunk_length, logged_iterations, run_experiment, schedule
+from zopg.experiments.schema import Evaluation
 
 TINY = """
 name = "tiny"
@@ -98,6 +99,31 @@ def write(tmp_path, text):
         (lambda t: t + "\n[teacher]\nlaziness = 0.9\n", r"teacher: .*laziness.*allowed: "),
         (lambda t: t.replace("points = 10", "points = -1"), r"evaluation.points: = -1"),
         (lambda t: t.replace('name = "tiny"\n', ""), r"bad.toml: name: is required"),
+        (
+            lambda t: t.replace("chunk_iterations = 25", "chunk_iterations = 25\nepisodes = 1"),
+            r"evaluation.episodes: = 1: must be >= 2",
+        ),
+        (
+            lambda t: t.replace('algorithm = "zpg"', 'algorithm = "zpg"\nenvs = ["gridworld/x"]'),
+            r"methods.zpg.envs: = \['gridworld/x'\]: must be a non-empty list of env ids of this "
+            r"experiment \(gridworld/open-5x5\)",
+        ),
+        (
+            lambda t: t.replace(
+                'id = "gridworld/open-5x5"', 'id = "gridworld/open-5x5"\npolicy = "tabularr"'
+            ),
+            r"envs\[0\].policy: = 'tabularr': allowed: tabular, mlp, gaussian",
+        ),
+        (
+            lambda t: t.replace(
+                'id = "gridworld/open-5x5"', 'id = "gridworld/open-5x5"\npolicy = "gaussian"'
+            ),
+            r"envs \(gridworld/open-5x5\).policy: policy 'gaussian' needs continuous actions",
+        ),
+        (
+            lambda t: t + '\n[[envs]]\nid = "gridworld/open-5x5"\n',
+            r"envs: each env id may appear once",
+        ),
         (lambda t: t + "\n[[[", r"bad.toml: not valid TOML"),
     ],
 )
@@ -223,11 +249,98 @@ def test_sharded_run_matches_single_device(tiny_file, tiny_results, tmp_path):
     np.testing.assert_allclose(sharded["value"], single["value"], rtol=1e-5, atol=1e-6)
 
 
+MONTE_CARLO = """
+name = "mc"
+seeds = 2
+budget_queries = 240
+policy = "mlp"
+policy_params = { hidden_sizes = [8] }
+[[envs]]
+id = "gymnax/CartPole-v1"
+horizon = 50
+[[envs]]
+id = "gridworld/open-5x5"
+policy = "tabular"
+[[links]]
+name = "bradley-terry"
+scale = 20.0
+[evaluation]
+points = 4
+chunk_iterations = 100
+episodes = 8
+[methods.zpg]
+algorithm = "zpg"
+num_pairs = 2
+num_queries = 5
+r_max = 60.0
+[methods.es]
+algorithm = "es"
+envs = ["gymnax/CartPole-v1"]
+num_iterations = 6
+population_size = 4
+"""
+
+
+def test_monte_carlo_evaluation_per_env_policy_and_resume(tmp_path, monkeypatch):
+    """Envs without an exact model get Monte Carlo returns at the chunk ends and of the initial
+    policy; per-env policies and per-method env lists apply; a resumed run is identical."""
+    path = tmp_path / "mc.toml"
+    path.write_text(MONTE_CARLO)
+    out = tmp_path / "mc"
+    assert cli.main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    columns = store.read_tidy(out / "metrics.csv")
+    runs = set(zip(columns["method"], columns["env"], strict=True))
+    # es runs on CartPole only; zpg on both (tabular policy on the GridWorld).
+    assert runs == {
+        ("zpg", "gymnax/CartPole-v1"),
+        ("zpg", "gridworld/open-5x5"),
+        ("es", "gymnax/CartPole-v1"),
+    }
+    cart = (columns["method"] == "zpg") & (columns["env"] == "gymnax/CartPole-v1")
+    # 24 iterations (240 / (2 x 5)) in chunks of 24 // 4 = 6: evaluated after 6, 12, 18, 24.
+    np.testing.assert_array_equal(np.unique(columns["iteration"][cart]), [5, 11, 17, 23])
+    returns, stderr = columns["value"][cart], columns["value_se"][cart]
+    # CartPole pays +1 per step until termination; horizon 50.
+    assert np.all((returns >= 1) & (returns <= 50)) and np.all(stderr >= 0)
+    assert np.all(np.isnan(columns["score"][cart]))
+    grid = columns["env"] == "gridworld/open-5x5"
+    assert np.all(np.isfinite(columns["score"][grid]))
+    assert np.all(np.isnan(columns["value_se"][grid]))
+    summary = store.read_json(out / "summary.json")
+    zpg_cart = next(
+        r for r in summary["results"] if r["method"] == "zpg" and r["env"] == "gymnax/CartPole-v1"
+    )
+    assert zpg_cart["evaluation"] == "monte-carlo" and zpg_cart["score"]["mean"] is None
+    assert 1 <= zpg_cart["initial_value"]["mean"] <= 50
+
+    # Interrupted after the first saved chunk, then resumed: identical files.
+    experiment = load_experiment(path)
+    resumed = tmp_path / "resumed"
+    real_save = store.save_checkpoint
+
+    def dying_save(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "save_checkpoint", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(experiment, resumed, quiet=True)
+    monkeypatch.setattr(store, "save_checkpoint", real_save)
+    run_experiment(experiment, resumed, quiet=True)
+    assert (resumed / "metrics.csv").read_text() == (out / "metrics.csv").read_text()
+
+
 def test_chunking_helpers():
     assert chunk_length(100, 25) == 25
     assert chunk_length(4000, 500) == 500
     assert chunk_length(97, 25) == 25  # prime T: one extra compile for the tail
     np.testing.assert_array_equal(logged_iterations(5, 10), [0, 1, 2, 3, 4])
+    evaluation = Evaluation(points=4, chunk_iterations=100)
+    chunk, keep = schedule(30, evaluation, exact=False)  # target 7 -> divisor 6
+    assert chunk == 6
+    np.testing.assert_array_equal(keep, [5, 11, 17, 23, 29])
+    chunk, keep = schedule(30, evaluation, exact=True)
+    assert chunk == 30 and keep.size == 4
     kept = logged_iterations(1000, 10)
     assert kept[0] == 0 and kept[-1] == 999 and kept.size == 10
 

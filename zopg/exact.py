@@ -21,8 +21,11 @@ def _backward(model: TabularModel, improve) -> jax.Array:
         q = r + jnp.einsum("sat,t->sa", model.transition, values)
         return improve(q), None
 
-    v0 = jnp.zeros(model.transition.shape[0], dtype=r.dtype)
-    values, _ = jax.lax.scan(backup, v0, None, length=model.horizon)
+    # The first backup (from V = 0) is done outside the scan so that the carry takes the dtype
+    # of the result: float64 probabilities on a float32 model (under jax.enable_x64) would
+    # otherwise change the carry's dtype inside the scan, which lax.scan rejects.
+    first = improve(r)
+    values, _ = jax.lax.scan(backup, first, None, length=model.horizon - 1)
     return values
 
 

@@ -46,6 +46,9 @@ def plot_convergence(columns, summary: dict, x_axis: str, path: Path) -> None:
     bounds = {
         (r["env"], r["link"]): (r["uniform_value"], r["optimal_value"]) for r in summary["results"]
     }
+    monte_carlo = {
+        (r["env"], r["link"]) for r in summary["results"] if r.get("evaluation") == "monte-carlo"
+    }
     ncols = min(2, len(panels))
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(6.4 * ncols, 4.2 * nrows), squeeze=False)
@@ -82,7 +85,9 @@ def plot_convergence(columns, summary: dict, x_axis: str, path: Path) -> None:
             ax.axhline(uniform, color="grey", ls=":", lw=1, label="uniform policy")
         ax.set_title(f"{env} · {link}")
         ax.set_xlabel(X_AXES[x_axis])
-        ax.set_ylabel("exact value V(θ)")
+        ax.set_ylabel(
+            "mean return (Monte Carlo)" if (env, link) in monte_carlo else "exact value V(θ)"
+        )
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
@@ -95,7 +100,11 @@ def plot_convergence(columns, summary: dict, x_axis: str, path: Path) -> None:
 
 
 def plot_final(summary: dict, path: Path) -> None:
+    """Final normalised scores; experiments with Monte Carlo panels get final returns instead."""
     results = summary["results"]
+    if any(r["score"]["mean"] is None and r["value"]["mean"] is not None for r in results):
+        plot_final_values(summary, path)
+        return
     panels = list(dict.fromkeys((r["env"], r["link"]) for r in results))
     methods = list(dict.fromkeys(r["method"] for r in results))
     width = 0.8 / max(len(methods), 1)
@@ -132,6 +141,51 @@ def plot_final(summary: dict, path: Path) -> None:
     ax.set_title(f"final score at {summary['budget_queries']:,} queries: mean, 95% bootstrap CI")
     ax.legend(fontsize=8, ncol=2)
     ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_final_values(summary: dict, path: Path) -> None:
+    """One panel per env × link: each method's final value (mean, 95% CI) and, where measured,
+    its initial policy's (hollow marker): returns are on each env's own scale."""
+    results = summary["results"]
+    panels = list(dict.fromkeys((r["env"], r["link"]) for r in results))
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(max(4.8, 0.7 * len(methods) + 2) * len(panels), 4.4), squeeze=False
+    )
+    for ax, panel in zip(axes.flat, panels, strict=True):
+        names = []
+        for method in methods:
+            match = [r for r in results if (r["env"], r["link"]) == panel and r["method"] == method]
+            if not match or match[0]["value"]["mean"] is None:
+                continue
+            r, x = match[0], len(names)
+            v = r["value"]
+            colour = plt.cm.tab10(methods.index(method) % 10)
+            ax.bar(
+                x,
+                v["mean"],
+                0.7,
+                yerr=[[v["mean"] - v["ci95"][0]], [v["ci95"][1] - v["mean"]]],
+                capsize=3,
+                color=colour,
+            )
+            initial = r.get("initial_value")
+            if initial and initial["mean"] is not None:
+                ax.plot(x, initial["mean"], "o", mfc="white", mec="k", ms=5)
+            names.append(method + (" *" if r["reference"] else ""))
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"{panel[0]} · {panel[1]}", fontsize=9)
+        ax.set_ylabel("final mean return (Monte Carlo)")
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(
+        f"{summary['experiment']}: final value at {summary['budget_queries']:,} queries, mean and "
+        f"95% bootstrap CI over {summary['seeds']} seeds; o initial policy; * reward access",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

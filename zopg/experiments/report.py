@@ -36,7 +36,9 @@ def seed_statistics(values: np.ndarray) -> dict:
 def summarise_run(run: dict) -> dict:
     metrics = run["metrics"]
     final = {name: values[:, -1] for name, values in metrics.items()}
-    value = final.get("exact/value", np.full(run["seeds"], np.nan))
+    found = store.value_metric(metrics)
+    value = np.full(run["seeds"], np.nan) if found is None else found[:, -1]
+    initial = run.get("initial_return")
     return {
         "method": run["method"],
         "algorithm": run["algorithm"],
@@ -48,7 +50,10 @@ def summarise_run(run: dict) -> dict:
         "queries": float(np.mean(final["budget/queries"])),
         "trajectories": float(np.mean(final["budget/trajectories"])),
         "env_steps": float(np.mean(final["budget/env_steps"])),
+        "evaluation": run.get("evaluation", "exact"),
         "value": seed_statistics(value),
+        # Monte Carlo runs: the initial policy's return, the same episodes count and seeds.
+        "initial_value": None if initial is None else seed_statistics(np.asarray(initial)),
         "score": seed_statistics(normaliser(run)(value)),
         "uniform_value": run["uniform_value"],
         "optimal_value": run["optimal_value"],
@@ -76,6 +81,7 @@ def write_reports(experiment, out_dir, run_ids: list[str], total_s: float) -> di
         "experiment": experiment.name,
         "budget_queries": experiment.budget_queries,
         "seeds": experiment.seeds,
+        "value": "exact V(θ) for envs with an exact model, else the Monte Carlo mean return",
         "score": "(V - V_uniform) / (V* - V_uniform); V exact, V* the finite-horizon optimum",
         "ci": "95% percentile bootstrap over seeds",
         "results": [summarise_run(run) for run in runs],
@@ -117,20 +123,23 @@ def format_summary(summary: dict) -> str:
         return "n/a" if x is None else format(x, spec)
 
     header = (
-        f"{'method':14} {'env':22} {'link':14} {'queries':>10} {'value':>7} "
-        f"{'score':>7} {'score 95% CI':>17} {'IQM':>7}"
+        f"{'method':14} {'env':22} {'link':14} {'queries':>10} {'value':>8} "
+        f"{'value 95% CI':>19} {'score':>7} {'score 95% CI':>17} {'IQM':>7}"
     )
+    scored = any(r["score"]["mean"] is not None for r in summary["results"])
     lines = [
         f"{summary['experiment']}: {summary['seeds']} seeds, budget "
-        f"{summary['budget_queries']:,} queries; score = {summary['score']}",
+        f"{summary['budget_queries']:,} queries; "
+        + (f"score = {summary['score']}" if scored else f"value = {summary.get('value', '')}"),
         header,
     ]
     for r in summary["results"]:
         queries = "reference" if r["reference"] else f"{r['queries']:.3g}"
         s, v = r["score"], r["value"]
         ci = f"[{fmt(s['ci95'][0])}, {fmt(s['ci95'][1])}]"
+        v_ci = f"[{fmt(v['ci95'][0])}, {fmt(v['ci95'][1])}]"
         lines.append(
-            f"{r['method']:14} {r['env']:22} {r['link']:14} {queries:>10} {fmt(v['mean']):>7} "
-            f"{fmt(s['mean']):>7} {ci:>17} {fmt(s['iqm']):>7}"
+            f"{r['method']:14} {r['env']:22} {r['link']:14} {queries:>10} {fmt(v['mean']):>8} "
+            f"{v_ci:>19} {fmt(s['mean']):>7} {ci:>17} {fmt(s['iqm']):>7}"
         )
     return "\n".join(lines)

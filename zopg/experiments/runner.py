@@ -14,12 +14,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from zopg.evaluation import evaluate
 from zopg.exact import optimal_value, policy_value
 from zopg.experiments import store
 from zopg.experiments.progress import Progress
 from zopg.experiments.schema import Experiment, LinkSpec, build_run
 
 SEED_BASE = 0  # seed i of every run uses jax.random.key(SEED_BASE + i)... split, see seed_keys
+EVAL_SEED = 1  # Monte Carlo evaluation keys: independent of every training key
 
 
 def seed_keys(num_seeds: int):
@@ -54,6 +56,38 @@ def chunk_length(num_iterations: int, target: int) -> int:
     return target
 
 
+def schedule(num_iterations: int, evaluation, exact: bool) -> tuple[int, np.ndarray]:
+    """(chunk length, logged iterations). With an exact value every iteration's metrics are
+    available, so `points` of them are kept. Without one, the policy is evaluated by Monte Carlo
+    after each chunk, so chunks are shortened to give about `points` evaluations, and the logged
+    iterations are the chunk ends."""
+    if exact:
+        chunk = chunk_length(num_iterations, evaluation.chunk_iterations)
+        return chunk, logged_iterations(num_iterations, evaluation.points)
+    target = min(evaluation.chunk_iterations, max(1, num_iterations // evaluation.points))
+    chunk = chunk_length(num_iterations, target)
+    ends = np.minimum(np.arange(chunk, num_iterations + chunk, chunk), num_iterations) - 1
+    return chunk, ends.astype(np.int64)
+
+
+def make_evaluator(trainer, policy, env, env_params, num_seeds: int, episodes: int):
+    """(carry, iteration) -> {"eval/return", "eval/return_se"}: [seeds] Monte Carlo returns of
+    each seed's current policy over `episodes` fresh episodes (keys from EVAL_SEED, the seed and
+    the iteration, so a resumed run evaluates exactly as an uninterrupted one)."""
+    seed_eval_keys = jax.random.split(jax.random.key(EVAL_SEED), num_seeds)
+
+    @jax.jit
+    def evaluator(carry, iteration):
+        params = jax.vmap(trainer.final_params)(carry)
+        keys = jax.vmap(lambda k: jax.random.fold_in(k, iteration))(seed_eval_keys)
+        mean, stderr = jax.vmap(lambda k, p: evaluate(k, policy, p, env, env_params, episodes))(
+            keys, params
+        )
+        return {"eval/return": mean, "eval/return_se": stderr}
+
+    return evaluator
+
+
 REWARD_ACCESS = LinkSpec(name="reward-access", params={})
 
 
@@ -62,7 +96,10 @@ def run_id(method: str, env_slug: str, link: str) -> str:
 
 
 def run_hash(experiment: Experiment, env_spec, link_spec, method, config) -> str:
-    """Everything that determines a run's numbers; a finished run with this hash is reused."""
+    """Everything that determines a run's numbers; a finished run with this hash is reused.
+
+    Fields added later enter only when set, so runs finished before they existed keep their
+    hash."""
     fields = (
         {k: (repr(v) if callable(v) else v) for k, v in dataclasses.asdict(config).items()}
         if dataclasses.is_dataclass(config)
@@ -74,14 +111,27 @@ def run_hash(experiment: Experiment, env_spec, link_spec, method, config) -> str
         "policy_params": experiment.policy_params,
         "teacher": experiment.teacher,
         "points": experiment.evaluation.points,
-        "env": dataclasses.asdict(env_spec),
+        "env": _set_fields(env_spec),
         "link": dataclasses.asdict(link_spec),
-        "method": dataclasses.asdict(method),
+        "method": _set_fields(method),
         "config": fields,
         "seed_base": SEED_BASE,
     }
+    if not hasattr(build_env(env_spec), "tabular_model"):
+        identity["episodes"] = experiment.evaluation.episodes
+        identity["eval_seed"] = EVAL_SEED
     text = json.dumps(identity, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _set_fields(spec) -> dict:
+    return {k: v for k, v in dataclasses.asdict(spec).items() if v is not None}
+
+
+def build_env(env_spec):
+    from zopg.envs import make
+
+    return make(env_spec.id, **env_spec.overrides)[0]
 
 
 def reference_values(env, env_params, policy):
@@ -103,8 +153,12 @@ def execute_run(
     label: str,
     quiet: bool,
     run_key: str,
+    evaluator=None,
 ) -> dict:
-    """Run all iterations in chunks, keeping metrics at `keep`; resume from `ckpt` if present."""
+    """Run all iterations in chunks, keeping metrics at `keep`; resume from `ckpt` if present.
+
+    With an `evaluator` (see make_evaluator) the policy is evaluated before the first iteration
+    and after every chunk; `keep` must then be the chunk ends."""
     total = trainer.num_iterations
     keys = seed_keys(num_seeds)
     sharding = seed_sharding(num_seeds)
@@ -120,7 +174,7 @@ def execute_run(
         return carry if sharding is None else jax.device_put(carry, sharding)
 
     carry = fresh_carry()
-    start, kept, elapsed, compile_s = 0, {}, 0.0, 0.0
+    start, kept, elapsed, compile_s, eval_s, initial = 0, {}, 0.0, 0.0, 0.0, None
     if ckpt.exists():
         try:
             carry, payload = store.load_checkpoint(ckpt, carry)
@@ -129,9 +183,21 @@ def execute_run(
         if payload is not None and payload.get("run_key") == run_key:
             start, kept = payload["start"], payload["kept"]
             elapsed, compile_s = payload["run_s"], payload["compile_s"]
+            eval_s, initial = payload.get("eval_s", 0.0), payload.get("initial")
         else:
             carry = fresh_carry()
     compiled = {}
+
+    def run_evaluator(iteration):
+        nonlocal eval_s
+        t0 = time.perf_counter()
+        # iteration + 1: the initial policy is "iteration -1" and fold_in wants data >= 0.
+        result = jax.device_get(evaluator(carry, jnp.int32(iteration + 1)))
+        eval_s += time.perf_counter() - t0
+        return {name: np.asarray(values) for name, values in result.items()}
+
+    if evaluator is not None and initial is None:
+        initial = run_evaluator(-1)
     progress = Progress(total, label, enabled=not quiet, done=start)
     while start < total:
         length = min(chunk, total - start)
@@ -147,6 +213,11 @@ def execute_run(
         local = keep[(keep >= start) & (keep < start + length)] - start
         for name, values in metrics.items():
             kept.setdefault(name, []).append(np.asarray(values)[:, local])
+        if evaluator is not None:
+            if local.tolist() != [length - 1]:
+                raise ValueError("with an evaluator, keep must be the chunk ends")
+            for name, values in run_evaluator(start + length - 1).items():
+                kept.setdefault(name, []).append(values[:, None])
         start += length
         store.save_checkpoint(
             ckpt,
@@ -157,12 +228,20 @@ def execute_run(
                 "kept": kept,
                 "run_s": elapsed,
                 "compile_s": compile_s,
+                "eval_s": eval_s,
+                "initial": initial,
             },
         )
         progress.update(start)
     progress.close()
     metrics = {name: np.concatenate(parts, axis=1) for name, parts in kept.items()}
-    return {"metrics": metrics, "run_s": elapsed, "compile_s": compile_s}
+    return {
+        "metrics": metrics,
+        "run_s": elapsed,
+        "compile_s": compile_s,
+        "eval_s": eval_s,
+        "initial": initial,
+    }
 
 
 def run_experiment(experiment: Experiment, out_dir, quiet: bool = False, log=None) -> dict:
@@ -177,6 +256,8 @@ def run_experiment(experiment: Experiment, out_dir, quiet: bool = False, log=Non
     for env_spec in experiment.envs:
         for link_spec in experiment.links:
             for method in experiment.methods:
+                if not method.runs_on(env_spec.id):
+                    continue
                 env, env_params, policy, _, algo, config, trainer = build_run(
                     experiment, env_spec, link_spec, method
                 )
@@ -184,7 +265,8 @@ def run_experiment(experiment: Experiment, out_dir, quiet: bool = False, log=Non
                 run_link = REWARD_ACCESS if algo.reference else link_spec
                 rid = run_id(method.label, env_spec.slug, run_link.name)
                 rhash = run_hash(experiment, env_spec, run_link, method, config)
-                keep = logged_iterations(trainer.num_iterations, experiment.evaluation.points)
+                exact = hasattr(env, "tabular_model")
+                chunk, keep = schedule(trainer.num_iterations, experiment.evaluation, exact)
                 done_meta = runs_dir / f"{rid}.json"
                 done_data = runs_dir / f"{rid}.npz"
                 if any(done == rid for done, _ in records):
@@ -196,9 +278,16 @@ def run_experiment(experiment: Experiment, out_dir, quiet: bool = False, log=Non
                 ):
                     log(f"{rid}: finished earlier, skipped")
                 else:
-                    chunk = chunk_length(
-                        trainer.num_iterations, experiment.evaluation.chunk_iterations
-                    )
+                    evaluator = None
+                    if not exact:
+                        evaluator = make_evaluator(
+                            trainer,
+                            policy,
+                            env,
+                            env_params,
+                            experiment.seeds,
+                            experiment.evaluation.episodes,
+                        )
                     result = execute_run(
                         trainer,
                         experiment.seeds,
@@ -208,6 +297,7 @@ def run_experiment(experiment: Experiment, out_dir, quiet: bool = False, log=Non
                         rid,
                         quiet,
                         rhash,
+                        evaluator,
                     )
                     buffer = _npz_bytes(keep, result["metrics"])
                     store.write_bytes_atomic(done_data, buffer)
@@ -227,6 +317,11 @@ def run_experiment(experiment: Experiment, out_dir, quiet: bool = False, log=Non
                             "devices": len(jax.devices()),
                             "compile_s": result["compile_s"],
                             "run_s": result["run_s"],
+                            "eval_s": result["eval_s"],
+                            "evaluation": "exact" if exact else "monte-carlo",
+                            "eval_episodes": None if exact else experiment.evaluation.episodes,
+                            "initial_return": _listed(result["initial"], "eval/return"),
+                            "initial_return_se": _listed(result["initial"], "eval/return_se"),
                             "uniform_value": v_uniform,
                             "optimal_value": v_star,
                             "config": {
@@ -242,6 +337,10 @@ def run_experiment(experiment: Experiment, out_dir, quiet: bool = False, log=Non
                     )
                 records.append((rid, link_spec.name))
     return write_reports(experiment, out_dir, records, time.perf_counter() - started)
+
+
+def _listed(values: dict | None, name: str):
+    return None if values is None else [float(x) for x in values[name]]
 
 
 def _npz_bytes(iterations, metrics) -> bytes:

@@ -7,15 +7,17 @@ raise a ConfigError that names the file, the key and what is allowed.
     description = "..."
     seeds = 10
     budget_queries = 2_000_000        # shared by every budget-matched method
-    policy = "tabular"                # or "mlp"; [policy_params] for its fields
+    policy = "tabular"                # or "mlp", "gaussian"; [policy_params] for its fields
     [[envs]]                          # id plus any field override, e.g. slip = 0.2
     id = "gridworld/open-5x5"
+    policy = "gaussian"               # optional: this env's policy (and policy_params)
     [[links]]                         # name plus the link's parameters, e.g. scale = 1.0
     name = "bradley-terry"
     [teacher]                         # B-Pref imperfections (zopg.preferences.Teacher fields)
-    [evaluation]                      # points = logged iterations per run; chunk_iterations
+    [evaluation]                      # points, chunk_iterations, episodes (see Evaluation)
     [methods.zpg]                     # label; algorithm = registry name; config fields
     algorithm = "zpg"
+    envs = ["gridworld/open-5x5"]     # optional: run this method on these envs only
 """
 
 from __future__ import annotations
@@ -47,13 +49,16 @@ TOP_KEYS = {
     "evaluation",
     "methods",
 }
-EVALUATION_KEYS = {"points", "chunk_iterations"}
+EVALUATION_KEYS = {"points", "chunk_iterations", "episodes"}
+ENV_POLICY_KEYS = ("policy", "policy_params")  # reserved in [[envs]]: not env field overrides
 
 
 @dataclasses.dataclass(frozen=True)
 class EnvSpec:
     id: str
     overrides: dict
+    policy: str | None = None  # None: the experiment's policy
+    policy_params: dict | None = None  # None: the experiment's policy_params
 
     @property
     def slug(self) -> str:
@@ -71,12 +76,19 @@ class MethodSpec:
     label: str
     algorithm: str
     params: dict
+    envs: tuple[str, ...] | None = None  # None: every env of the experiment
+
+    def runs_on(self, env_id: str) -> bool:
+        return self.envs is None or env_id in self.envs
 
 
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
     points: int = 100  # logged iterations per run (always including the last)
     chunk_iterations: int = 500  # iterations per compiled call: progress, checkpoints, resume
+    # Envs without an exact model are scored by the Monte Carlo return of this many fresh
+    # episodes per seed (zopg.evaluation; outside every budget), at about `points` iterations.
+    episodes: int = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,10 +203,14 @@ def _parse(raw: dict, source: str) -> Experiment:
     evaluation = Evaluation(
         **{k: _positive_int(source, f"evaluation.{k}", v) for k, v in evaluation.items()}
     )
-    envs = tuple(
-        EnvSpec(id=e["id"], overrides={k: v for k, v in e.items() if k != "id"})
-        for e in _table_list(source, "envs", raw["envs"], "id")
-    )
+    if evaluation.episodes < 2:
+        # A standard error needs two episodes at least.
+        raise _fail(source, "evaluation.episodes", f"= {evaluation.episodes}: must be >= 2")
+    env_tables = _table_list(source, "envs", raw["envs"], "id")
+    envs = tuple(_env_spec(source, i, e) for i, e in enumerate(env_tables))
+    env_ids = [e.id for e in envs]
+    if len(set(env_ids)) != len(env_ids):
+        raise _fail(source, "envs", f"each env id may appear once; got {env_ids}")
     links = tuple(
         LinkSpec(name=l["name"], params={k: v for k, v in l.items() if k != "name"})
         for l in _table_list(source, "links", raw["links"], "name")
@@ -206,8 +222,20 @@ def _parse(raw: dict, source: str) -> Experiment:
     for label, table in methods_raw.items():
         if not isinstance(table, dict) or "algorithm" not in table:
             raise _fail(source, f"methods.{label}", "must be a table with an 'algorithm' key")
-        params = {k: v for k, v in table.items() if k != "algorithm"}
-        methods.append(MethodSpec(label=label, algorithm=table["algorithm"], params=params))
+        params = {k: v for k, v in table.items() if k not in ("algorithm", "envs")}
+        only = table.get("envs")
+        if only is not None:
+            if not isinstance(only, list) or not only or not set(only) <= set(env_ids):
+                raise _fail(
+                    source,
+                    f"methods.{label}.envs",
+                    f"= {only!r}: must be a non-empty list of env ids of this experiment "
+                    f"({', '.join(env_ids)})",
+                )
+            only = tuple(only)
+        methods.append(
+            MethodSpec(label=label, algorithm=table["algorithm"], params=params, envs=only)
+        )
     teacher = raw.get("teacher", {})
     if not isinstance(teacher, dict):
         raise _fail(source, "teacher", "must be a table")
@@ -228,6 +256,28 @@ def _parse(raw: dict, source: str) -> Experiment:
         methods=tuple(methods),
         source=source,
     )
+
+
+def _env_spec(source: str, index: int, table: dict) -> EnvSpec:
+    policy, params = table.get("policy"), table.get("policy_params")
+    if policy is not None and policy not in POLICIES:
+        raise _fail(
+            source, f"envs[{index}].policy", f"= {policy!r}: allowed: {', '.join(POLICIES)}"
+        )
+    if params is not None and not isinstance(params, dict):
+        raise _fail(source, f"envs[{index}].policy_params", "must be a table")
+    reserved = ("id", *ENV_POLICY_KEYS)
+    overrides = {k: v for k, v in table.items() if k not in reserved}
+    return EnvSpec(id=table["id"], overrides=overrides, policy=policy, policy_params=params)
+
+
+def run_policy(experiment: Experiment, env_spec: EnvSpec) -> tuple[str, dict]:
+    """(policy name, policy params) for runs on this env: the env's own, else the experiment's."""
+    if env_spec.policy is None:
+        return experiment.policy, (
+            experiment.policy_params if env_spec.policy_params is None else env_spec.policy_params
+        )
+    return env_spec.policy, env_spec.policy_params or {}
 
 
 def method_config(spec: MethodSpec, budget_queries: int, source: str = "<experiment>"):
@@ -294,12 +344,14 @@ def build_run(experiment: Experiment, env_spec: EnvSpec, link_spec: LinkSpec, me
     except TypeError as err:
         fields = ", ".join(f.name for f in dataclasses.fields(Teacher))
         raise _fail(source, "teacher", f"{err}; allowed: {fields}") from None
+    name, params = run_policy(experiment, env_spec)
+    where = "policy" if env_spec.policy is None else f"envs ({env_spec.id}).policy"
     try:
-        policy = make_policy(experiment.policy, env, env_params, **experiment.policy_params)
+        policy = make_policy(name, env, env_params, **params)
     except ConfigError as err:
-        raise _fail(source, "policy", str(err)) from None
+        raise _fail(source, where, str(err)) from None
     except TypeError as err:
-        raise _fail(source, "policy_params", str(err)) from None
+        raise _fail(source, where + "_params", str(err)) from None
     algo, config = method_config(method, experiment.budget_queries, source)
     oracle = Oracle(link, teacher)
     try:
@@ -328,5 +380,6 @@ def load_experiment(path, overrides=(), seeds: int | None = None) -> Experiment:
     for env_spec in experiment.envs:
         for link_spec in experiment.links:
             for method in experiment.methods:
-                build_run(experiment, env_spec, link_spec, method)
+                if method.runs_on(env_spec.id):
+                    build_run(experiment, env_spec, link_spec, method)
     return experiment

@@ -26,14 +26,23 @@ TIDY_COLUMNS = (
     "trajectories",
     "env_steps",
     "value",
+    "value_se",
     "score",
 )
+# column -> the metrics that fill it, first present wins. `value` is the exact V(θ) where the env
+# has an exact model, else the Monte Carlo mean return (`value_se` its standard error).
 TIDY_METRICS = {
-    "queries": "budget/queries",
-    "trajectories": "budget/trajectories",
-    "env_steps": "budget/env_steps",
-    "value": "exact/value",
+    "queries": ("budget/queries",),
+    "trajectories": ("budget/trajectories",),
+    "env_steps": ("budget/env_steps",),
+    "value": ("exact/value", "eval/return"),
+    "value_se": ("eval/return_se",),
 }
+
+
+def value_metric(metrics: dict, column: str = "value"):
+    """The array behind a tidy column (see TIDY_METRICS), or None."""
+    return next((metrics[n] for n in TIDY_METRICS[column] if n in metrics), None)
 
 
 def write_bytes_atomic(path, data: bytes) -> Path:
@@ -116,8 +125,9 @@ def write_tidy(path, runs: list[dict]) -> Path:
         metrics, iterations = run["metrics"], run["iterations"]
         seeds = next(iter(metrics.values())).shape[0]
         columns = {}
-        for column, name in TIDY_METRICS.items():
-            columns[column] = metrics.get(name, np.full((seeds, iterations.size), np.nan))
+        for column in TIDY_METRICS:
+            found = value_metric(metrics, column)
+            columns[column] = np.full((seeds, iterations.size), np.nan) if found is None else found
         columns["score"] = run["normalise"](columns["value"])
         for seed in range(seeds):
             for j, iteration in enumerate(iterations):
