@@ -289,3 +289,35 @@ def test_chunked_run_equals_one_run(bandit_run):
         np.testing.assert_allclose(chunked, whole[name][0], rtol=1e-5, err_msg=name)
     params = trainer.final_params(carry)
     np.testing.assert_allclose(params["logits"], final["logits"][0], rtol=1e-5)
+
+
+# -- non-tabular environments ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env_id", "policy_name"),
+    [("gymnax/Pendulum-v1", "gaussian"), ("gymnax/CartPole-v1", "mlp")],
+)
+def test_online_dpo_runs_on_control_envs(env_id, policy_name):
+    """Online DPO with a Gaussian (continuous) and an MLP categorical policy: no exact model, so
+    no KL or exact value, but finite losses and the budget R × P × M exactly."""
+    env, params = make(env_id, horizon=20)
+    policy = make_policy(policy_name, env, params, hidden_sizes=(16,))
+    config = DPOConfig(num_iterations=3, num_pairs=8, num_queries=5, num_eval_pairs=16)
+    oracle = Oracle(make_link("bradley-terry"))
+    _, metrics = make_train(config, env, policy, oracle, params)(jax.random.key(0))
+    it = np.arange(1, 4)
+    np.testing.assert_array_equal(metrics["budget/queries"], it * 8 * 5)
+    np.testing.assert_array_equal(metrics["budget/trajectories"], it * 2 * 8)
+    steps = np.asarray(metrics["budget/env_steps"])
+    if policy_name == "gaussian":
+        np.testing.assert_array_equal(steps, it * 2 * 8 * 20)  # Pendulum never ends early
+    else:
+        assert np.all(np.diff(steps) > 0) and steps[-1] <= 3 * 2 * 8 * 20
+    assert "dpo/kl" not in metrics and "exact/value" not in metrics
+    for name in ("losses/dpo", "dpo/reward_margin"):
+        chex.assert_tree_all_finite(metrics[name])
+    # The first loss is at θ = θ_ref: a zero margin, so the sigmoid loss is log 2.
+    np.testing.assert_allclose(metrics["losses/dpo"][0], math.log(2.0), rtol=1e-5)
+    # After one update the policy has moved: the next batch has a nonzero margin.
+    assert float(jnp.abs(metrics["dpo/reward_margin"][-1])) > 0

@@ -255,3 +255,74 @@ def test_needs_an_oracle(open_grid):
     env, _, policy, _ = open_grid
     with pytest.raises(ConfigError, match="needs an oracle"):
         rm_ppo.make_train(RMPPOConfig(), env, policy, None)
+
+
+# -- continuous actions ---------------------------------------------------------------------------
+
+
+def test_continuous_reward_model_reads_the_scaled_action():
+    """r_φ(s, a) for continuous actions: an MLP on concat(features, a scaled to [-1, 1])."""
+    env, params = make("gymnax/Pendulum-v1", horizon=8)
+    model = rm.make_reward_model(rm.RewardModelConfig(kind="mlp", hidden_sizes=(8,)), env, params)
+    assert model.action_kind == "continuous"
+    assert (model.action_low, model.action_high) == ((-2.0,), (2.0,))
+    phi = model.init(jax.random.key(0))
+    assert phi["params"]["Dense_0"]["kernel"].shape == (3 + 1, 8)
+    obs = jax.random.normal(jax.random.key(1), (5, 8, 3))
+    action = jax.random.uniform(jax.random.key(2), (5, 8, 1), minval=-2.0, maxval=2.0)
+    assert model(phi, obs, action).shape == (5, 8)
+    # One observation against many actions broadcasts, and the reward depends on the action.
+    rewards = model(phi, obs[0, 0], jnp.linspace(-2.0, 2.0, 7)[:, None])
+    assert rewards.shape == (7,) and float(jnp.std(rewards)) > 0
+    # The action enters scaled from [-2, 2] to [-1, 1], after the observation features.
+    by_hand = model._mlp.apply(phi, jnp.concatenate([obs, action / 2.0], axis=-1))[..., 0]
+    np.testing.assert_allclose(model(phi, obs, action), by_hand, rtol=1e-6, atol=1e-6)
+
+
+def test_unsupported_reward_model_combinations_fail_clearly():
+    env, params = make("gymnax/Pendulum-v1", horizon=8)
+    policy = make_policy("gaussian", env, params)
+    oracle = Oracle(make_link("bradley-terry"))
+    with pytest.raises(ConfigError, match="kind = 'tabular' needs a tabular environment"):
+        rm_ppo.make_train(RMPPOConfig(), env, policy, oracle, params)
+
+    class NoActions:
+        action_kind = "multi-discrete"
+
+    with pytest.raises(ConfigError, match=r"discrete or continuous actions.*'multi-discrete'"):
+        rm.RewardModelConfig(kind="mlp").validate(NoActions())
+
+
+def test_rm_ppo_runs_with_a_gaussian_policy():
+    """A few rounds on Pendulum: finite metrics, and the human budget is R × P × M exactly."""
+    env, params = make("gymnax/Pendulum-v1", horizon=20)
+    policy = make_policy("gaussian", env, params, hidden_sizes=(16,))
+    config = RMPPOConfig(
+        num_rounds=3,
+        num_pairs=8,
+        num_queries=5,
+        buffer_size=32,
+        reward_model=rm.RewardModelConfig(
+            kind="mlp", hidden_sizes=(16,), num_steps=5, batch_size=16
+        ),
+        ppo=PPOConfig(
+            num_iterations=2,
+            num_trajectories=8,
+            num_epochs=2,
+            num_minibatches=2,
+            kl_coef=0.1,
+            value_hidden_sizes=(16,),
+        ),
+    )
+    oracle = Oracle(make_link("bradley-terry"))
+    _, metrics = rm_ppo.make_train(config, env, policy, oracle, params)(jax.random.key(0))
+    rounds = np.arange(1, 4)
+    np.testing.assert_array_equal(metrics["budget/queries"], rounds * 8 * 5)
+    per_round = 2 * 8 + 2 * 8
+    np.testing.assert_array_equal(metrics["budget/trajectories"], rounds * per_round)
+    # Pendulum never terminates early: every step is valid.
+    np.testing.assert_array_equal(metrics["budget/env_steps"], rounds * per_round * 20)
+    np.testing.assert_array_equal(metrics["rm/buffer_size"], rounds * 8)
+    chex.assert_tree_all_finite(metrics)
+    # PPO optimises r_φ, which moves: the model return differs from the true return.
+    assert not np.allclose(metrics["charts/model_return"], metrics["charts/episode_return"])

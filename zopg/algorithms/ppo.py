@@ -3,7 +3,8 @@
 `make_ppo` builds the reusable core: one PPO iteration on a reward function
 `reward_fn(reward_params, traj) -> [..., H]` (the environment's reward, or a learned r_φ(s, a)).
 `make_train` is the reward-access reference of algorithms.md §7: PPO on the true reward, an upper
-bound that spends no human queries.
+bound that spends no human queries. Policies may be categorical (discrete actions) or Gaussian
+(continuous actions); see `policy_terms`.
 """
 
 from __future__ import annotations
@@ -46,9 +47,11 @@ class PPOConfig:
     gamma              discount. 1.0 by default: episodes have a fixed finite horizon and the
                        objective V(θ) is the undiscounted return, so no discount is needed for
                        finiteness, and γ < 1 would optimise a different objective.
-    entropy_coef       weight of the policy-entropy bonus.
+    entropy_coef       weight of the policy-entropy bonus (for a Gaussian policy, the entropy of
+                       its pre-bound Gaussian).
     kl_coef            weight of KL(π_θ ‖ π_ref) averaged over visited states; π_ref is the
-                       initial policy. 0 turns it off.
+                       initial policy. 0 turns it off. Exact for discrete actions; for a Gaussian
+                       policy the closed-form KL of the pre-bound Gaussians (kl_to_reference).
     max_grad_norm      global-norm clip of each gradient (inf: no clipping).
     normalize_advantages
                        standardise advantages over the iteration's valid steps.
@@ -126,12 +129,90 @@ def check_config(config: PPOConfig, problem: Problem, prefix: str = "") -> None:
         isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in sizes
     ):
         raise bad_value(p + "value_hidden_sizes", sizes, "must be a tuple of integers >= 1")
-    if getattr(problem.policy, "action_kind", None) != "discrete" or not hasattr(
-        problem.policy, "log_probs"
-    ):
+    check_policy(problem.policy, config)
+
+
+# What PPO calls on each kind of policy (see policy_terms): the full log-prob table of a discrete
+# policy gives ratio, entropy and KL; a continuous one gives log_prob, entropy and, for the KL to
+# π_ref, its pre-bound Gaussian.
+_POLICY_NEEDS = {
+    "discrete": ("log_prob", "log_probs"),
+    "continuous": ("log_prob", "entropy", "distribution"),
+}
+
+
+def check_policy(policy, config: PPOConfig | None = None) -> None:
+    """Raise a ConfigError unless PPO can compute ratios, entropy and KL for `policy`."""
+    kind = getattr(policy, "action_kind", None)
+    if kind not in _POLICY_NEEDS:
         raise ConfigError(
-            f"PPO here needs a categorical policy (discrete actions); got {problem.policy!r}"
+            f"PPO needs a policy with action_kind 'discrete' (categorical) or 'continuous' "
+            f"(Gaussian); got {kind!r} from {policy!r}"
         )
+    needs = _POLICY_NEEDS[kind]
+    if kind == "continuous" and config is not None and config.kl_coef == 0:
+        needs = needs[:2]  # the pre-bound distribution is read by the KL term only
+    missing = [name for name in needs if not hasattr(policy, name)]
+    if missing:
+        raise ConfigError(
+            f"PPO needs a {kind}-action policy with methods {', '.join(needs)}; "
+            f"{policy!r} lacks {', '.join(missing)}"
+        )
+
+
+def gaussian_kl(mean, log_std, ref_mean, ref_log_std) -> jax.Array:
+    """KL(N(mean, std²) ‖ N(ref_mean, ref_std²)) per dimension, in closed form."""
+    var_ratio = jnp.exp(2.0 * (log_std - ref_log_std))
+    scaled_gap = (mean - ref_mean) * jnp.exp(-ref_log_std)
+    return 0.5 * (var_ratio + scaled_gap**2 - 1.0) - (log_std - ref_log_std)
+
+
+def _categorical_kl(probs, log_probs, ref_log_probs) -> jax.Array:
+    return jnp.sum(probs * (log_probs - ref_log_probs), axis=-1)
+
+
+def kl_to_reference(policy, params, ref_params, obs) -> jax.Array:
+    """KL(π_θ(·|obs) ‖ π_ref(·|obs)) per observation; π_ref is frozen (no gradient).
+
+    Discrete actions: the exact sum over actions. Continuous actions: the closed-form KL of the
+    two pre-bound diagonal Gaussians over u (MLPGaussian.distribution), summed over dimensions.
+    The environment receives bound(u), then mapped affinely; by the data-processing inequality
+    the KL of the actions is at most that of the u's. With tanh (a bijection) the two are equal;
+    with clipping the penalty is an upper bound, close to the actions' KL when little mass is
+    clipped. We use it because it is exact, smooth and cheap, whereas the KL of two censored
+    Gaussians has no closed form and would need quadrature or sampling.
+    """
+    if policy.action_kind == "discrete":
+        log_probs = policy.log_probs(params, obs)
+        ref_log_probs = jax.lax.stop_gradient(policy.log_probs(ref_params, obs))
+        return _categorical_kl(jnp.exp(log_probs), log_probs, ref_log_probs)
+    mean, log_std = policy.distribution(params, obs)
+    ref_mean, ref_log_std = jax.lax.stop_gradient(policy.distribution(ref_params, obs))
+    return jnp.sum(gaussian_kl(mean, log_std, ref_mean, ref_log_std), axis=-1)
+
+
+def policy_terms(policy, params, ref_params, obs, action, with_kl: bool = True):
+    """Per step: (log π_θ(a|s), H(π_θ(·|s)), KL(π_θ(·|s) ‖ π_ref(·|s))); KL is 0 without with_kl.
+
+    Discrete: one log-prob table gives all three exactly (log_prob is the gather that
+    CategoricalPolicy.log_prob does, entropy the formula of CategoricalPolicy.entropy); building
+    the table once also keeps the numbers bit-identical to PPO before continuous actions.
+    Continuous: the policy's own log_prob and entropy, and kl_to_reference's closed-form KL.
+    """
+    if policy.action_kind == "discrete":
+        log_probs = policy.log_probs(params, obs)
+        log_prob = jnp.take_along_axis(log_probs, jnp.asarray(action)[..., None], axis=-1)[..., 0]
+        probs = jnp.exp(log_probs)
+        entropy = -jnp.sum(probs * log_probs, axis=-1)
+        kl = jnp.zeros_like(entropy)
+        if with_kl:
+            ref_log_probs = jax.lax.stop_gradient(policy.log_probs(ref_params, obs))
+            kl = _categorical_kl(probs, log_probs, ref_log_probs)
+        return log_prob, entropy, kl
+    log_prob = policy.log_prob(params, obs, action)
+    entropy = policy.entropy(params, obs)
+    kl = kl_to_reference(policy, params, ref_params, obs) if with_kl else jnp.zeros_like(entropy)
+    return log_prob, entropy, kl
 
 
 # -- features and value heads -------------------------------------------------------------------
@@ -329,21 +410,19 @@ def make_ppo(config: PPOConfig, problem: Problem, reward_fn: Callable = true_rew
 
     def loss_fn(params, ref_params, batch: _Batch):
         policy_params, value_params = params
-        log_probs = policy.log_probs(policy_params, batch.obs)
-        log_prob = jnp.take_along_axis(log_probs, batch.action[:, None], axis=-1)[:, 0]
+        with_kl = config.kl_coef > 0
+        log_prob, entropy, kl = policy_terms(
+            policy, policy_params, ref_params, batch.obs, batch.action, with_kl
+        )
         log_ratio = log_prob - batch.log_prob
         ratio = jnp.exp(log_ratio)
         adv = batch.advantage
         clipped = jnp.clip(ratio, 1.0 - clip, 1.0 + clip)
         policy_loss = _masked_mean(-jnp.minimum(ratio * adv, clipped * adv), batch.mask)
-        probs = jnp.exp(log_probs)
-        entropy = _masked_mean(-jnp.sum(probs * log_probs, axis=-1), batch.mask)
+        entropy = _masked_mean(entropy, batch.mask)
         total = policy_loss - config.entropy_coef * entropy
         kl_ref = jnp.zeros(())
-        if config.kl_coef > 0:
-            # Exact KL over the discrete actions at each visited state; π_ref is frozen.
-            ref_log_probs = jax.lax.stop_gradient(policy.log_probs(ref_params, batch.obs))
-            kl = jnp.sum(probs * (log_probs - ref_log_probs), axis=-1)
+        if with_kl:
             kl_ref = _masked_mean(kl, batch.mask)
             total = total + config.kl_coef * kl_ref
         values = value_head(value_params, batch.obs, batch.time)

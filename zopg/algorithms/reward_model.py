@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -24,6 +25,7 @@ from zopg.rollout import Trajectory
 
 REWARD_MODELS = ("tabular", "mlp")
 LABELS = ("soft", "hard")
+ACTION_KINDS = ("discrete", "continuous")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +33,9 @@ class RewardModelConfig:
     """How r_φ is parametrised and fitted. Defaults are our choice (tabular GridWorld).
 
     kind           tabular: one value per (state, action), needs a tabular env; mlp: tanh MLP
-                   from features (one-hot state, or float obs) to one output per action.
+                   from features (one-hot state, or float obs) to one output per action, or for
+                   continuous actions from concat(features, action scaled to [-1, 1]) to one
+                   output.
     hidden_sizes   hidden layers of the mlp.
     learning_rate  Adam step size.
     num_steps      gradient steps per refit (each on a fresh minibatch of pairs).
@@ -73,34 +77,65 @@ class RewardModelConfig:
             raise ConfigError(
                 f"{p}kind = 'tabular' needs a tabular environment; {env!r} is not (use 'mlp')"
             )
+        action_kind = getattr(env, "action_kind", None)
+        if env is not None and action_kind not in ACTION_KINDS:
+            raise ConfigError(
+                f"reward models need discrete or continuous actions; {env!r} has action_kind "
+                f"{action_kind!r}"
+            )
+        if self.kind == "tabular" and action_kind == "continuous":
+            raise ConfigError(f"{p}kind = 'tabular' needs discrete actions; use 'mlp'")
         return self
 
 
 @dataclasses.dataclass(frozen=True)
 class RewardModel:
-    """r_φ(obs, action) for discrete actions; broadcasts over leading axes of obs and action."""
+    """r_φ(obs, action); broadcasts over leading axes of obs and action.
+
+    Discrete actions (action_kind 'discrete'): a table over (state, action) or an MLP with one
+    output per action. Continuous actions: an MLP on concat(features, scaled action), where the
+    action is mapped affinely from [low, high] to [-1, 1] so that its inputs are on the scale of
+    the tanh layers whatever the environment's units; actions are [..., action_dim].
+    """
 
     kind: str
-    num_actions: int
+    num_actions: int | None
     features: Callable
     feature_dim: int
     num_states: int | None = None
     hidden_sizes: tuple[int, ...] = (64, 64)
+    action_kind: str = "discrete"
+    action_low: tuple[float, ...] = ()
+    action_high: tuple[float, ...] = ()
+
+    @property
+    def _continuous(self) -> bool:
+        return self.action_kind == "continuous"
 
     @property
     def _mlp(self) -> MLP:
-        return MLP(hidden_sizes=tuple(self.hidden_sizes), num_outputs=self.num_actions)
+        outputs = 1 if self._continuous else self.num_actions
+        return MLP(hidden_sizes=tuple(self.hidden_sizes), num_outputs=outputs)
 
     def init(self, key):
         if self.kind == "tabular":
             # Zero start: every (s, a) the data never visits keeps reward 0, a neutral guess.
             return {"table": jnp.zeros((self.num_states, self.num_actions))}
-        return self._mlp.init(key, jnp.zeros((self.feature_dim,)))
+        dim = self.feature_dim + (len(self.action_low) if self._continuous else 0)
+        return self._mlp.init(key, jnp.zeros((dim,)))
 
     def __call__(self, params, obs, action):
         if self.kind == "tabular":
             return params["table"][obs, action]
-        out = self._mlp.apply(params, self.features(obs))
+        x = self.features(obs)
+        if self._continuous:
+            low, high = jnp.asarray(self.action_low), jnp.asarray(self.action_high)
+            scaled = (2.0 * jnp.asarray(action, jnp.float32) - (high + low)) / (high - low)
+            lead = jnp.broadcast_shapes(x.shape[:-1], scaled.shape[:-1])
+            x = jnp.broadcast_to(x, (*lead, x.shape[-1]))
+            scaled = jnp.broadcast_to(scaled, (*lead, scaled.shape[-1]))
+            return self._mlp.apply(params, jnp.concatenate([x, scaled], axis=-1))[..., 0]
+        out = self._mlp.apply(params, x)
         return jnp.take_along_axis(out, jnp.asarray(action)[..., None], axis=-1)[..., 0]
 
     def table(self, params) -> jax.Array:
@@ -110,7 +145,7 @@ class RewardModel:
         return self(params, states[:, None], actions[None, :])
 
     def utility(self, params, obs, action, valid) -> jax.Array:
-        """U_φ(τ) = Σ_t r_φ(s_t, a_t) over valid steps (time is the last axis of action)."""
+        """U_φ(τ) = Σ_t r_φ(s_t, a_t) over valid steps (time is the last axis of valid)."""
         return jnp.sum(jnp.where(valid, self(params, obs, action), 0.0), axis=-1)
 
 
@@ -118,6 +153,13 @@ def make_reward_model(config: RewardModelConfig, env, env_params) -> RewardModel
     config.validate(env, env_params)
     features, dim = observation_features(env, env_params)
     num_states = env.num_states(env_params) if hasattr(env, "num_states") else None
+    bounds = {}
+    if env.action_kind == "continuous":
+        low, high = env.action_bounds(env_params)
+        bounds = {
+            "action_low": tuple(float(x) for x in np.ravel(low)),
+            "action_high": tuple(float(x) for x in np.ravel(high)),
+        }
     return RewardModel(
         kind=config.kind,
         num_actions=env.num_actions,
@@ -125,6 +167,8 @@ def make_reward_model(config: RewardModelConfig, env, env_params) -> RewardModel
         feature_dim=dim,
         num_states=num_states,
         hidden_sizes=tuple(config.hidden_sizes),
+        action_kind=env.action_kind,
+        **bounds,
     )
 
 

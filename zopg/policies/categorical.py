@@ -48,6 +48,11 @@ class CategoricalPolicy:
         lp = self.log_probs(params, obs)
         return jnp.take_along_axis(lp, jnp.asarray(action)[..., None], axis=-1)[..., 0]
 
+    def entropy(self, params, obs) -> jax.Array:
+        """H(pi(. | obs)), exactly, over the discrete actions."""
+        log_probs = self.log_probs(params, obs)
+        return -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
+
     def sample(self, key, params, obs) -> jax.Array:
         return self.sample_and_log_prob(key, params, obs)[0]
 
