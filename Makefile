@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: rates bench bench-quick bench-throughput bench-sample-efficiency test test-all lint format clean-venv
+.PHONY: rates bench bench-quick bench-control bench-throughput bench-sample-efficiency test test-all lint format clean-venv
 
 # Re-install whenever pyproject.toml is newer than the last install.
 $(STAMP): pyproject.toml
@@ -21,6 +21,11 @@ bench: $(STAMP)
 # A few seeds and a short budget, for trying things out.
 bench-quick: $(STAMP)
 	$(VENV)/bin/zopg run quick_gridworld
+
+# Every method on gymnax CartPole-v1 and ZPG on brax inverted_pendulum (benchmarks/control.toml)
+# -> results/control/.
+bench-control: $(STAMP)
+	$(VENV)/bin/zopg run control
 
 # Rollout and ZPG throughput against NumPy baselines -> results/throughput.json.
 bench-throughput: $(STAMP)
