@@ -91,10 +91,22 @@ def plot_convergence(columns, summary: dict, x_axis: str, path: Path) -> None:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), frameon=False)
+    # Methods may run on some panels only (a method's `envs`): gather entries from every panel.
+    entries = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    fig.legend(
+        list(entries.values()),
+        list(entries),
+        loc="lower center",
+        ncol=min(4, len(entries)),
+        frameon=False,
+    )
     fig.suptitle(f"{summary['experiment']}: mean over {summary['seeds']} seeds, 95% bootstrap band")
-    fig.tight_layout(rect=(0, 0.08, 1, 0.96))
+    # Room below the panels for the legend: about a quarter inch per legend row.
+    legend_rows = -(-len(entries) // 4)
+    fig.tight_layout(rect=(0, (0.3 + 0.25 * legend_rows) / (4.2 * nrows), 1, 0.96))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
