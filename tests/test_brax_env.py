@@ -89,6 +89,10 @@ def test_protocol_and_defaults():
     assert env.horizon(params) == 250
     again, _ = make("brax/hopper")
     assert again == env and hash(again) == hash(env), "equal configs share compiled functions"
+    # default_params keeps make()'s horizon (for code that falls back on it).
+    short, short_params = make("brax/hopper", horizon=40)
+    assert short.default_params == short_params and short.horizon(short.default_params) == 40
+    assert env.default_params == params
 
 
 def test_errors_name_field_and_allowed_values():

@@ -174,3 +174,18 @@ def test_env_policy_mismatch_is_a_clear_error():
         make_policy("gaussian", cartpole, cp_params)
     with pytest.raises(ConfigError, match="'tabular' needs a tabular environment"):
         make_policy("tabular", cartpole, cp_params)
+
+
+def test_default_params_keep_what_make_was_given():
+    """Code that falls back on env.default_params (make_train without env_params) must see
+    make()'s overrides, not the package defaults."""
+    from zopg.algorithms.zeroth_order import Problem
+
+    env, params = make("gymnax/CartPole-v1", horizon=50, gravity=9.0)
+    assert env.default_params == params
+    policy = make_policy("mlp", env, params, hidden_sizes=(4,))
+    problem = Problem.build(env, policy, None)
+    assert env.horizon(problem.env_params) == 50 and problem.env_params.gymnax.gravity == 9.0
+    plain, plain_params = make("gymnax/CartPole-v1")
+    assert plain.default_params == plain_params and env.horizon(plain_params) == 500
+    assert hash(env) != hash(plain)  # different settings, different compiled functions

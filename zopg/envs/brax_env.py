@@ -91,6 +91,9 @@ class BraxEnv:
     brax_name: str
     backend: str = DEFAULT_BACKEND
     kwargs: tuple = ()
+    # The horizon given to make(): default_params returns it, so code that falls back on
+    # env.default_params (e.g. make_train without env_params) keeps make()'s settings.
+    made_horizon: int = DEFAULT_HORIZON
 
     action_kind = "continuous"
     num_actions = None
@@ -105,11 +108,13 @@ class BraxEnv:
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self.kwargs)
+        if self.made_horizon != DEFAULT_HORIZON:
+            extra += f", horizon={self.made_horizon}"
         return f"BraxEnv({self.brax_name!r}, backend={self.backend!r}{extra})"
 
     @property
     def default_params(self) -> BraxParams:
-        return BraxParams(horizon=DEFAULT_HORIZON)
+        return BraxParams(horizon=self.made_horizon)
 
     @property
     def action_shape(self) -> tuple[int, ...]:
@@ -184,9 +189,9 @@ def make_brax(
         raise bad_value(
             "overrides", dict(overrides), "values must be numbers, bools or tuples"
         ) from None
-    env = BraxEnv(brax_name, backend, kwargs)
+    env = BraxEnv(brax_name, backend, kwargs, int(horizon))
     try:
         env._env  # noqa: B018 -- build now, so bad values fail here, not inside a trace
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{env_id} with backend={backend!r}, {dict(overrides)}: {err}") from err
-    return env, BraxParams(horizon=int(horizon))
+    return env, env.default_params

@@ -53,6 +53,10 @@ class GymnaxEnv:
     """
 
     gymnax_id: str
+    # What make() was given, hashable: default_params applies it, so code that falls back on
+    # env.default_params (e.g. make_train without env_params) keeps make()'s settings.
+    overrides: tuple = ()
+    made_horizon: int | None = None  # None: gymnax's max_steps_in_episode
 
     @property
     def _env(self):
@@ -63,12 +67,21 @@ class GymnaxEnv:
         return f"gymnax/{self.gymnax_id}"
 
     def __repr__(self) -> str:
-        return f"GymnaxEnv({self.gymnax_id!r})"
+        extra = "".join(f", {k}={v!r}" for k, v in self.overrides)
+        if self.made_horizon is not None:
+            extra += f", horizon={self.made_horizon}"
+        return f"GymnaxEnv({self.gymnax_id!r}{extra})"
 
     @property
     def default_params(self) -> GymnaxParams:
         params = _gymnax_env(self.gymnax_id)[1]
-        return GymnaxParams(gymnax=params, horizon=int(params.max_steps_in_episode))
+        params = params.replace(
+            **{k: np.asarray(v) if isinstance(v, tuple) else v for k, v in self.overrides}
+        )
+        horizon = self.made_horizon
+        return GymnaxParams(
+            gymnax=params, horizon=int(params.max_steps_in_episode if horizon is None else horizon)
+        )
 
     @property
     def action_kind(self) -> str:
@@ -133,8 +146,8 @@ def make_gymnax(env_id: str, horizon: int | None = None, **overrides):
     Derived fields are not recomputed: overriding CartPole's `masspole` leaves `total_mass`
     as given, as in gymnax.
     """
-    env = GymnaxEnv(GYMNAX_IDS[env_id])
-    base = env.default_params.gymnax
+    gymnax_id = GYMNAX_IDS[env_id]
+    base = GymnaxEnv(gymnax_id).default_params.gymnax
     fields = _field_names(base)
     unknown = sorted(set(overrides) - set(fields))
     if unknown:
@@ -154,8 +167,8 @@ def make_gymnax(env_id: str, horizon: int | None = None, **overrides):
             raise bad_value(name, value, "must be a real number") from None
         if not finite:
             raise bad_value(name, value, "must be finite")
-    params = base.replace(**overrides)
-    max_steps = int(params.max_steps_in_episode)
+    max_steps = int(overrides.get("max_steps_in_episode", base.max_steps_in_episode))
+    given = horizon
     if horizon is None:
         horizon = max_steps
     if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer):
@@ -166,4 +179,18 @@ def make_gymnax(env_id: str, horizon: int | None = None, **overrides):
             horizon,
             f"must be in 1..{max_steps} (max_steps_in_episode, where gymnax truncates)",
         )
-    return env, GymnaxParams(gymnax=params, horizon=int(horizon))
+    frozen = tuple(sorted((k, _hashable(v)) for k, v in overrides.items()))
+    env = GymnaxEnv(gymnax_id, frozen, None if given is None else int(horizon))
+    return env, env.default_params
+
+
+def _hashable(value):
+    """A Python scalar, or a tuple for an array value (turned back into an array when used)."""
+    array = np.asarray(value)
+    if array.ndim == 0:
+        return array.item()
+
+    def nested(x):
+        return tuple(nested(y) for y in x) if isinstance(x, list) else x
+
+    return nested(array.tolist())
