@@ -134,7 +134,7 @@ RAW = {
     ("change", "match"),
     [
         ({"colour": 1}, r"sweep 'x'\.colour: unknown key; allowed: .*quantity"),
-        ({"quantity": "speed"}, "unknown quantity 'speed'; known quantitys: bias_vs_mu"),
+        ({"quantity": "speed"}, "unknown quantity 'speed'; known quantities: bias_vs_mu"),
         ({"settings": {"links": "bt"}}, r"settings\.links: unknown key; allowed: .*link"),
         ({"seeds": 1}, "seeds: = 1: must be an integer >= 2"),
         ({"grid": [4, 4, 16]}, "must be strictly increasing"),

@@ -17,7 +17,14 @@ def bad_value(field: str, value: object, allowed: str) -> ConfigError:
 def unknown_name(kind: str, name: object, known: Iterable[str]) -> ConfigError:
     """An unknown registry name; the message lists every known one."""
     names = ", ".join(sorted(known))
-    return ConfigError(f"unknown {kind} {name!r}; known {kind}s: {names}")
+    return ConfigError(f"unknown {kind} {name!r}; known {_plural(kind)}: {names}")
+
+
+def _plural(noun: str) -> str:
+    """English plural of the registry kinds we name (policy -> policies, link -> links)."""
+    if noun.endswith("y") and noun[-2:-1] not in tuple("aeiou"):
+        return noun[:-1] + "ies"
+    return noun + "s"
 
 
 def check_range(
