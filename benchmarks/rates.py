@@ -56,7 +56,10 @@ def load_all(quick: bool):
 
 def summary_line(record: dict) -> str:
     if record.get("slope") is None and record.get("floor_fit") is None:
-        return f"{record['name']:40} curve only (for figures)"
+        points = ", ".join(
+            f"{x:g}: {y:.3g}" for x, y in zip(record["grid"], record["curve"], strict=True)
+        )
+        return f"{record['name']:40} curve only ({points})"
     if record.get("slope") is None:
         floor = record["floor_fit"]
         low, high = floor.get("floor_ci", (math.nan, math.nan))

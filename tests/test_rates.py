@@ -321,3 +321,11 @@ def same_rollouts_difference(config, problem):
 
 def test_n_rate_check_catches_the_same_rollouts_for_both_policies():
     assert n_check(make_difference=same_rollouts_difference) != []
+
+
+def test_block_sweeps_share_settings_and_fix_their_metric():
+    """final_value_vs_k is blocks_vs_k scored by V(θ_T); the metric is not a file setting."""
+    assert rates.setting_names("final_value_vs_k") == rates.setting_names("blocks_vs_k")
+    assert "metric" not in rates.setting_names("blocks_vs_k")
+    with pytest.raises(ConfigError, match="unknown metric 'regret'; known metrics: final_value"):
+        rates.blocks_vs_k([2, 4, 8], 2, jax.random.key(0), metric="regret")

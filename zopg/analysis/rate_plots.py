@@ -62,6 +62,10 @@ def draw_sweep(ax, record: dict, color="C0", label: str | None = None) -> None:
             _reference_line(
                 ax, record, record["expected"], ":", f"expected here {_fmt(record['expected'])}"
             )
+    zpg = (record.get("theory") or {}).get("zpg_same_queries")
+    if zpg is not None:
+        # Block sweeps: ZPG (all d coordinates) at the same queries, for comparison.
+        ax.axhline(zpg, color=color, ls=":", lw=1.0, alpha=0.8, label="ZPG, same queries")
     floor = record.get("floor_fit")
     if floor is not None:
         low, high = record.get("floor_window") or (x.min(), x.max())
