@@ -253,6 +253,9 @@ def run_experiment(experiment: Experiment, out_dir, quiet: bool = False, log=Non
     runs_dir = out_dir / "runs"
     started = time.perf_counter()
     records = []
+    num_devices = len(jax.devices())
+    if seed_sharding(experiment.seeds) is None and num_devices > 1:
+        log(f"{experiment.seeds} seeds do not divide over {num_devices} devices: one device used")
     for env_spec in experiment.envs:
         for link_spec in experiment.links:
             for method in experiment.methods:
