@@ -194,6 +194,20 @@ def test_summarize_reproduces_summary_json(tiny_results, capsys):
             assert f"{number:.3f}" in line
 
 
+def test_summarize_without_scores_shows_initial_and_iqm_of_the_return(capsys):
+    """Monte Carlo results (the committed make bench-control) have no normalised score."""
+    results = Path(__file__).resolve().parent.parent / "results" / "control"
+    assert cli.main(["summarize", str(results)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert "initial" in printed[1] and "score" not in printed[1]
+    for r, line in zip(
+        store.read_json(results / "summary.json")["results"], printed[2:], strict=True
+    ):
+        assert line.startswith(r["method"] + " ") and r["env"] in line
+        for number in (r["value"]["mean"], r["initial_value"]["mean"], r["value"]["iqm"]):
+            assert f"{number:.3f}" in line
+
+
 def test_resume_after_interruption_is_identical(tiny_file, tiny_results, tmp_path, monkeypatch):
     experiment = load_experiment(tiny_file)
     out = tmp_path / "resumed"
@@ -356,3 +370,18 @@ def test_cli_entry_point_is_installed():
     exe = Path(sys.executable).parent / "zopg"
     done = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "summarize" in done.stdout
+
+
+def test_summarize_into_a_closed_pipe_is_quiet():
+    """`zopg summarize DIR | head`: the reader leaves early; no traceback, exit code 0. `true`
+    exits before zopg has imported jax, so every write meets a closed pipe."""
+    exe = Path(sys.executable).parent / "zopg"
+    results = Path(__file__).resolve().parent.parent / "results" / "paper_gridworld"
+    done = subprocess.run(
+        f"'{exe}' summarize '{results}' | true; exit ${{PIPESTATUS[0]}}",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0 and done.stderr == ""

@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad input (with a message), 1 failure.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -122,13 +123,20 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse itself exits with 2 on bad usage
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows up here, not in the interpreter's exit
+        return code
     except ConfigError as err:
         print(f"zopg: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("zopg: interrupted; finished chunks are saved, run again to resume", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (`zopg summarize DIR | head`): not an error of ours. Point stdout
+        # at devnull so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception:
         traceback.print_exc()
         return 1

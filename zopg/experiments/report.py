@@ -122,11 +122,18 @@ def format_summary(summary: dict) -> str:
     def fmt(x, spec=".3f"):
         return "n/a" if x is None else format(x, spec)
 
+    scored = any(r["score"]["mean"] is not None for r in summary["results"])
+    # Without an exact model there is no normalised score: show where each run started and the
+    # IQM of its return instead of three columns of n/a.
+    extra = (
+        f"{'score':>7} {'score 95% CI':>17} {'IQM':>7}"
+        if scored
+        else f"{'initial':>8} {'value IQM':>9}"
+    )
     header = (
         f"{'method':14} {'env':22} {'link':14} {'queries':>10} {'value':>8} "
-        f"{'value 95% CI':>19} {'score':>7} {'score 95% CI':>17} {'IQM':>7}"
+        f"{'value 95% CI':>19} {extra}"
     )
-    scored = any(r["score"]["mean"] is not None for r in summary["results"])
     lines = [
         f"{summary['experiment']}: {summary['seeds']} seeds, budget "
         f"{summary['budget_queries']:,} queries; "
@@ -136,10 +143,15 @@ def format_summary(summary: dict) -> str:
     for r in summary["results"]:
         queries = "reference" if r["reference"] else f"{r['queries']:.3g}"
         s, v = r["score"], r["value"]
-        ci = f"[{fmt(s['ci95'][0])}, {fmt(s['ci95'][1])}]"
         v_ci = f"[{fmt(v['ci95'][0])}, {fmt(v['ci95'][1])}]"
+        if scored:
+            ci = f"[{fmt(s['ci95'][0])}, {fmt(s['ci95'][1])}]"
+            extra = f"{fmt(s['mean']):>7} {ci:>17} {fmt(s['iqm']):>7}"
+        else:
+            initial = (r.get("initial_value") or {}).get("mean")
+            extra = f"{fmt(initial):>8} {fmt(v['iqm']):>9}"
         lines.append(
             f"{r['method']:14} {r['env']:22} {r['link']:14} {queries:>10} {fmt(v['mean']):>8} "
-            f"{v_ci:>19} {fmt(s['mean']):>7} {ci:>17} {fmt(s['iqm']):>7}"
+            f"{v_ci:>19} {extra}"
         )
     return "\n".join(lines)
