@@ -40,11 +40,15 @@ rates: $(STAMP)
 	$(PY) benchmarks/rates.py
 
 # Slow tests (brax locomotion, other brax backends) are marked; `make test-all` includes them.
+# Test files run in parallel, one worker per core: most of the suite's time is XLA compiling,
+# which uses one core. Whole files go to one worker, so a module's fixtures are built once.
+PYTEST := $(PY) -m pytest -q -n auto --dist loadfile
+
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
