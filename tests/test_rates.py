@@ -19,7 +19,7 @@ import pytest
 
 from zopg import ConfigError
 from zopg.algorithms.zeroth_order import make_difference_fn
-from zopg.analysis import rates
+from zopg.analysis import fits, rate_sweeps, rates
 from zopg.estimators import zo_gradient
 from zopg.experiments.store import read_json
 from zopg.preferences import Oracle, make_link, preference_rate, value_difference
@@ -48,7 +48,7 @@ def power_law_seeds(slope=-1.0, floor=0.0, seeds=12, noise=0.05, seed=0):
 
 def test_fit_slope_recovers_a_power_law_with_a_ci():
     grid, values = power_law_seeds(slope=-1.0)
-    fit = rates.fit_slope(grid, values, (4, 1024))
+    fit = fits.fit_slope(grid, values, (4, 1024))
     assert fit.slope == pytest.approx(-1.0, abs=0.02)
     assert fit.covers(-1.0)
     assert not fit.covers(-0.9)
@@ -62,33 +62,33 @@ def test_fit_slope_ci_comes_from_seeds_not_points():
     base = 3.0 / grid
     tight = np.stack([base * (1 + 0.01 * s) for s in (-1, 1)] * 4)
     loose = np.stack([base * grid ** (0.1 * s) for s in (-1, 1)] * 4)
-    width = lambda v: np.diff(rates.fit_slope(grid, v, (1, 1024)).ci)[0]  # noqa: E731
+    width = lambda v: np.diff(fits.fit_slope(grid, v, (1, 1024)).ci)[0]  # noqa: E731
     assert width(tight) < 1e-3 < 0.05 < width(loose)
 
 
 def test_fit_floor_recovers_scale_exponent_and_floor():
     grid, values = power_law_seeds(slope=-1.0, floor=0.01, noise=0.02)
-    fit = rates.fit_floor(grid, values)
+    fit = fits.fit_floor(grid, values)
     assert fit.exponent == pytest.approx(-1.0, abs=0.05)
     assert fit.floor == pytest.approx(0.01, rel=0.05)
     assert fit.floor_ci[0] <= 0.01 <= fit.floor_ci[1]
     # Without a floor in the data the fitted floor is negligible.
     grid, values = power_law_seeds(slope=-1.0, noise=0.02)
-    assert rates.fit_floor(grid, values).floor < 1e-4
+    assert fits.fit_floor(grid, values).floor < 1e-4
 
 
 def test_family_slope_of_floors():
-    fits = [
-        rates.fit_floor(*power_law_seeds(slope=-1.0, floor=f, noise=0.02, seed=3))
+    floors = [
+        fits.fit_floor(*power_law_seeds(slope=-1.0, floor=f, noise=0.02, seed=3))
         for f in (0.1, 0.025, 0.00625)
     ]
-    fit = rates.family_slope([1.0, 4.0, 16.0], fits)
+    fit = fits.family_slope([1.0, 4.0, 16.0], floors)
     assert fit.slope == pytest.approx(-1.0, abs=0.05)
 
 
 def test_window_needs_three_points():
     with pytest.raises(ConfigError, match="window = \\[5, 10\\]: must contain at least 3"):
-        rates.window_mask([1, 4, 16, 64], [5, 10])
+        fits.window_mask([1, 4, 16, 64], [5, 10])
 
 
 # -- sweep files ----------------------------------------------------------------------------------
@@ -164,7 +164,7 @@ def test_quick_overrides_and_config_hash():
 
 def test_a_bad_setting_fails_before_anything_runs():
     with pytest.raises(ConfigError, match="unknown difference 'oracle'"):
-        rates.bias_vs_mu([0.1, 0.2, 0.4], 2, jax.random.key(0), difference="oracle")
+        rate_sweeps.bias_vs_mu([0.1, 0.2, 0.4], 2, jax.random.key(0), difference="oracle")
 
 
 # -- theory helpers -------------------------------------------------------------------------------
@@ -179,15 +179,17 @@ def test_inversion_response_matches_the_oracle():
     )
     delta = np.asarray(value_difference(preference_rate(feedback), link, r_max))
     standard_error = delta.std(0) / math.sqrt(delta.shape[0])
-    exact = rates.inversion_response(link, m, r_max, np.asarray(x))
+    exact = rate_sweeps.inversion_response(link, m, r_max, np.asarray(x))
     np.testing.assert_array_less(np.abs(delta.mean(0) - exact), 4 * standard_error)
 
 
 def test_return_distribution_matches_rollouts():
-    setting = rates.make_setting("gridworld/cliff-4x6", logit_scale=1.0, policy_seed=3)
-    support, probabilities = rates.return_distribution(setting.problem)
+    setting = rate_sweeps.make_setting("gridworld/cliff-4x6", logit_scale=1.0, policy_seed=3)
+    support, probabilities = rate_sweeps.return_distribution(setting.problem)
     returns = np.asarray(
-        masked_return(rates._rollout_fn(setting.problem)(jax.random.key(1), setting.theta, 40_000))
+        masked_return(
+            rate_sweeps._rollout_fn(setting.problem)(jax.random.key(1), setting.theta, 40_000)
+        )
     )
     exact = np.asarray(probabilities(setting.theta))
     observed = np.array([(returns == r).mean() for r in np.asarray(support)])
@@ -196,8 +198,8 @@ def test_return_distribution_matches_rollouts():
 
 
 def test_padded_policy_changes_d_only():
-    base = rates.make_setting()
-    padded = rates.make_setting(dim=base.dim + 50)
+    base = rate_sweeps.make_setting()
+    padded = rate_sweeps.make_setting(dim=base.dim + 50)
     assert padded.dim == base.dim + 50
     value = padded.problem.exact_value
     assert float(value(padded.theta)) == pytest.approx(float(base.problem.exact_value(base.theta)))
@@ -205,7 +207,7 @@ def test_padded_policy_changes_d_only():
     np.testing.assert_allclose(grad[: base.dim], jax.grad(base.problem.exact_value)(base.theta))
     assert not grad[base.dim :].any()
     with pytest.raises(ConfigError, match="dim = 10: must be an integer >= 100"):
-        rates.make_setting(dim=10)
+        rate_sweeps.make_setting(dim=10)
 
 
 # -- CI regression of the M, N and mu rates -----------------------------------------------------
@@ -310,7 +312,7 @@ def same_rollouts_difference(config, problem):
 
     def difference(key, theta_1, theta_0, num_pairs):
         k1, _, _ = jax.random.split(key, 3)
-        run = rates._rollout_fn(problem)
+        run = rate_sweeps._rollout_fn(problem)
         delta = masked_return(run(k1, theta_1, num_pairs)) - masked_return(
             run(k1, theta_0, num_pairs)
         )
@@ -328,4 +330,4 @@ def test_block_sweeps_share_settings_and_fix_their_metric():
     assert rates.setting_names("final_value_vs_k") == rates.setting_names("blocks_vs_k")
     assert "metric" not in rates.setting_names("blocks_vs_k")
     with pytest.raises(ConfigError, match="unknown metric 'regret'; known metrics: final_value"):
-        rates.blocks_vs_k([2, 4, 8], 2, jax.random.key(0), metric="regret")
+        rate_sweeps.blocks_vs_k([2, 4, 8], 2, jax.random.key(0), metric="regret")

@@ -1,0 +1,675 @@
+"""Rate measurements on tabular GridWorld (algorithms.md §8): one function per quantity.
+
+Each takes (grid, seeds, key, **settings) and returns per-seed values [seeds, grid] with the
+theory numbers to compare them with. The sweep files and fits are in zopg.analysis.rates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from zopg.algorithms import ZBCPGConfig, ZPGConfig, zbcpg, zpg
+from zopg.algorithms.zeroth_order import Problem, make_difference_fn
+from zopg.envs import make as make_env
+from zopg.errors import ConfigError, bad_value, unknown_name
+from zopg.estimators import EstimatorConfig, Spent, zo_gradient
+from zopg.exact import policy_value
+from zopg.policies import TabularSoftmax, flat_view, make_policy
+from zopg.preferences import Feedback, Oracle, make_link, preference_rate, value_difference
+from zopg.rollout import rollout_batch
+
+# -- the tabular setting ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PaddedPolicy:
+    """A policy with `extra` parameters it ignores: d grows while V and ∇V stay the same.
+
+    This isolates the dimension dependence of the estimators from everything else that would
+    change with a larger layout (the gradient, the return noise).
+    """
+
+    base: object
+    extra: int
+    action_kind = "discrete"
+
+    @property
+    def num_actions(self) -> int:
+        return self.base.num_actions
+
+    def init(self, key):
+        return {"base": self.base.init(key), "pad": jnp.zeros((self.extra,))}
+
+    def action_probs(self, params, obs):
+        return self.base.action_probs(params["base"], obs)
+
+    def log_prob(self, params, obs, action):
+        return self.base.log_prob(params["base"], obs, action)
+
+    def sample_and_log_prob(self, key, params, obs):
+        return self.base.sample_and_log_prob(key, params["base"], obs)
+
+    def sample(self, key, params, obs):
+        return self.base.sample(key, params["base"], obs)
+
+    def uniform_sampler(self, params):
+        return self.base.uniform_sampler(params["base"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """A GridWorld problem (exact V available) and the parameter point theta where we measure."""
+
+    problem: Problem
+    theta: jax.Array
+
+    @property
+    def dim(self) -> int:
+        return self.problem.dim
+
+
+def make_setting(
+    env: str = "gridworld/open-5x5",
+    link: str = "bradley-terry",
+    logit_scale: float = 1.0,
+    policy_seed: int = 5,
+    dim: int | None = None,
+    **env_overrides,
+) -> Setting:
+    """Tabular softmax policy with N(0, logit_scale²) logits (seeded), optionally padded to `dim`.
+
+    env_overrides go to zopg.envs.make (e.g. layout and horizon for env = "gridworld").
+    """
+    env_obj, params = make_env(env, **env_overrides)
+    if not hasattr(env_obj, "tabular_model"):
+        raise ConfigError(f"rate sweeps need a tabular environment; {env!r} has no exact model")
+    base = make_policy("tabular", env_obj, params, init_scale=float(logit_scale))
+    policy = base
+    base_dim = base.num_states * base.num_actions
+    if dim is not None:
+        if not isinstance(dim, int) or dim < base_dim:
+            raise bad_value("dim", dim, f"must be an integer >= {base_dim} (the policy's own d)")
+        policy = PaddedPolicy(base, dim - base_dim) if dim > base_dim else base
+    problem = Problem.build(env_obj, policy, Oracle(make_link(link)), params)
+    theta, _ = flat_view(policy.init(jax.random.key(policy_seed)))
+    return Setting(problem, theta)
+
+
+def _sphere(key, dim: int) -> jax.Array:
+    z = jax.random.normal(key, (dim,))
+    return z / jnp.linalg.norm(z)
+
+
+def smoothed_gradient(setting: Setting, mu: float, num: int = 8192, seed: int = 0) -> jax.Array:
+    """∇V_mu(θ) = (d/mu) E_v[V(θ + mu v) v] (ball smoothing), by our own reference sampler.
+
+    Antithetic v, -v and the exact first-order term make each sample O(mu²), so a few thousand
+    directions pin ∇V_mu far below any estimator error we compare it with.
+    """
+    value, theta, dim = setting.problem.exact_value, setting.theta, setting.dim
+    grad = jax.grad(value)(theta)
+
+    def residual(key):
+        v = _sphere(key, dim)
+        central = 0.5 * (value(theta + mu * v) - value(theta - mu * v))
+        return (dim / mu) * (central - mu * grad @ v) * v
+
+    keys = jax.random.split(jax.random.key(seed), num)
+    return grad + jax.jit(jax.vmap(residual))(keys).mean(axis=0)
+
+
+def _action_probs_fn(problem: Problem):
+    """theta -> probs[s, a]. For a plain tabular softmax it reshapes theta itself, because
+    ravel_pytree's unravel would cast a float64 theta back to float32."""
+    policy, states = problem.policy, jnp.arange(problem.env.num_states(problem.env_params))
+    if isinstance(policy, TabularSoftmax):
+        shape = (policy.num_states, policy.num_actions)
+        return lambda theta: policy.action_probs({"logits": theta.reshape(shape)}, states)
+    return lambda theta: policy.action_probs(problem.unravel(theta), states)
+
+
+def _tabular_model(problem: Problem, dtype):
+    model = problem.env.tabular_model(problem.env_params)
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), model)
+
+
+def exact_value_fn(problem: Problem, dtype=jnp.float32):
+    """theta -> exact V(theta) computed in `dtype` (float64 needs jax.enable_x64)."""
+    model, probs = _tabular_model(problem, dtype), _action_probs_fn(problem)
+    return lambda theta: policy_value(model, probs(theta))
+
+
+def return_distribution(problem: Problem, dtype=jnp.float32):
+    """(support, theta -> probabilities) of one trajectory's return, exactly.
+
+    In GridWorld with step_reward = 0 the only rewards are paid on entering a goal or a trap,
+    which then absorb, so a return is 0 or one of those rewards: P(return = r) is the exact value
+    of the reward tensor restricted to r, by backward induction.
+    """
+    if float(getattr(problem.env_params, "step_reward", math.nan)) != 0.0:
+        raise ConfigError("exact return distributions need a GridWorld with step_reward = 0")
+    model, probs = _tabular_model(problem, dtype), _action_probs_fn(problem)
+    reward = np.asarray(model.reward)
+    values = sorted(set(np.unique(reward).tolist()) - {0.0})
+    models = [model.replace(reward=jnp.asarray(reward == v, dtype)) for v in values]
+
+    def probabilities(theta):
+        hit = jnp.stack([policy_value(m, probs(theta)) for m in models])
+        return jnp.concatenate([hit, 1.0 - hit.sum(keepdims=True)])
+
+    return jnp.asarray([*values, 0.0], dtype), probabilities
+
+
+def inversion_response(link, num_queries: int, r_max: float, x) -> np.ndarray:
+    """h_M(x) = E[σ⁻¹(trim(p̂))] for p̂ the mean of M votes at utility difference x, exactly.
+
+    The binomial sum runs in float64: in float32, log-gamma of M ~ 1000 loses enough digits to
+    move h_M − 1 (about sinh(x)/M for Bradley–Terry) by several percent.
+    """
+    x = np.asarray(x, np.float64)
+    k = np.arange(num_queries + 1)
+    log_choose = np.array(
+        [
+            math.lgamma(num_queries + 1) - math.lgamma(i + 1) - math.lgamma(num_queries - i + 1)
+            for i in k
+        ]
+    )
+    p = np.asarray(link.prob(jnp.asarray(x, jnp.float32)), np.float64)[..., None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # 0 · log 0 = 0: a link that rounds to p = 0 or 1 puts all mass on k = 0 or M.
+        log_pmf = (
+            log_choose
+            + np.where(k > 0, k * np.log(p), 0.0)
+            + np.where(k < num_queries, (num_queries - k) * np.log1p(-p), 0.0)
+        )
+    answers = np.asarray(value_difference(k / num_queries, link, r_max), np.float64)
+    return (np.exp(log_pmf) * answers).sum(-1)
+
+
+def expected_preference_difference(problem: Problem, dtype=jnp.float32):
+    """(θ1, θ0, h) -> E[Δ̂] of one pair, exact over both trajectories' returns and the votes.
+
+    h[a, b] = inversion_response at the return difference support[a] − support[b]; passing it
+    in (rather than closing over it) lets one compiled function serve every M.
+    """
+    support, probabilities = return_distribution(problem, dtype)
+    return support, lambda theta_1, theta_0, h: probabilities(theta_1) @ h @ probabilities(theta_0)
+
+
+# -- measurements -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """Per-seed values [seeds, grid] and theory numbers to compare the fits with."""
+
+    values: np.ndarray
+    theory: dict
+
+
+def _seed_keys(key, seeds: int) -> jax.Array:
+    return jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(seeds))
+
+
+def check_grid(grid, integer: bool) -> list:
+    """The grid as a list of positive (integer) values in strictly increasing order."""
+    values = list(grid)
+    for x in values:
+        if isinstance(x, bool) or not isinstance(x, int if integer else int | float) or x <= 0:
+            kind = "integers >= 1" if integer else "positive numbers"
+            raise bad_value("grid", values, f"must be {kind}")
+    if sorted(set(values)) != values:
+        raise bad_value("grid", values, "must be strictly increasing")
+    return values
+
+
+def delta_mse_vs_m(
+    grid,
+    seeds: int,
+    key,
+    *,
+    link: str = "bradley-terry",
+    probabilities=None,
+    deltas=None,
+    r_max: float = 2.0,
+    replicates: int = 256,
+    learner_link: str | None = None,
+) -> Measurement:
+    """E(σ⁻¹(trim(p̂)) − Δ)² over a fixed grid of utility differences Δ, against M.
+
+    Δ is given directly or as σ(Δ) (probabilities), so every link is measured where its votes are
+    equally informative. Votes come from Oracle.votes_from_utilities; the first M of one long
+    run of i.i.d. votes are an M-vote sample for every M at once (correlated across M within a
+    seed, which the seed bootstrap accounts for). learner_link inverts with a different link.
+    """
+    ms = check_grid(grid, integer=True)
+    oracle_link = make_link(link)
+    learner = make_link(learner_link) if learner_link else oracle_link
+    if (probabilities is None) == (deltas is None):
+        raise ConfigError("delta_mse_vs_m: give exactly one of probabilities and deltas")
+    if deltas is None:
+        deltas = np.asarray(oracle_link.inverse(jnp.asarray(probabilities, jnp.float32)))
+    deltas = jnp.asarray(deltas, jnp.float32)
+    oracle = Oracle(oracle_link)
+
+    def one_seed(key):
+        utilities = jnp.broadcast_to(deltas, (replicates, deltas.shape[0]))
+        feedback = oracle.votes_from_utilities(key, utilities, 0.0, ms[-1])
+        errors = []
+        for m in ms:
+            prefix = Feedback(feedback.votes[..., :m], feedback.answered[..., :m], m)
+            delta_hat = value_difference(preference_rate(prefix), learner, r_max)
+            errors.append(jnp.mean((delta_hat - deltas) ** 2))
+        return jnp.stack(errors)
+
+    values = jax.jit(lambda keys: jax.lax.map(one_seed, keys))(_seed_keys(key, seeds))
+    # Delta method: Var(p̂) σ⁻¹'(p)² = p(1 − p) / (M σ'(Δ)²), averaged over the Δ grid.
+    slope_at = jax.vmap(jax.grad(lambda x: oracle_link.prob(x)))(deltas)
+    p = oracle_link.prob(deltas)
+    trimmed = jnp.maximum(jnp.abs(deltas) - r_max, 0.0)
+    theory = {
+        "deltas": np.asarray(deltas).tolist(),
+        "delta_method_mse_times_m": float(jnp.mean(p * (1 - p) / slope_at**2)),
+        "trimming_floor": float(jnp.mean(trimmed**2)),
+    }
+    return Measurement(np.asarray(values), theory)
+
+
+def gridworld_delta_mse_vs_m(
+    grid,
+    seeds: int,
+    key,
+    *,
+    env: str = "gridworld/open-5x5",
+    link: str = "bradley-terry",
+    logit_scale: float = 1.0,
+    policy_seed: int = 5,
+    mu: float = 1.0,
+    num_pairs: int = 4,
+    r_max: float = 2.0,
+    batches: int = 256,
+    direction_seed: int = 1,
+) -> Measurement:
+    """E(Δ̂ − (V(θ1) − V(θ0)))² of ZPG's value difference (mean of N pairs), against M.
+
+    θ1 = θ + mu v for one fixed direction v. Pairs are rolled out as in
+    zopg.algorithms.zeroth_order (fresh keys per policy) and voted on with the M-prefix trick of
+    delta_mse_vs_m. Trajectory noise stays when M → ∞: the floor is Var(r(τ1) − r(τ0)) / N.
+    """
+    ms = check_grid(grid, integer=True)
+    setting = make_setting(env, link, logit_scale, policy_seed)
+    problem, theta = setting.problem, setting.theta
+    theta_1 = theta + mu * _sphere(jax.random.key(direction_seed), setting.dim)
+    true_difference = problem.exact_value(theta_1) - problem.exact_value(theta)
+    oracle, rollout = problem.oracle, _rollout_fn(problem)
+
+    def one_batch(key):
+        k1, k0, kq = jax.random.split(key, 3)
+        u1 = oracle.trajectory_utility(rollout(k1, theta_1, num_pairs))
+        u0 = oracle.trajectory_utility(rollout(k0, theta, num_pairs))
+        feedback = oracle.votes_from_utilities(kq, u1, u0, ms[-1])
+        errors = []
+        for m in ms:
+            prefix = Feedback(feedback.votes[..., :m], feedback.answered[..., :m], m)
+            delta_hat = value_difference(preference_rate(prefix), oracle.link, r_max).mean()
+            errors.append((delta_hat - true_difference) ** 2)
+        return jnp.stack(errors)
+
+    def one_seed(key):
+        return jax.vmap(one_batch)(jax.random.split(key, batches)).mean(axis=0)
+
+    values = jax.jit(lambda keys: jax.lax.map(one_seed, keys))(_seed_keys(key, seeds))
+    support, probabilities = return_distribution(problem)
+    variance = sum(_variance(support, probabilities(t)) for t in (theta_1, theta))
+    theory = {
+        "value_difference": float(true_difference),
+        "trajectory_floor": float(variance / num_pairs),
+    }
+    return Measurement(np.asarray(values), theory)
+
+
+def _variance(support, probs) -> float:
+    mean = probs @ support
+    return float(probs @ (support - mean) ** 2)
+
+
+def _rollout_fn(problem: Problem):
+    def rollout(key, theta, num):
+        return rollout_batch(
+            key, problem.policy, problem.unravel(theta), problem.env, problem.env_params, num
+        )
+
+    return rollout
+
+
+@functools.lru_cache(maxsize=16)
+def _bias_program(
+    setting_args: tuple, difference: str, directions: int, estimator: Callable, dtype
+):
+    """(setting, compiled (seed keys, mus, h) -> unbiased ‖E ĝ − ∇V‖² [seeds, mus]).
+
+    Cached so that sweeps which differ only in M (through h) or the grid share one compilation.
+    For float64, call it and the program under jax.enable_x64(True) (see bias_vs_mu).
+    """
+    with jax.enable_x64(False):
+        # theta exactly as every other sweep draws it (float64 draws would be other numbers).
+        setting = make_setting(*setting_args)
+    problem, theta = setting.problem, jnp.asarray(setting.theta, dtype)
+    value = exact_value_fn(problem, dtype)
+    grad = jax.grad(value)(theta)
+    if difference == "exact":
+        expected = lambda t1, t0, h: value(t1) - value(t0)  # noqa: E731
+    elif difference == "expected-preference":
+        _, expected = expected_preference_difference(problem, dtype)
+    else:
+        raise unknown_name("difference", difference, ("exact", "expected-preference"))
+    config = EstimatorConfig()
+
+    def unbiased_sq_norm(key, mu, h):
+        def residual_difference(key, theta_1, theta_0, num_pairs):
+            mirrored = 2.0 * theta_0 - theta_1
+            central = 0.5 * (expected(theta_1, theta_0, h) - expected(mirrored, theta_0, h))
+            return jnp.full((num_pairs,), central - grad @ (theta_1 - theta_0)), Spent.zero()
+
+        keys = jax.random.split(key, directions)
+        g = jax.vmap(lambda k: estimator(k, theta, residual_difference, config, mu)[0])(keys)
+        mean = g.mean(axis=0)
+        return mean @ mean - g.var(axis=0, ddof=1).sum() / directions
+
+    def run(keys, mus, h):
+        return jax.vmap(lambda k: jax.vmap(lambda mu: unbiased_sq_norm(k, mu, h))(mus))(keys)
+
+    return setting, jax.jit(run)
+
+
+def bias_vs_mu(
+    grid,
+    seeds: int,
+    key,
+    *,
+    env: str = "gridworld/open-5x5",
+    difference: str = "exact",
+    link: str = "bradley-terry",
+    logit_scale: float = 1.0,
+    policy_seed: int = 5,
+    num_queries: int = 16,
+    r_max: float = 2.0,
+    directions: int = 4096,
+    precision: str = "float32",
+    estimator: Callable = zo_gradient,
+) -> Measurement:
+    """‖E ĝ − ∇V‖² (unbiased, per seed) of ZPG's one-sided sphere estimate, against mu.
+
+    E ĝ is averaged over `directions` draws of the estimator under test, with two variance
+    reductions that leave the mean unchanged: each difference is replaced by its antithetic
+    average ½(F(θ + mu v) − F(θ − mu v)) (v and −v are equally likely), and the estimator applied
+    to the first-order difference mu ∇V·v (mean ∇V) is subtracted. Each sample is then O(mu²), so
+    sampling error cannot hide the slope at small mu.
+
+    difference: exact (V(θ1) − V(θ0)) or expected-preference (E[Δ̂] exactly over returns and M
+    votes; its bias does not vanish with mu, which gives a floor that falls like 1/M).
+    precision: float64 for small mu with exact differences, where the O(mu³) residuals come
+    within a few float32 ulps of V (at mu = 0.1 that bends the slope by about -0.004). theta is
+    the same either way (drawn in float32, then cast).
+    """
+    mus = check_grid(grid, integer=False)
+    if difference not in ("exact", "expected-preference"):
+        raise unknown_name("difference", difference, ("exact", "expected-preference"))
+    if precision not in ("float32", "float64"):
+        raise unknown_name("precision", precision, ("float32", "float64"))
+    dtype = jnp.float64 if precision == "float64" else jnp.float32
+    with jax.enable_x64(precision == "float64"):
+        setting, run = _bias_program(
+            (env, link, logit_scale, policy_seed), difference, directions, estimator, dtype
+        )
+        problem, theta = setting.problem, jnp.asarray(setting.theta, dtype)
+        value = exact_value_fn(problem, dtype)
+        grad = jax.grad(value)(theta)
+        h = jnp.zeros((1, 1), dtype)
+        if difference == "expected-preference":
+            support, expected = expected_preference_difference(problem, dtype)
+            x = np.asarray(support)[:, None] - np.asarray(support)[None, :]
+            h = jnp.asarray(inversion_response(problem.oracle.link, num_queries, r_max, x), dtype)
+        values = np.asarray(run(_seed_keys(key, seeds), jnp.asarray(mus, dtype), h))
+        # Ball smoothing: ∇V_mu − ∇V = mu² ∇(ΔV) / (2(d + 2)) + O(mu⁴) for smooth V (ΔV the
+        # Laplacian), so the bias over mu² should approach this constant.
+        laplacian = lambda t: jnp.trace(jax.hessian(value)(t))  # noqa: E731
+        leading = jnp.linalg.norm(jax.grad(laplacian)(theta)) / (2 * (setting.dim + 2))
+        theory = {"dim": setting.dim, "grad_norm": float(jnp.linalg.norm(grad))}
+        theory["smooth_bias_over_mu_sq"] = float(leading)
+        if difference == "expected-preference":
+            floor = jax.grad(lambda t: expected(t, theta, h))(theta) - grad
+            theory["preference_floor"] = float(jnp.linalg.norm(floor))
+    return Measurement(values, theory)
+
+
+def _estimator_error(
+    setting: Setting, config: ZPGConfig, target, estimates, keys, estimator, make_difference
+):
+    """Per seed: the mean of ‖ĝ − target‖² over `estimates` draws of the estimator."""
+    difference_fn = make_difference(config, setting.problem)
+    est = EstimatorConfig(spend=config.spend, num_pairs=config.num_pairs)
+
+    def one_seed(key):
+        draw = lambda k: estimator(k, setting.theta, difference_fn, est, config.mu)[0]  # noqa: E731
+        g = jax.vmap(draw)(jax.random.split(key, estimates))
+        return jnp.mean(jnp.sum((g - target) ** 2, axis=-1))
+
+    return np.asarray(jax.jit(lambda ks: jax.lax.map(one_seed, ks))(keys))
+
+
+def error_vs_n(
+    grid,
+    seeds: int,
+    key,
+    *,
+    env: str = "gridworld/open-5x5",
+    link: str = "bradley-terry",
+    logit_scale: float = 1.0,
+    policy_seed: int = 5,
+    difference: str = "preference",
+    mu: float = 1.0,
+    num_queries: int = 10,
+    r_max: float = 2.0,
+    spend: str = "one-direction",
+    estimates: int = 256,
+    estimator: Callable = zo_gradient,
+    make_difference: Callable = make_difference_fn,
+) -> Measurement:
+    """E‖ĝ − ∇V_mu‖² of ZPG's estimate against N (pairs per estimate).
+
+    With one direction and N pairs the direction's own variance, ≈ (d − 1)‖∇V‖², is a floor
+    that the pairs cannot average away; it is reported as theory.direction_floor.
+    """
+    ns = check_grid(grid, integer=True)
+    setting = make_setting(env, link, logit_scale, policy_seed)
+    target = smoothed_gradient(setting, mu)
+    keys = _seed_keys(key, seeds)
+    columns = []
+    for n in ns:
+        config = ZPGConfig(
+            num_pairs=n,
+            num_queries=num_queries,
+            mu=mu,
+            r_max=r_max,
+            difference=difference,
+            spend=spend,
+        )
+        columns.append(
+            _estimator_error(setting, config, target, estimates, keys, estimator, make_difference)
+        )
+    exact = ZPGConfig(num_pairs=1, mu=mu, difference="exact")
+    floor = _estimator_error(
+        setting, exact, target, estimates, keys, zo_gradient, make_difference_fn
+    )
+    theory = {
+        "dim": setting.dim,
+        "grad_norm_sq": float(target @ target),
+        "direction_floor": float(floor.mean()),
+    }
+    return Measurement(np.stack(columns, axis=1), theory)
+
+
+def error_vs_d(
+    grid,
+    seeds: int,
+    key,
+    *,
+    env: str = "gridworld/open-5x5",
+    link: str = "bradley-terry",
+    logit_scale: float = 1.0,
+    policy_seed: int = 5,
+    difference: str = "exact",
+    mu: float = 0.5,
+    num_pairs: int = 1,
+    num_queries: int = 10,
+    r_max: float = 2.0,
+    estimates: int = 512,
+) -> Measurement:
+    """E‖ĝ − ∇V_mu‖² against d, the policy padded with ignored parameters (PaddedPolicy).
+
+    V, ∇V and the return noise stay fixed, so only the estimator's dimension factor varies:
+    (d − 1)‖∇V‖² with exact differences, (d/mu)² Var(Δ̂)/N once noise dominates.
+    """
+    dims = check_grid(grid, integer=True)
+    keys = _seed_keys(key, seeds)
+    columns, grad_norm_sq = [], None
+    for dim in dims:
+        setting = make_setting(env, link, logit_scale, policy_seed, dim=dim)
+        target = smoothed_gradient(setting, mu)
+        grad_norm_sq = float(target @ target)
+        config = ZPGConfig(
+            num_pairs=num_pairs, num_queries=num_queries, mu=mu, r_max=r_max, difference=difference
+        )
+        columns.append(
+            _estimator_error(
+                setting, config, target, estimates, keys, zo_gradient, make_difference_fn
+            )
+        )
+    return Measurement(np.stack(columns, axis=1), {"grad_norm_sq": grad_norm_sq})
+
+
+def _run_seeds(train, keys):
+    _, metrics = jax.jit(jax.vmap(train))(keys)
+    return jax.tree_util.tree_map(np.asarray, metrics)
+
+
+def grad_norm_vs_t(
+    grid,
+    seeds: int,
+    key,
+    *,
+    env: str = "gridworld/open-5x5",
+    link: str = "bradley-terry",
+    alpha0: float = 6.4,
+    mu: float = 5.0,
+    num_pairs: int = 32,
+    num_queries: int = 10,
+    r_max: float = 2.0,
+) -> Measurement:
+    """(1/T) Σ_t ‖∇V(θ_t)‖² of ZPG runs from the uniform policy, step alpha0/√T, one run per T."""
+    ts = check_grid(grid, integer=True)
+    env_obj, params = make_env(env)
+    policy = make_policy("tabular", env_obj, params)
+    oracle = Oracle(make_link(link))
+    keys = _seed_keys(key, seeds)
+    columns, final_values, first_order = [], [], []
+    for t in ts:
+        config = ZPGConfig(
+            num_iterations=t,
+            num_pairs=num_pairs,
+            num_queries=num_queries,
+            mu=mu,
+            r_max=r_max,
+            step_size=alpha0 / math.sqrt(t),
+        )
+        metrics = _run_seeds(zpg.make_train(config, env_obj, policy, oracle), keys)
+        columns.append(metrics["exact/grad_norm_sq"].mean(axis=1))
+        gain = metrics["exact/value"][:, -1] - metrics["exact/value_before"][:, 0]
+        final_values.append(float(metrics["exact/value"][:, -1].mean()))
+        # Σ_t α ∇V·ĝ_t ≈ V_T − V_0 to first order, and E[∇V·ĝ] = ‖∇V‖² (up to smoothing).
+        first_order.append(float(gain.mean() / (alpha0 * math.sqrt(t))))
+    theory = {"final_value_mean": final_values, "first_order_part": first_order}
+    return Measurement(np.stack(columns, axis=1), theory)
+
+
+def blocks_vs_k(
+    grid,
+    seeds: int,
+    key,
+    *,
+    env: str = "gridworld/open-5x5",
+    link: str = "bradley-terry",
+    num_iterations: int = 2048,
+    step_size: float = 0.1,
+    scale_step: bool = True,
+    mu: float = 5.0,
+    num_pairs: int = 32,
+    num_queries: int = 10,
+    r_max: float = 2.0,
+    metric: str = "grad_norm_sq",
+) -> Measurement:
+    """(1/T) Σ_t ‖∇V(θ_t)‖² (metric grad_norm_sq) or the final exact value V(θ_T) (metric
+    final_value) of ZBCPG with one block of K coordinates, against K.
+
+    Every run spends the same queries (T·N·M). With scale_step the step is step_size·d/K, which
+    gives ZBCPG's update the same mean and, to first order, the same variance as ZPG's, so §8
+    predicts no dependence on K; ZPG itself is run alongside for the ratio. With ZPG's own step
+    the expected update is K/d of ZPG's (§8), so small blocks fall behind; the final value shows
+    it directly, where the average gradient norm need not (it grows while the policy leaves the
+    flat start).
+    """
+    if metric not in METRICS:
+        raise unknown_name("metric", metric, METRICS)
+    ks = check_grid(grid, integer=True)
+    env_obj, params = make_env(env)
+    policy = make_policy("tabular", env_obj, params)
+    oracle = Oracle(make_link(link))
+    dim = env_obj.num_states(params) * env_obj.num_actions
+    keys = _seed_keys(key, seeds)
+    shared = {
+        "num_iterations": num_iterations,
+        "num_pairs": num_pairs,
+        "num_queries": num_queries,
+        "mu": mu,
+        "r_max": r_max,
+    }
+    columns, final_values = [], []
+    for k in ks:
+        step = step_size * dim / k if scale_step else step_size
+        config = ZBCPGConfig(block_size=k, num_blocks=1, step_size=step, **shared)
+        metrics = _run_seeds(zbcpg.make_train(config, env_obj, policy, oracle), keys)
+        per_seed = {
+            "grad_norm_sq": metrics["exact/grad_norm_sq"].mean(axis=1),
+            "final_value": metrics["exact/value"][:, -1],
+        }
+        columns.append(per_seed[metric])
+        final_values.append(float(per_seed["final_value"].mean()))
+    reference = _run_seeds(
+        zpg.make_train(ZPGConfig(step_size=step_size, **shared), env_obj, policy, oracle), keys
+    )
+    zpg_values = reference["exact/grad_norm_sq"].mean(axis=1)
+    theory = {
+        "dim": dim,
+        "queries_per_run": num_iterations * num_pairs * num_queries,
+        "final_value_mean": final_values,
+        "zpg_grad_norm_sq_mean": float(zpg_values.mean()),
+        "zpg_final_value_mean": float(reference["exact/value"][:, -1].mean()),
+        "zpg_grad_norm_sq_per_seed": zpg_values.tolist(),
+        "zpg_final_value_per_seed": reference["exact/value"][:, -1].tolist(),
+        # ZPG's value of this sweep's metric: the figure draws it as a line (K = d is ZPG).
+        "zpg_same_queries": float(
+            (zpg_values if metric == "grad_norm_sq" else reference["exact/value"][:, -1]).mean()
+        ),
+    }
+    return Measurement(np.stack(columns, axis=1), theory)
+
+
+METRICS = ("grad_norm_sq", "final_value")
