@@ -125,14 +125,14 @@ def format_summary(summary: dict) -> str:
     scored = any(r["score"]["mean"] is not None for r in summary["results"])
     # Without an exact model there is no normalised score: show where each run started and the
     # IQM of its return instead of three columns of n/a.
-    extra = (
+    extra_header = (
         f"{'score':>7} {'score 95% CI':>17} {'IQM':>7}"
         if scored
         else f"{'initial':>8} {'value IQM':>9}"
     )
     header = (
         f"{'method':14} {'env':22} {'link':14} {'queries':>10} {'value':>8} "
-        f"{'value 95% CI':>19} {extra}"
+        f"{'value 95% CI':>19} {extra_header}"
     )
     lines = [
         f"{summary['experiment']}: {summary['seeds']} seeds, budget "
