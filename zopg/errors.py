@@ -42,8 +42,61 @@ def check_range(
     # NaN fails every comparison, so it is rejected here too.
     if lo_ok and hi_ok and value == value:
         return
+    raise bad_value(field, value, f"must be in {interval(low, high, low_open, high_open)}")
+
+
+def interval(low, high, low_open: bool = False, high_open: bool = False) -> str:
+    """`[low, high]` with open ends as parentheses and missing bounds as ∓inf."""
     left = "(" if low_open else "["
     right = ")" if high_open else "]"
     lo = "-inf" if low is None else f"{low:g}"
     hi = "inf" if high is None else f"{high:g}"
-    raise bad_value(field, value, f"must be in {left}{lo}, {hi}{right}")
+    return f"{left}{lo}, {hi}{right}"
+
+
+def checked_int(field: str, value: object, low: int | None = 1, high: int | None = None) -> int:
+    """`value` as a Python int in [low, high], or a ConfigError naming `field`."""
+    # bool is an int subclass; True as a count is surely a mistake.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad_value(field, value, f"must be an integer in {interval(low, high)}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise bad_value(field, value, f"must be an integer in {interval(low, high)}")
+    return value
+
+
+def checked_float(
+    field: str,
+    value: object,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """`value` as a Python float in the given range, or a ConfigError naming `field`.
+
+    Links, teachers, oracles and algorithm configs are hashed as static jit arguments, so their
+    fields must be plain floats (a jax or numpy scalar would hash by identity or not at all).
+    """
+    if isinstance(value, bool):
+        raise bad_value(field, value, "must be a number, not a bool")
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise bad_value(field, value, "must be a real number") from None
+    check_range(field, number, low, high, low_open=low_open, high_open=high_open)
+    return number
+
+
+def checked_choice(field: str, value: object, allowed: Iterable[str]) -> str:
+    """`value` if it is one of `allowed`, else a ConfigError listing them all."""
+    allowed = tuple(allowed)
+    if not isinstance(value, str) or value not in allowed:
+        raise bad_value(field, value, f"must be one of {', '.join(allowed)}")
+    return value
+
+
+def checked_bool(field: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise bad_value(field, value, "must be true or false")
+    return value

@@ -2,7 +2,8 @@
 
 An estimator sees the objective only through `difference_fn(key, theta_1, theta_0, num_pairs)`,
 which returns `num_pairs` estimates of V(theta_1) - V(theta_0) (from preferences, from sampled
-returns, or exact) and the budget it spent. That keeps the estimator testable on quadratics.
+returns, or exact) and the budget it spent (a pytree of int32 counters, e.g.
+zopg.algorithms.base.Spent). That keeps the estimator testable on quadratics.
 """
 
 from __future__ import annotations
@@ -11,31 +12,12 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
-from zopg.errors import bad_value, check_range, unknown_name
+from zopg.errors import bad_value, unknown_name
 
 DIRECTIONS = ("sphere", "gaussian", "rademacher", "block-sphere")
 SPENDS = ("one-direction", "many-directions")
 PARTITIONS = ("random", "fixed")
-
-
-@struct.dataclass
-class Spent:
-    """Budget spent by one call: human queries, trajectories and environment steps (int32)."""
-
-    queries: jax.Array
-    trajectories: jax.Array
-    env_steps: jax.Array
-
-    @classmethod
-    def zero(cls) -> Spent:
-        z = jnp.zeros((), jnp.int32)
-        return cls(queries=z, trajectories=z, env_steps=z)
-
-    def total(self) -> Spent:
-        """Sum over any batch axes (e.g. vmapped directions or blocks)."""
-        return jax.tree_util.tree_map(lambda x: jnp.sum(x).astype(jnp.int32), self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,11 +56,6 @@ class EstimatorConfig:
 def check_block_size(block_size, dim: int) -> None:
     if not isinstance(block_size, int) or not 1 <= block_size <= dim:
         raise bad_value("block_size", block_size, f"must be an integer in 1..{dim} (d = {dim})")
-
-
-def check_mu(mu) -> None:
-    if not callable(mu):
-        check_range("mu", float(mu), 0.0, None, low_open=True)
 
 
 # -- directions -------------------------------------------------------------------------------
@@ -173,7 +150,7 @@ def zo_gradient(key, theta, difference_fn, config: EstimatorConfig, mu, mask=Non
         return _one_direction(key, config.num_pairs)
     keys = jax.random.split(key, config.num_pairs)
     g, delta_hat, spent = jax.vmap(lambda k: _one_direction(k, 1))(keys)
-    return g.mean(axis=0), delta_hat.mean(), spent.total()
+    return g.mean(axis=0), delta_hat.mean(), _summed(spent)
 
 
 def block_zo_gradient(key, theta, difference_fn, config, mu, num_blocks: int):
@@ -187,4 +164,9 @@ def block_zo_gradient(key, theta, difference_fn, config, mu, num_blocks: int):
     g, delta_hat, spent = jax.vmap(
         lambda k, m: zo_gradient(k, theta, difference_fn, config, mu, mask=m)
     )(keys, masks)
-    return g.sum(axis=0), delta_hat.mean(), spent.total(), masks.any(axis=0)
+    return g.sum(axis=0), delta_hat.mean(), _summed(spent), masks.any(axis=0)
+
+
+def _summed(spent):
+    """The budget of vmapped calls: every counter summed over the batch axis."""
+    return jax.tree_util.tree_map(lambda x: jnp.sum(x).astype(jnp.int32), spent)

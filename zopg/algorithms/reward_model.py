@@ -11,6 +11,7 @@ see; for fixed-length episodes a constant shift of r_φ never changes U_φ diffe
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import jax
@@ -19,8 +20,9 @@ import numpy as np
 import optax
 from flax import struct
 
-from zopg.algorithms.ppo import MLP, observation_features
-from zopg.errors import ConfigError, bad_value, check_range, unknown_name
+from zopg.algorithms.base import Settings, choice, integer, positive, real, sizes
+from zopg.errors import ConfigError
+from zopg.networks import MLP, observation_features
 from zopg.rollout import Trajectory
 
 REWARD_MODELS = ("tabular", "mlp")
@@ -29,7 +31,7 @@ ACTION_KINDS = ("discrete", "continuous")
 
 
 @dataclasses.dataclass(frozen=True)
-class RewardModelConfig:
+class RewardModelConfig(Settings):
     """How r_φ is parametrised and fitted. Defaults are our choice (tabular GridWorld).
 
     kind           tabular: one value per (state, action), needs a tabular env; mlp: tanh MLP
@@ -46,46 +48,30 @@ class RewardModelConfig:
                    rarely seen (s, a) near 0.
     """
 
-    kind: str = "tabular"
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    learning_rate: float = 0.05
-    num_steps: int = 100
-    batch_size: int = 256
-    labels: str = "soft"
-    l2: float = 1e-4
+    kind: str = choice("tabular", REWARD_MODELS)
+    hidden_sizes: tuple[int, ...] = sizes((64, 64))
+    learning_rate: float = positive(0.05)
+    num_steps: int = integer(100)
+    batch_size: int = integer(256)
+    labels: str = choice("soft", LABELS)
+    l2: float = real(1e-4, 0.0, math.inf, high_open=True)
 
-    def validate(self, env=None, env_params=None, prefix: str = "") -> RewardModelConfig:
-        p = prefix
-        if self.kind not in REWARD_MODELS:
-            raise unknown_name("reward model", self.kind, REWARD_MODELS)
-        if self.labels not in LABELS:
-            raise unknown_name("label kind", self.labels, LABELS)
-        for field in ("num_steps", "batch_size"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise bad_value(p + field, value, "must be an integer >= 1")
-        check_range(
-            p + "learning_rate", float(self.learning_rate), 0.0, None, low_open=True, high_open=True
-        )
-        check_range(p + "l2", float(self.l2), 0.0, None, high_open=True)
-        sizes = self.hidden_sizes
-        if not isinstance(sizes, tuple | list) or not all(
-            isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in sizes
-        ):
-            raise bad_value(p + "hidden_sizes", sizes, "must be a tuple of integers >= 1")
-        if self.kind == "tabular" and env is not None and not hasattr(env, "num_states"):
+    def check(self, problem, prefix):
+        if problem is None:
+            return
+        env = problem.env
+        if self.kind == "tabular" and not hasattr(env, "num_states"):
             raise ConfigError(
-                f"{p}kind = 'tabular' needs a tabular environment; {env!r} is not (use 'mlp')"
+                f"{prefix}kind = 'tabular' needs a tabular environment; {env!r} is not (use 'mlp')"
             )
         action_kind = getattr(env, "action_kind", None)
-        if env is not None and action_kind not in ACTION_KINDS:
+        if action_kind not in ACTION_KINDS:
             raise ConfigError(
                 f"reward models need discrete or continuous actions; {env!r} has action_kind "
                 f"{action_kind!r}"
             )
         if self.kind == "tabular" and action_kind == "continuous":
-            raise ConfigError(f"{p}kind = 'tabular' needs discrete actions; use 'mlp'")
-        return self
+            raise ConfigError(f"{prefix}kind = 'tabular' needs discrete actions; use 'mlp'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +136,6 @@ class RewardModel:
 
 
 def make_reward_model(config: RewardModelConfig, env, env_params) -> RewardModel:
-    config.validate(env, env_params)
     features, dim = observation_features(env, env_params)
     num_states = env.num_states(env_params) if hasattr(env, "num_states") else None
     bounds = {}

@@ -15,17 +15,23 @@ import jax
 import jax.numpy as jnp
 
 from zopg.algorithms import reward_model as rm
-from zopg.algorithms.ppo import PPOConfig, check_budget, check_config, exact_value_fn, make_ppo
-from zopg.algorithms.trainer import Trainer
-from zopg.algorithms.zeroth_order import Problem
-from zopg.errors import ConfigError, bad_value
-from zopg.estimators import Spent
+from zopg.algorithms.base import (
+    Algorithm,
+    AlgorithmConfig,
+    Problem,
+    Spent,
+    Trainer,
+    integer,
+    nested,
+    unit_cost,
+)
+from zopg.algorithms.ppo import PPOConfig, make_ppo
 from zopg.preferences import preference_rate
 from zopg.rollout import rollout_batch
 
 
 @dataclasses.dataclass(frozen=True)
-class RMPPOConfig:
+class RMPPOConfig(AlgorithmConfig):
     """RM+PPO hyperparameters. Defaults are our choice (the papers' constants are not known to us).
 
     num_rounds     query rounds R (the scan length; metrics have one entry per round).
@@ -35,50 +41,48 @@ class RMPPOConfig:
     buffer_size    labelled pairs kept; once full, the oldest are overwritten (FIFO).
     reward_model   how r_φ is parametrised and refitted each round (zopg.algorithms.reward_model).
     ppo            PPO on r_φ; ppo.num_iterations is K, the PPO iterations per round.
+
+    Defaults: our choice. 200 rounds × 100 pairs × 10 queries = 200,000 queries, a tenth of
+    ZPG's default budget; on the built-in GridWorlds the median seed is within 1% of the optimum
+    by 100,000. One PPO iteration per round (K = 1): with K = 5 (K = 2) 2 of 8 (2 of 16) seeds
+    on the cliff let the policy collapse onto a spurious optimum of an early, data-poor r_φ (a
+    safe loop that never reaches G) and stalled at ~45% of the gap; at K = 1 the fresh pairs of
+    each round correct r_φ before the policy moves far, and 0 of 32 seeds stalled.
     """
 
-    # Defaults: our choice. 200 rounds × 100 pairs × 10 queries = 200,000 queries, a tenth of
-    # ZPG's default budget; on the built-in GridWorlds the median seed is within 1% of the optimum
-    # by 100,000. One PPO iteration per round (K = 1): with K = 5 (K = 2) 2 of 8 (2 of 16) seeds
-    # on the cliff let the policy collapse onto a spurious optimum of an early, data-poor r_φ (a
-    # safe loop that never reaches G) and stalled at ~45% of the gap; at K = 1 the fresh pairs of
-    # each round correct r_φ before the policy moves far, and 0 of 32 seeds stalled.
-    num_rounds: int = 200
-    num_pairs: int = 100
-    num_queries: int = 10
-    buffer_size: int = 4096
-    reward_model: rm.RewardModelConfig = dataclasses.field(default_factory=rm.RewardModelConfig)
-    ppo: PPOConfig = dataclasses.field(default_factory=lambda: PPOConfig(num_iterations=1))
+    budget_field = "num_rounds"
+    iterations_field = "num_rounds"
+
+    num_rounds: int = integer(200)
+    num_pairs: int = integer(100)
+    num_queries: int = integer(10)
+    buffer_size: int = integer(4096)
+    reward_model: rm.RewardModelConfig = nested(rm.RewardModelConfig)
+    ppo: PPOConfig = nested(lambda: PPOConfig(num_iterations=1))
+
+    def unit_cost(self) -> Spent:
+        ppo_trajectories = self.ppo.num_iterations * self.ppo.num_trajectories
+        return unit_cost(
+            queries=self.num_pairs * self.num_queries,
+            trajectories=2 * self.num_pairs + ppo_trajectories,
+        )
+
+    def check(self, problem, prefix):
+        if problem is not None:
+            problem.require_oracle("rm-ppo")
 
 
-def _check(config: RMPPOConfig, problem: Problem) -> None:
-    for field in ("num_rounds", "num_pairs", "num_queries", "buffer_size"):
-        value = getattr(config, field)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise bad_value(field, value, "must be an integer >= 1")
-    if not isinstance(config.reward_model, rm.RewardModelConfig):
-        raise bad_value("reward_model", config.reward_model, "must be a RewardModelConfig")
-    if not isinstance(config.ppo, PPOConfig):
-        raise bad_value("ppo", config.ppo, "must be a PPOConfig")
-    config.reward_model.validate(problem.env, problem.env_params, prefix="reward_model.")
-    check_config(config.ppo, problem, prefix="ppo.")
-    if problem.oracle is None:
-        raise ConfigError("rm_ppo needs an oracle to label pairs; got oracle = None")
-    horizon = problem.env.horizon(problem.env_params)
-    per_round_steps = 2 * config.num_pairs + config.ppo.num_iterations * config.ppo.num_trajectories
-    check_budget("num_rounds", config.num_rounds, per_round_steps * horizon)
-    check_budget("num_rounds", config.num_rounds, config.num_pairs * config.num_queries)
-
-
-def make_trainer(config: RMPPOConfig, env, policy, oracle, env_params=None) -> Trainer:
-    """RM+PPO as a chunkable Trainer (see zopg.algorithms.trainer); one iteration is one round."""
-    problem = Problem.build(env, policy, oracle, env_params)
-    _check(config, problem)
-    env_params = problem.env_params
+def make_trainer(config: RMPPOConfig, problem: Problem) -> Trainer:
+    """One iteration is one round."""
+    env, env_params, policy, oracle = (
+        problem.env,
+        problem.env_params,
+        problem.policy,
+        problem.oracle,
+    )
     model = rm.make_reward_model(config.reward_model, env, env_params)
     init_rm_opt, fit = rm.make_fit(config.reward_model, model)
     core = make_ppo(config.ppo, problem, rm.trajectory_reward_fn(model))
-    exact_value = exact_value_fn(problem)
     num_pairs, num_queries = config.num_pairs, config.num_queries
 
     def rollout_pairs(key, policy_params):
@@ -88,17 +92,17 @@ def make_trainer(config: RMPPOConfig, env, policy, oracle, env_params=None) -> T
         second = jax.tree_util.tree_map(lambda x: x[num_pairs:], traj)
         return first, second
 
-    def init_state(key):
+    def init(key):
         k_ppo, k_rm = jax.random.split(key)
         ppo_state = core.init(k_ppo)
         phi = model.init(k_rm)
         example = jax.eval_shape(rollout_pairs, k_rm, ppo_state.policy_params)[0]
         buffer = rm.empty_buffer(config.buffer_size, example)
-        return ppo_state, phi, init_rm_opt(phi), buffer, Spent.zero()
+        return ppo_state, phi, init_rm_opt(phi), buffer
 
     def iterate(state, t, key):
         del t
-        ppo_state, phi, rm_opt, buffer, spent = state
+        ppo_state, phi, rm_opt, buffer = state
         k_pairs, k_query, k_fit, k_ppo = jax.random.split(key, 4)
 
         # 1. Label P fresh pairs of the current policy with M queries each.
@@ -122,41 +126,30 @@ def make_trainer(config: RMPPOConfig, env, policy, oracle, env_params=None) -> T
 
         # 3. K PPO iterations on r_φ.
         def _ppo_step(ppo_state, k):
-            ppo_state, stats, trajectories, env_steps = core.iteration(k, ppo_state, phi)
-            return ppo_state, (stats, trajectories, env_steps)
+            ppo_state, stats, spent = core.iteration(k, ppo_state, phi)
+            return ppo_state, (stats, spent)
 
         ppo_keys = jax.random.split(k_ppo, config.ppo.num_iterations)
-        ppo_state, (stats, trajectories, env_steps) = jax.lax.scan(_ppo_step, ppo_state, ppo_keys)
+        ppo_state, (stats, ppo_spent) = jax.lax.scan(_ppo_step, ppo_state, ppo_keys)
 
         pair_steps = jnp.sum(traj_a.valid) + jnp.sum(traj_b.valid)
-        spent = Spent(
-            queries=spent.queries + jnp.asarray(feedback.queries, jnp.int32),
-            trajectories=spent.trajectories + 2 * num_pairs + jnp.sum(trajectories),
-            env_steps=spent.env_steps + pair_steps.astype(jnp.int32) + jnp.sum(env_steps),
-        )
+        spent = Spent.of(feedback.queries, 2 * num_pairs, pair_steps) + ppo_spent.total()
         metrics = {
-            "budget/queries": spent.queries,
-            "budget/trajectories": spent.trajectories,
-            "budget/env_steps": spent.env_steps,
             **rm_stats,
             "rm/accuracy_new": accuracy_new,
             "rm/buffer_size": buffer.size(),
             # PPO statistics averaged over the round's K iterations.
             **jax.tree_util.tree_map(jnp.mean, stats),
         }
-        if exact_value is not None:
-            # Outside the budget: the learner never sees it.
-            metrics["exact/value"] = exact_value(ppo_state.policy_params)
-        return (ppo_state, phi, rm_opt, buffer, spent), metrics
+        return (ppo_state, phi, rm_opt, buffer), spent, metrics
 
-    return Trainer(
-        init_state=init_state,
-        iterate=iterate,
-        policy_params=lambda state: state[0].policy_params,
-        num_iterations=config.num_rounds,
-    )
+    return Trainer(init, iterate, policy_params=lambda state: state[0].policy_params)
 
 
-def make_train(config: RMPPOConfig, env, policy, oracle, env_params=None):
-    """`train(key) -> (final_policy_params, metrics)`; pure, jitted, vmappable over keys."""
-    return make_trainer(config, env, policy, oracle, env_params).jitted_train()
+ALGORITHM = Algorithm(
+    "rm-ppo",
+    RMPPOConfig,
+    make_trainer,
+    "Bradley-Terry reward model r(s, a) + PPO on it, queries in rounds (PrefPPO style)",
+    assumes="Bradley-Terry (reward-model likelihood)",
+)

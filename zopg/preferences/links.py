@@ -13,7 +13,7 @@ import jax.scipy.special as jsp
 import numpy as np
 
 from zopg.errors import bad_value, unknown_name
-from zopg.preferences._checks import checked_float
+from zopg.errors import checked_float
 
 
 class Link(Protocol):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from zopg.preferences._checks import checked_float
+from zopg.errors import checked_float
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,424 @@
+"""The algorithm contract: Problem, Spent, declared config settings, Trainer and Algorithm.
+
+An algorithm is three things (see `Algorithm`):
+
+- a frozen config dataclass derived from `AlgorithmConfig`, whose fields are declared with the
+  setting helpers below (`integer`, `real`, `choice`, ...). The declarations say what values are
+  allowed, so every config validates itself the same way, and which field a human-query budget
+  sets and what one unit of it costs (`budget_field`, `unit_cost`);
+- `make_trainer(config, problem) -> Trainer(init, iterate, policy_params)`, where
+  `iterate(state, t, key) -> (state, Spent, metrics)` reports what the iteration spent;
+- a name and a one-line description.
+
+The shared wrapper in `zopg.algorithms.training` turns a Trainer into `train(key)`: it accumulates
+`Spent` into the `budget/*` metrics, guards the counters against int32 overflow and gives chunked
+runs for the runner. Algorithms never write `budget/*` or evaluate the policy themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from zopg.errors import (
+    ConfigError,
+    bad_value,
+    checked_bool,
+    checked_choice,
+    checked_float,
+    checked_int,
+)
+from zopg.exact import value_fn
+from zopg.policies import flat_view
+from zopg.preferences import make_link
+
+INT32_MAX = 2**31 - 1  # budget counters are int32 (JAX's default integer)
+
+
+# -- what an iteration spends ----------------------------------------------------------------
+
+
+@struct.dataclass
+class Spent:
+    """Budget spent by one call: human queries, trajectories rolled out, trajectories a human
+    watched to answer the queries, and environment steps.
+
+    Inside a trainer the fields are int32 scalars; `unit_cost` declarations use Python ints.
+    A pair query shows the human two trajectories; a batch query (ZSPO) shows 2D.
+    """
+
+    queries: Any
+    trajectories: Any
+    judged_trajectories: Any
+    env_steps: Any
+
+    @classmethod
+    def zero(cls) -> Spent:
+        z = jnp.zeros((), jnp.int32)
+        return cls(queries=z, trajectories=z, judged_trajectories=z, env_steps=z)
+
+    @classmethod
+    def of(cls, queries=0, trajectories=0, env_steps=0, judged_per_query: int = 2) -> Spent:
+        """int32 counters of one call; each query judged `judged_per_query` trajectories."""
+        as_int = lambda x: jnp.asarray(x).astype(jnp.int32)  # noqa: E731
+        return cls(
+            queries=as_int(queries),
+            trajectories=as_int(trajectories),
+            judged_trajectories=as_int(queries) * judged_per_query,
+            env_steps=as_int(env_steps),
+        )
+
+    def __add__(self, other: Spent) -> Spent:
+        return jax.tree_util.tree_map(jnp.add, self, other)
+
+    def total(self) -> Spent:
+        """Sum over any batch axes (e.g. vmapped directions or blocks)."""
+        return jax.tree_util.tree_map(lambda x: jnp.sum(x).astype(jnp.int32), self)
+
+
+def unit_cost(queries: int = 0, trajectories: int = 0, judged_per_query: int = 2) -> Spent:
+    """A static cost declaration (Python ints) for `AlgorithmConfig.unit_cost`."""
+    return Spent(queries, trajectories, judged_per_query * queries, None)
+
+
+# -- the problem an algorithm is given -------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Everything a trainer needs about env, policy and teacher, resolved once at build time.
+
+    dim and unravel give the flat parameter view that zeroth-order methods perturb. exact_value
+    (flat θ -> exact V) exists for tabular environments only; algorithms with reward access may
+    use it, the others must not. initial_params, when given, replace `policy.init(key)` as the
+    starting point (and DPO's reference) of every seed.
+    """
+
+    env: Any
+    env_params: Any
+    policy: Any
+    oracle: Any
+    dim: int
+    unravel: Callable
+    exact_value: Callable | None
+    initial_params: Any = None
+
+    @classmethod
+    def build(cls, env, policy, oracle=None, env_params=None, initial_params=None) -> Problem:
+        env_params = env.default_params if env_params is None else env_params
+        template = jax.eval_shape(policy.init, jax.random.key(0))
+        flat, unravel = flat_view(jax.tree_util.tree_map(jnp.zeros_like, template))
+        if initial_params is not None:
+            given = flat_view(initial_params)[0]
+            if given.shape != flat.shape:
+                raise bad_value(
+                    "initial_params",
+                    f"{given.shape[0]} parameters",
+                    f"must have the policy's structure ({flat.shape[0]} parameters)",
+                )
+        exact_value = None
+        if hasattr(env, "tabular_model"):
+            value = value_fn(env.tabular_model(env_params), policy, env.num_states(env_params))
+            exact_value = lambda theta: value(unravel(theta))  # noqa: E731
+        return cls(env, env_params, policy, oracle, flat.shape[0], unravel, exact_value, initial_params)
+
+    @property
+    def horizon(self) -> int:
+        return self.env.horizon(self.env_params)
+
+    def initial_theta(self, key) -> jax.Array:
+        """Flat θ_0: `policy.init(key)`, or the fixed initial_params (the key is then unused)."""
+        params = self.policy.init(key) if self.initial_params is None else self.initial_params
+        return flat_view(params)[0]
+
+    def require_oracle(self, who: str) -> None:
+        if self.oracle is None:
+            raise ConfigError(f"{who} learns from preferences and needs an oracle; got None")
+
+    def require_exact(self, who: str) -> None:
+        if self.exact_value is None:
+            raise ConfigError(f"{who} needs a tabular environment; {self.env!r} has no exact model")
+
+
+# -- declared settings -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What values one config field allows, and how a value read from TOML becomes one.
+
+    kind: integer, real, bool, choice, sizes (tuple of ints >= 1), link (a Link or None; TOML
+    gives its name or a table with `name` and the link's parameters) or config (nested
+    Settings; TOML gives a table of its fields). schedule: a real field that may also be a
+    callable of the iteration index (optax style).
+    """
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[str, ...] = ()
+    schedule: bool = False
+    optional: bool = False  # None allowed
+
+    def check(self, name: str, value, problem=None):
+        if value is None and self.optional:
+            return None
+        if self.kind == "integer":
+            return checked_int(name, value, self.low, self.high)
+        if self.kind == "real":
+            if self.schedule and callable(value):
+                return value
+            return checked_float(
+                name, value, self.low, self.high, low_open=self.low_open, high_open=self.high_open
+            )
+        if self.kind == "bool":
+            return checked_bool(name, value)
+        if self.kind == "choice":
+            return checked_choice(name, value, self.choices)
+        if self.kind == "sizes":
+            if not isinstance(value, tuple) or not all(
+                isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in value
+            ):
+                raise bad_value(name, value, "must be a tuple of integers >= 1")
+            return value
+        if self.kind == "link":
+            if not (callable(getattr(value, "prob", None)) and hasattr(value, "inverse")):
+                raise bad_value(name, value, "must be a link (zopg.preferences.make_link)")
+            return value
+        if self.kind == "config":
+            if not isinstance(value, Settings):
+                raise bad_value(name, value, "must be a config dataclass")
+            value.validate(problem, prefix=f"{name}.")
+            return value
+        raise AssertionError(f"unknown rule kind {self.kind}")
+
+    def from_data(self, name: str, value, field_type):
+        """A TOML value for this field as the config expects it."""
+        if value is None:
+            return value
+        if self.kind == "sizes" and isinstance(value, list):
+            return tuple(value)
+        if self.kind == "link" and isinstance(value, str | dict):
+            return link_from_data(name, value)
+        if self.kind == "config" and isinstance(value, dict):
+            return field_type.from_data(value, prefix=f"{name}.")
+        return value
+
+
+def link_from_data(name: str, value):
+    """A link from its name, or from a table {name = ..., parameters...}."""
+    if isinstance(value, str):
+        return make_link(value)
+    params = dict(value)
+    link_name = params.pop("name", None)
+    if not isinstance(link_name, str):
+        raise bad_value(f"{name}.name", link_name, "a link table needs its name")
+    try:
+        return make_link(link_name, **params)
+    except TypeError as err:
+        raise bad_value(name, value, f"bad link parameter: {err}") from None
+
+
+def _setting(default, rule: Rule, doc: str, factory=None) -> Any:
+    metadata = {"rule": rule, "doc": doc}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def integer(default, low: int | None = 1, high: int | None = None, doc: str = "") -> Any:
+    """An int in [low, high]; a default of None also allows None."""
+    return _setting(default, Rule("integer", low, high, optional=default is None), doc)
+
+
+def real(
+    default,
+    low=None,
+    high=None,
+    *,
+    low_open=False,
+    high_open=False,
+    schedule=False,
+    doc: str = "",
+) -> Any:
+    rule = Rule("real", low, high, low_open, high_open, schedule=schedule)
+    return _setting(default, rule, doc)
+
+
+def positive(default, *, schedule=False, doc: str = "") -> Any:
+    """A real in (0, inf)."""
+    return real(default, 0.0, math.inf, low_open=True, high_open=True, schedule=schedule, doc=doc)
+
+
+def flag(default: bool, doc: str = "") -> Any:
+    return _setting(default, Rule("bool"), doc)
+
+
+def choice(default: str, choices, doc: str = "") -> Any:
+    return _setting(default, Rule("choice", choices=tuple(choices)), doc)
+
+
+def sizes(default: tuple[int, ...], doc: str = "") -> Any:
+    return _setting(default, Rule("sizes"), doc)
+
+
+def link_setting(doc: str = "") -> Any:
+    """A link the learner assumes; None means the oracle's own (a known link)."""
+    return _setting(None, Rule("link", optional=True), doc)
+
+
+def nested(factory: Callable, doc: str = "") -> Any:
+    return _setting(None, Rule("config"), doc, factory=factory)
+
+
+class Settings:
+    """Base of every config dataclass whose fields are declared settings (see `Rule`).
+
+    check(problem, prefix): relations between fields and with the problem, run after every field
+    passed its own rule; raise a ConfigError naming prefix + the field.
+    """
+
+    def check(self, problem: Problem | None, prefix: str) -> None:
+        del problem, prefix
+
+    @classmethod
+    def rules(cls) -> dict[str, Rule]:
+        return {f.name: f.metadata["rule"] for f in dataclasses.fields(cls) if "rule" in f.metadata}
+
+    def validate(self, problem: Problem | None = None, prefix: str = ""):
+        """Every field against its declared rule, then `check`; returns self."""
+        for name, rule in self.rules().items():
+            rule.check(prefix + name, getattr(self, name), problem)
+        self.check(problem, prefix)
+        return self
+
+    @classmethod
+    def from_data(cls, data: dict, prefix: str = ""):
+        """The config from a table of field values (TOML): unknown keys are refused, nested
+        tables become nested configs, link names become links, lists become tuples."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise bad_value(
+                prefix + unknown[0],
+                data[unknown[0]],
+                f"unknown field of {cls.__name__}; allowed: {', '.join(sorted(fields))}",
+            )
+        values = {}
+        for name, value in data.items():
+            rule = fields[name].metadata.get("rule")
+            nested_type = None
+            if rule is not None and rule.kind == "config":
+                nested_type = type(fields[name].default_factory())
+            values[name] = (
+                rule.from_data(prefix + name, value, nested_type) if rule is not None else value
+            )
+        return cls(**values)
+
+
+class AlgorithmConfig(Settings):
+    """Base of every algorithm config.
+
+    budget_field: the field a human-query budget sets (None for methods that are never
+    budget-matched); unit_cost() what one unit of it spends, as Python ints. The run's total is
+    `getattr(config, budget_field or iterations_field) * unit_cost()` and env steps are at most
+    trajectories × H. iterations_field: the field that counts the trainer's iterations.
+    """
+
+    budget_field: ClassVar[str | None] = "num_iterations"
+    iterations_field: ClassVar[str] = "num_iterations"
+
+    def unit_cost(self) -> Spent:
+        raise NotImplementedError(f"{type(self).__name__} declares no unit_cost")
+
+    @property
+    def num_steps(self) -> int:
+        """The number of trainer iterations (the value of iterations_field)."""
+        return getattr(self, self.iterations_field)
+
+    def with_budget(self, budget_queries: int):
+        """A copy whose budget_field spends at most `budget_queries` human queries."""
+        field = self.budget_field
+        per_unit = self.unit_cost().queries
+        if per_unit < 1:
+            raise bad_value(field, "budget", "this method spends no queries: it cannot be matched")
+        if per_unit > budget_queries:
+            raise ConfigError(
+                f"spends {per_unit} queries per unit of {field}, more than "
+                f"budget_queries = {budget_queries}"
+            )
+        return dataclasses.replace(self, **{field: budget_queries // per_unit})
+
+
+def check_budget_fits(config: AlgorithmConfig, horizon: int) -> None:
+    """Refuse runs whose cumulative int32 counters would overflow (checked once, here)."""
+    field = config.budget_field or config.iterations_field
+    units = getattr(config, field)
+    cost = config.unit_cost()
+    totals = {
+        "queries": units * cost.queries,
+        "trajectories": units * cost.trajectories,
+        "judged trajectories": units * cost.judged_trajectories,
+        "env steps": units * cost.trajectories * horizon,
+    }
+    for what, total in totals.items():
+        if total > INT32_MAX:
+            raise bad_value(
+                field,
+                units,
+                f"budget counters would exceed int32 ({what}: {total:,} > {INT32_MAX:,}); "
+                "split the run",
+            )
+
+
+# -- the trainer and the algorithm -----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """What make_trainer returns.
+
+    init(key) -> state; iterate(state, t, key) -> (state, Spent, metrics), where metrics is a
+    dict of scalars for iteration t; policy_params(state) -> the current policy's parameters.
+    Iteration t gets its own key (fold_in of the seed's run key and t), so a run gives the same
+    numbers in one call or in chunks.
+    """
+
+    init: Callable
+    iterate: Callable
+    policy_params: Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Algorithm:
+    """A registry entry: name, config class, trainer factory and how it is compared.
+
+    reference: reward access (an upper bound): never budget-matched, and shares one run across
+    a panel's teacher links. assumes: the link the method assumes about the teacher, for
+    `zopg list` ("known" means it is told the teacher's link).
+    """
+
+    name: str
+    config: type
+    make_trainer: Callable
+    description: str
+    reference: bool = False
+    assumes: str = ""
+
+    def __post_init__(self):
+        if not (dataclasses.is_dataclass(self.config) and issubclass(self.config, AlgorithmConfig)):
+            raise bad_value(
+                f"{self.name}.config", self.config, "must be a dataclass derived from AlgorithmConfig"
+            )
+        if not self.reference and self.config.budget_field is None:
+            raise bad_value(
+                f"{self.name}.config.budget_field", None, "budget-matched methods must name one"
+            )

@@ -1,0 +1,102 @@
+"""Offline DPO (algorithms.md §7): one dataset of pairs from π_ref, labelled before iteration 0,
+then minibatch steps over it in shuffled epochs. Losses, labels and diagnostics: dpo_losses.py."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from zopg.algorithms.base import Algorithm, Problem, Spent, Trainer, integer, unit_cost
+from zopg.algorithms.dpo_losses import DPOSettings, make_core
+from zopg.errors import bad_value
+
+
+@dataclasses.dataclass(frozen=True)
+class DPOOfflineConfig(DPOSettings):
+    """Offline DPO: `dataset_size` pairs from π_ref are labelled once (every query is spent
+    before iteration 0); each iteration is one Adam step on a minibatch of `minibatch_size`,
+    reshuffled every epoch (dataset_size // minibatch_size steps; a remainder is left out of
+    that epoch). A query budget sets dataset_size. Other fields: DPOSettings."""
+
+    budget_field = "dataset_size"
+
+    dataset_size: int = integer(200_000)
+    minibatch_size: int = integer(1000)
+
+    def unit_cost(self) -> Spent:
+        return unit_cost(queries=self.num_queries, trajectories=2)
+
+    def check(self, problem, prefix):
+        super().check(problem, prefix)
+        if self.minibatch_size > self.dataset_size:
+            raise bad_value(
+                prefix + "minibatch_size",
+                self.minibatch_size,
+                f"must be <= dataset_size = {self.dataset_size}",
+            )
+
+
+def make_trainer(config: DPOOfflineConfig, problem: Problem) -> Trainer:
+    core = make_core(config, problem)
+    steps_per_epoch = config.dataset_size // config.minibatch_size
+
+    def shuffle(key, epoch):
+        return jax.random.permutation(jax.random.fold_in(key, epoch), config.dataset_size)
+
+    def init(key):
+        """Label the whole dataset now; its cost is reported by iteration 0."""
+        state = core.init(key)
+        data_key = jax.random.fold_in(key, 2)
+        dataset, spent, label_accuracy = core.collect(
+            data_key, state["ref_theta"], config.dataset_size
+        )
+        return {
+            **state,
+            "dataset": dataset,
+            "dataset_spent": spent,
+            "label_accuracy": label_accuracy,
+            "shuffle_key": jax.random.fold_in(key, 3),
+            "order": jnp.arange(config.dataset_size),
+        }
+
+    def iterate(state, t, key):
+        del key  # the epoch's permutation is the only randomness
+        epoch, within = t // steps_per_epoch, t % steps_per_epoch
+        # A new permutation at the start of each epoch only: one sort per step would cost more
+        # than the gradient step. The order is carried, so chunked runs resume mid-epoch.
+        order = jax.lax.cond(
+            within == 0,
+            lambda: shuffle(state["shuffle_key"], epoch),
+            lambda: state["order"],
+        )
+        index = jax.lax.dynamic_slice(
+            order, (within * config.minibatch_size,), (config.minibatch_size,)
+        )
+        batch = jax.tree_util.tree_map(lambda x: x[index], state["dataset"])
+        theta, opt_state, loss, reward_margin = core.apply(
+            state["theta"], state["opt_state"], state["ref_theta"], batch
+        )
+        metrics = {
+            "losses/policy_loss": loss,
+            "rewards/margins": reward_margin,
+            "dpo/label_accuracy": state["label_accuracy"],
+            **core.diagnostics(theta, state["ref_theta"], state["eval_set"]),
+        }
+        first = t == 0
+        spent = jax.tree_util.tree_map(
+            lambda x: jnp.where(first, x, jnp.zeros_like(x)), state["dataset_spent"]
+        )
+        return {**state, "theta": theta, "opt_state": opt_state, "order": order}, spent, metrics
+
+    return Trainer(init, iterate, lambda state: problem.unravel(state["theta"]))
+
+
+ALGORITHM = Algorithm(
+    "dpo-offline",
+    DPOOfflineConfig,
+    make_trainer,
+    "trajectory-level DPO on a fixed dataset of pairs from the reference policy",
+    assumes="Bradley-Terry (the DPO loss)",
+)

@@ -1,0 +1,80 @@
+"""Exact policy-gradient ascent (algorithms.md §7): jax.grad of the exact value of a tabular env.
+
+A reference with reward access: an upper bound, never budget-matched, spends nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from zopg.algorithms.base import (
+    Algorithm,
+    AlgorithmConfig,
+    Problem,
+    Spent,
+    Trainer,
+    choice,
+    integer,
+    positive,
+    unit_cost,
+)
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExactPGConfig(AlgorithmConfig):
+    """Gradient ascent on the exact value V(θ) of a tabular env (jax.grad of backward induction).
+
+    Defaults are our choice: adam at 0.1 closes >95% of open-5x5's gap in under 100 iterations.
+    """
+
+    budget_field = None
+
+    num_iterations: int = integer(200)
+    learning_rate: float = positive(0.1)
+    optimizer: str = choice("adam", OPTIMIZERS)
+
+    def unit_cost(self) -> Spent:
+        return unit_cost()
+
+    def check(self, problem, prefix):
+        if problem is not None:
+            problem.require_exact("exact policy gradient")
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+    make = optax.sgd if config.optimizer == "sgd" else optax.adam
+    return make(config.learning_rate)
+
+
+def make_trainer(config: ExactPGConfig, problem: Problem) -> Trainer:
+    tx = make_optimizer(config)
+
+    def init(key):
+        theta = problem.initial_theta(key)  # the same init as ZPG and DPO for the same seed
+        return theta, tx.init(theta)
+
+    def iterate(state, t, key):
+        del t, key  # deterministic
+        theta, opt_state = state
+        grad = jax.grad(problem.exact_value)(theta)
+        updates, opt_state = tx.update(-grad, opt_state, theta)  # optax minimises
+        metrics = {"pg/grad_norm_sq": jnp.sum(grad**2)}  # at the iterate before the update
+        return (optax.apply_updates(theta, updates), opt_state), Spent.zero(), metrics
+
+    return Trainer(init, iterate, lambda state: problem.unravel(state[0]))
+
+
+ALGORITHM = Algorithm(
+    "exact-pg",
+    ExactPGConfig,
+    make_trainer,
+    "gradient ascent on the exact value (tabular)",
+    reference=True,
+    assumes="reward access",
+)
