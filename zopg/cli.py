@@ -30,17 +30,27 @@ def resolve_experiment(name: str) -> Path:
 
 
 def cmd_run(args) -> int:
+    from zopg.analysis.report import format_summary, write_reports
     from zopg.experiments import load_experiment
-    from zopg.experiments.report import format_summary
     from zopg.experiments.runner import run_experiment
 
     if args.seeds is not None and args.seeds < 1:
         raise ConfigError(f"--seeds = {args.seeds}: must be an integer >= 1")
     experiment = load_experiment(resolve_experiment(args.experiment), args.set, args.seeds)
     out = Path(args.out) if args.out else Path("results") / experiment.name
-    summary = run_experiment(experiment, out, quiet=args.quiet)
-    print(format_summary(summary))
+    run_experiment(experiment, out, quiet=args.quiet)
+    print(format_summary(write_reports(out)))
     print(f"results in {out}/")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from zopg.analysis.report import format_summary, write_reports
+
+    out = Path(args.dir)
+    if not (out / "experiment.json").exists():
+        raise ConfigError(f"{out}: not a results folder (no experiment.json); run `zopg run` first")
+    print(format_summary(write_reports(out)))
     return 0
 
 
@@ -54,10 +64,13 @@ def cmd_list(args) -> int:
     print("environments: " + ", ".join(registered_envs()))
     print("links:        " + ", ".join(LINKS))
     print("teachers:     Teacher(" + ", ".join(f.name for f in dataclasses.fields(Teacher)) + ")")
-    print("algorithms:")
-    for name, spec in registry.ALGORITHMS.items():
-        kind = "reference, reward access" if spec.reference else "budget-matched"
-        print(f"  {name:14} {spec.description} [{kind}]")
+    print("algorithms:   (assumed teacher link; budget)")
+    for name, algo in registry.ALGORITHMS.items():
+        kind = "reference, never budget-matched" if algo.reference else (
+            f"budget sets {algo.config.budget_field}"
+        )
+        print(f"  {name:14} {algo.description}")
+        print(f"  {'':14} assumes: {algo.assumes or 'nothing'}; {kind}")
     tomls = sorted(EXPERIMENTS_DIR.glob("*.toml"))
     # rates_*.toml are rate sweeps for benchmarks/rates.py, not `zopg run` experiments.
     experiments = [p.stem for p in tomls if not p.stem.startswith("rates_")]
@@ -84,7 +97,7 @@ def cmd_plot(args) -> int:
 
 
 def cmd_summarize(args) -> int:
-    from zopg.experiments.report import format_summary
+    from zopg.analysis.report import format_summary
     from zopg.experiments.store import read_json
 
     print(format_summary(read_json(_results_dir(args.dir) / "summary.json")))
@@ -92,7 +105,10 @@ def cmd_summarize(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from zopg import __version__
+
     parser = argparse.ArgumentParser(prog="zopg", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"zopg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run an experiment (a TOML file or a name in benchmarks/)")
     run.add_argument("experiment")
@@ -113,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="(re)draw the figures of a results folder")
     plot.add_argument("dir")
     plot.set_defaults(func=cmd_plot)
+    report = sub.add_parser(
+        "report", help="(re)write metrics.csv, summary.json, manifest.json and figures from runs/"
+    )
+    report.add_argument("dir")
+    report.set_defaults(func=cmd_report)
     summ = sub.add_parser("summarize", help="print the summary table of a results folder")
     summ.add_argument("dir")
     summ.set_defaults(func=cmd_summarize)

@@ -1,17 +1,26 @@
-"""Monte Carlo evaluation: mean return over fresh rollouts with its standard error.
+"""The one evaluator of every algorithm: the value of the teacher's utility under a policy.
 
-It runs outside every algorithm's budget: it is never shown to the learner and spends no queries.
+Exact (backward induction on the tabular model) where the environment has one and the utility
+is the return; otherwise the Monte Carlo mean over fresh episodes with its standard error. It
+runs outside every algorithm's budget: it is never shown to the learner and spends no queries.
+"What is scored" is the `utility` argument (a function of a Trajectory, one value per
+trajectory; None is the masked return).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 
 from zopg.errors import bad_value
+from zopg.exact import optimal_value, policy_value
 from zopg.rollout import masked_return, rollout_batch
+
+KINDS = ("exact", "monte-carlo")
 
 
 def _check_num_episodes(num_episodes) -> int:
@@ -22,12 +31,19 @@ def _check_num_episodes(num_episodes) -> int:
 
 
 def episode_returns(
-    key, policy, policy_params, env, env_params, num_episodes: int, horizon: int | None = None
+    key,
+    policy,
+    policy_params,
+    env,
+    env_params,
+    num_episodes: int,
+    horizon: int | None = None,
+    utility: Callable | None = None,
 ) -> jax.Array:
-    """Masked returns of `num_episodes` fresh episodes, each with its own reset key: [n]."""
+    """The utility (default: masked return) of `num_episodes` fresh episodes: [n]."""
     _check_num_episodes(num_episodes)
     traj = rollout_batch(key, policy, policy_params, env, env_params, num_episodes, horizon)
-    return masked_return(traj)
+    return (utility or masked_return)(traj)
 
 
 def summarize_returns(returns: jax.Array):
@@ -38,15 +54,61 @@ def summarize_returns(returns: jax.Array):
     return mean, stderr
 
 
-@partial(jax.jit, static_argnames=("policy", "env", "num_episodes", "horizon"))
+@partial(jax.jit, static_argnames=("policy", "env", "num_episodes", "horizon", "utility"))
 def evaluate(
-    key, policy, policy_params, env, env_params, num_episodes: int, horizon: int | None = None
+    key,
+    policy,
+    policy_params,
+    env,
+    env_params,
+    num_episodes: int,
+    horizon: int | None = None,
+    utility: Callable | None = None,
 ):
-    """Monte Carlo value of the policy: (mean return, standard error) over `num_episodes`.
+    """Monte Carlo value of the policy: (mean utility, standard error) over `num_episodes`.
 
     Jitted; also usable under jit and vmap (e.g. over seeds' final params). For the per-episode
-    returns, call `episode_returns` with the same arguments (same key: the same episodes).
+    values, call `episode_returns` with the same arguments (same key: the same episodes).
     """
     return summarize_returns(
-        episode_returns(key, policy, policy_params, env, env_params, num_episodes, horizon)
+        episode_returns(key, policy, policy_params, env, env_params, num_episodes, horizon, utility)
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluator:
+    """value(key, policy_params) -> (value, standard error) for one env, policy and utility.
+
+    kind: exact (the standard error is 0 and the key is unused) or monte-carlo. bounds: (value
+    of the uniform policy, optimal value) for exact evaluators, the normalised score's 0 and 1;
+    (nan, nan) otherwise.
+    """
+
+    kind: str
+    value: Callable
+    bounds: tuple[float, float]
+    episodes: int | None = None
+
+
+def make_evaluator(
+    env, env_params, policy, utility: Callable | None = None, episodes: int = 100
+) -> Evaluator:
+    """Exact for a tabular env scored by its return, Monte Carlo with `episodes` otherwise."""
+    if hasattr(env, "tabular_model") and utility is None:
+        model = env.tabular_model(env_params)
+        states = jnp.arange(env.num_states(env_params))
+
+        def exact(key, params):
+            del key
+            value = policy_value(model, policy.action_probs(params, states))
+            return value, jnp.zeros_like(value)
+
+        uniform = jnp.full((states.shape[0], env.num_actions), 1.0 / env.num_actions)
+        bounds = (float(policy_value(model, uniform)), float(optimal_value(model)))
+        return Evaluator("exact", exact, bounds)
+    _check_num_episodes(episodes)
+
+    def monte_carlo(key, params):
+        return evaluate(key, policy, params, env, env_params, episodes, None, utility)
+
+    return Evaluator("monte-carlo", monte_carlo, (float("nan"), float("nan")), episodes)

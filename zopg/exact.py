@@ -44,9 +44,9 @@ def optimal_value(model: TabularModel) -> jax.Array:
     return model.start @ _backward(model, lambda q: jnp.max(q, axis=-1))
 
 
-def normalized_score(value, model: TabularModel, baseline) -> jax.Array:
-    """(V - baseline) / (V* - baseline): 0 at the baseline (e.g. uniform policy), 1 at optimum."""
-    best = optimal_value(model)
+def normalized_score(value, baseline, best):
+    """(V - baseline) / (V* - baseline): 0 at the baseline (e.g. the uniform policy), 1 at the
+    optimum V* = `best`. Plain arithmetic, so it serves NumPy arrays and traced values alike."""
     return (value - baseline) / (best - baseline)
 
 

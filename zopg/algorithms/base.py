@@ -324,6 +324,24 @@ class Settings:
         return cls(**values)
 
 
+    def to_data(self) -> dict:
+        """The inverse of from_data: plain JSON/TOML data (links as tables with their name,
+        schedules as their repr), for run records, hashes and config fragments."""
+        return {f.name: _as_data(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _as_data(value):
+    if isinstance(value, Settings):
+        return value.to_data()
+    if dataclasses.is_dataclass(value) and hasattr(value, "prob"):  # a link
+        return {"name": value.name, **dataclasses.asdict(value)}
+    if isinstance(value, tuple | list):
+        return [_as_data(v) for v in value]
+    if callable(value):
+        return repr(value)
+    return value
+
+
 class AlgorithmConfig(Settings):
     """Base of every algorithm config.
 

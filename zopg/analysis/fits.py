@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from zopg.analysis.stats import seed_resamples
 from zopg.errors import bad_value, unknown_name
 
 REDUCTIONS: dict[str, Callable] = {
@@ -28,13 +29,6 @@ def _reduction(reduce: str | Callable) -> Callable:
     if reduce not in REDUCTIONS:
         raise unknown_name("reduction", reduce, REDUCTIONS)
     return REDUCTIONS[reduce]
-
-
-def _seed_resamples(num_seeds: int, num_resamples: int, seed: int) -> np.ndarray:
-    """[num_resamples, num_seeds] seed indices; the same seed gives the same indices everywhere,
-    so fits of different sweeps with equally many seeds resample them jointly."""
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, num_seeds, size=(num_resamples, num_seeds))
 
 
 def window_mask(grid, window) -> np.ndarray:
@@ -96,7 +90,7 @@ def fit_slope(
     reduce = _reduction(reduce)
     x = np.asarray(grid, dtype=float)[mask]
     slope, intercept = loglog_slopes(x, reduce(per_seed[:, mask]))
-    idx = _seed_resamples(per_seed.shape[0], num_resamples, seed)
+    idx = seed_resamples(per_seed.shape[0], num_resamples, seed)
     boot, _ = loglog_slopes(x, reduce(per_seed[idx][:, :, mask]))
     return SlopeFit(
         float(slope), _percentile_ci(boot, confidence), float(intercept), tuple(window), confidence
@@ -107,7 +101,7 @@ def curve_band(per_seed, reduce="mean", confidence=0.95, num_resamples=2000, see
     """(reduced curve, low, high, relative standard error) at every grid point, over seeds."""
     per_seed = np.asarray(per_seed, dtype=float)
     reduce = _reduction(reduce)
-    boot = reduce(per_seed[_seed_resamples(per_seed.shape[0], num_resamples, seed)])
+    boot = reduce(per_seed[seed_resamples(per_seed.shape[0], num_resamples, seed)])
     alpha = (1.0 - confidence) / 2.0
     with np.errstate(divide="ignore", invalid="ignore"):
         rel_se = np.std(np.log(boot), axis=0)
@@ -184,7 +178,7 @@ def fit_floor(
     reduce = _reduction(reduce)
     x = grid[mask]
     c, b, f = _floor_least_squares(x, reduce(per_seed[:, mask]), exponents)
-    idx = _seed_resamples(per_seed.shape[0], num_resamples, seed)
+    idx = seed_resamples(per_seed.shape[0], num_resamples, seed)
     _, boot_b, boot_f = _floor_least_squares(x, reduce(per_seed[idx][:, :, mask]), exponents)
     return FloorFit(
         float(c),

@@ -10,6 +10,7 @@ matplotlib.use("Agg")  # files only; no display on CI or servers
 import matplotlib.pyplot as plt
 import numpy as np
 
+from zopg.analysis.stats import bootstrap_band
 from zopg.experiments import store
 
 X_AXES = {
@@ -17,14 +18,6 @@ X_AXES = {
     "trajectories": "trajectories",
     "iteration": "iterations",
 }
-
-
-def _band(values: np.ndarray, num_resamples: int = 1000, seed: int = 0):
-    """Mean over seeds and its 95% bootstrap band at every point (resampling whole seeds)."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, values.shape[0], size=(num_resamples, values.shape[0]))
-    means = values[idx].mean(axis=1)
-    return values.mean(axis=0), np.quantile(means, 0.025, axis=0), np.quantile(means, 0.975, axis=0)
 
 
 def _panels(columns):
@@ -63,7 +56,7 @@ def plot_convergence(columns, summary: dict, x_axis: str, path: Path) -> None:
             value = take("value")
             if not np.all(np.isfinite(value)):
                 continue
-            mean, low, high = _band(value)
+            mean, low, high = bootstrap_band(value)
             reference = bool(columns["reference"][mask][0])
             x = take(x_axis).mean(axis=0)
             if reference and x_axis != "iteration" and (x_axis == "queries" or x.max() == 0):

@@ -15,6 +15,27 @@ def iqm(values, axis: int = 0) -> np.ndarray:
     return np.take(values, np.arange(lo, hi), axis=axis).mean(axis=axis)
 
 
+def seed_resamples(num_seeds: int, num_resamples: int, seed: int = 0) -> np.ndarray:
+    """[num_resamples, num_seeds] indices of seeds drawn with replacement: the one resampling
+    scheme of every CI and band in zopg. The same seed gives the same indices everywhere, so
+    statistics over equally many seeds are resampled jointly."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, num_seeds, size=(num_resamples, num_seeds))
+
+
+def bootstrap_band(values, num_resamples: int = 1000, seed: int = 0, confidence: float = 0.95):
+    """(mean, low, high) over the seeds (axis 0) at every later index, e.g. each logged
+    iteration of a curve: the band of the mean from resampling whole seeds."""
+    values = np.asarray(values, dtype=float)
+    means = values[seed_resamples(values.shape[0], num_resamples, seed)].mean(axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    return (
+        values.mean(axis=0),
+        np.quantile(means, alpha, axis=0),
+        np.quantile(means, 1.0 - alpha, axis=0),
+    )
+
+
 def bootstrap_ci(
     values,
     statistic: Callable = np.median,
@@ -28,9 +49,7 @@ def bootstrap_ci(
     never reached a threshold) are allowed and propagate as they should for order statistics.
     """
     values = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, values.shape[0], size=(num_resamples, values.shape[0]))
-    stats = statistic(values[idx], axis=1)
+    stats = statistic(values[seed_resamples(values.shape[0], num_resamples, seed)], axis=1)
     alpha = (1.0 - confidence) / 2.0
     low = np.quantile(stats, alpha, method="lower")
     high = np.quantile(stats, 1.0 - alpha, method="higher")

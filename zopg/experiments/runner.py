@@ -1,4 +1,12 @@
-"""Run an experiment: seeds vmapped and sharded over devices, chunked, checkpointed, resumable."""
+"""Run an experiment: seeds vmapped and sharded over devices, in segments that end at the logged
+iterations, evaluated there, checkpointed, resumable.
+
+The policy is evaluated (zopg.evaluation) before the first iteration and after every logged
+iteration, outside the scan and outside the budget. Segments run with traced bounds, so one
+compilation serves every segment length. The run is checkpointed at the first segment end after
+every `chunk_iterations` iterations; a killed run resumes there with identical numbers, and a
+finished run is skipped.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +22,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from zopg.evaluation import evaluate
-from zopg.exact import optimal_value, policy_value
 from zopg.experiments import store
 from zopg.experiments.progress import Progress
 from zopg.experiments.schema import Experiment, LinkSpec, build_run
 
-SEED_BASE = 0  # seed i of every run uses jax.random.key(SEED_BASE + i)... split, see seed_keys
+SEED_BASE = 0  # seed i of every run uses split(key(SEED_BASE), seeds)[i], see seed_keys
 EVAL_SEED = 1  # Monte Carlo evaluation keys: independent of every training key
+REWARD_ACCESS = LinkSpec(name="reward-access", params={})
 
 
 def seed_keys(num_seeds: int):
@@ -46,65 +53,116 @@ def logged_iterations(num_iterations: int, points: int) -> np.ndarray:
     ).astype(np.int64)
 
 
-def chunk_length(num_iterations: int, target: int) -> int:
-    """The largest divisor of T not above `target`, so every chunk has one compiled shape; if
-    that divisor is tiny (T prime, say) use `target` and accept one extra compile for the tail."""
-    target = max(1, min(target, num_iterations))
-    for length in range(target, 0, -1):
-        if num_iterations % length == 0:
-            return length if length * 4 >= target else target
-    return target
-
-
-def schedule(num_iterations: int, evaluation, exact: bool) -> tuple[int, np.ndarray]:
-    """(chunk length, logged iterations). With an exact value every iteration's metrics are
-    available, so `points` of them are kept. Without one, the policy is evaluated by Monte Carlo
-    after each chunk, so chunks are shortened to give about `points` evaluations, and the logged
-    iterations are the chunk ends."""
-    if exact:
-        chunk = chunk_length(num_iterations, evaluation.chunk_iterations)
-        return chunk, logged_iterations(num_iterations, evaluation.points)
-    target = min(evaluation.chunk_iterations, max(1, num_iterations // evaluation.points))
-    chunk = chunk_length(num_iterations, target)
-    ends = np.minimum(np.arange(chunk, num_iterations + chunk, chunk), num_iterations) - 1
-    return chunk, ends.astype(np.int64)
-
-
-def make_evaluator(trainer, policy, env, env_params, num_seeds: int, episodes: int):
-    """(carry, iteration) -> {"eval/return", "eval/return_se"}: [seeds] Monte Carlo returns of
-    each seed's current policy over `episodes` fresh episodes (keys from EVAL_SEED, the seed and
-    the iteration, so a resumed run evaluates exactly as an uninterrupted one)."""
+def make_seed_evaluator(training, evaluator, num_seeds: int):
+    """(carry, iteration) -> {"eval/value", "eval/value_se"}: [seeds] values of each seed's
+    current policy. Monte Carlo keys come from EVAL_SEED, the seed and the iteration, so a
+    resumed run evaluates exactly as an uninterrupted one."""
     seed_eval_keys = jax.random.split(jax.random.key(EVAL_SEED), num_seeds)
 
     @jax.jit
-    def evaluator(carry, iteration):
-        params = jax.vmap(trainer.final_params)(carry)
+    def evaluate_seeds(carry, iteration):
+        params = jax.vmap(training.final_params)(carry)
         keys = jax.vmap(lambda k: jax.random.fold_in(k, iteration))(seed_eval_keys)
-        mean, stderr = jax.vmap(lambda k, p: evaluate(k, policy, p, env, env_params, episodes))(
-            keys, params
-        )
-        return {"eval/return": mean, "eval/return_se": stderr}
+        value, stderr = jax.vmap(evaluator.value)(keys, params)
+        return {"eval/value": value, "eval/value_se": stderr}
 
-    return evaluator
+    return evaluate_seeds
 
 
-REWARD_ACCESS = LinkSpec(name="reward-access", params={})
+@dataclasses.dataclass
+class Timing:
+    compile_s: float = 0.0
+    run_s: float = 0.0
+    eval_s: float = 0.0
+
+
+def execute_run(
+    training,
+    evaluate_seeds,
+    keys,
+    logged: np.ndarray,
+    chunk_iterations: int,
+    ckpt: Path | None,
+    label: str,
+    quiet: bool,
+    run_key: str,
+) -> dict:
+    """Run every iteration for every seed key, keeping metrics and evaluations at `logged`.
+
+    Returns {"metrics": name -> [seeds, len(logged)], "initial": the evaluation before the first
+    iteration (name -> [seeds]), "timing": Timing}. With `ckpt`, resumes from it when it holds
+    this run (`run_key`) and checkpoints there as it goes.
+    """
+    total = training.num_iterations
+    sharding = seed_sharding(len(keys))
+    if sharding is not None:
+        keys = jax.device_put(keys, sharding)
+    init = jax.jit(jax.vmap(training.init))
+    advance = jax.jit(jax.vmap(training.advance, in_axes=(0, None, None)))
+
+    def fresh_carry():
+        carry = init(keys)
+        # Every leaf has the seed axis first; shard them all alike (init may leave some
+        # replicated, and vmap needs one layout for the mapped axis).
+        return carry if sharding is None else jax.device_put(carry, sharding)
+
+    carry, start, kept, timing, initial = fresh_carry(), 0, {}, Timing(), None
+    if ckpt is not None and ckpt.exists():
+        try:
+            loaded, payload, loaded_kept = store.load_checkpoint(ckpt, carry)
+        except store.CHECKPOINT_ERRORS:
+            payload = None  # unreadable or foreign: start over
+        if payload is not None and payload.get("run_key") == run_key:
+            carry, start, kept = loaded, payload["start"], dict(loaded_kept)
+            timing = Timing(**payload["timing"])
+            initial = {k: np.asarray(v) for k, v in payload["initial"].items()}
+
+    def evaluate(iteration):
+        t0 = time.perf_counter()
+        # iteration + 1: the initial policy is "iteration -1" and fold_in wants data >= 0.
+        result = jax.device_get(evaluate_seeds(carry, jnp.int32(iteration + 1)))
+        timing.eval_s += time.perf_counter() - t0
+        return {name: np.asarray(values) for name, values in result.items()}
+
+    if initial is None:
+        initial = evaluate(-1)
+    compiled, last_checkpoint = None, start
+    progress = Progress(total, label, enabled=not quiet, done=start)
+    for iteration in logged[logged >= start]:
+        stop = int(iteration) + 1
+        if compiled is None:
+            t0 = time.perf_counter()
+            compiled = advance.lower(carry, jnp.int32(start), jnp.int32(stop)).compile()
+            timing.compile_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        carry, metrics = compiled(carry, jnp.int32(start), jnp.int32(stop))
+        metrics = jax.device_get(metrics)
+        timing.run_s += time.perf_counter() - t0
+        metrics.update(evaluate(iteration))
+        for name, values in metrics.items():
+            column = np.asarray(values)[:, None]
+            kept[name] = column if name not in kept else np.concatenate([kept[name], column], 1)
+        start = stop
+        if ckpt is not None and (start - last_checkpoint >= chunk_iterations or start == total):
+            payload = {
+                "run_key": run_key,
+                "start": start,
+                "timing": dataclasses.asdict(timing),
+                "initial": initial,
+            }
+            store.save_checkpoint(ckpt, carry, payload, kept)
+            last_checkpoint = start
+        progress.update(start)
+    progress.close()
+    return {"metrics": kept, "initial": initial, "timing": timing}
 
 
 def run_id(method: str, env_slug: str, link: str) -> str:
     return f"{method}__{env_slug}__{link}"
 
 
-def run_hash(experiment: Experiment, env_spec, link_spec, method, config) -> str:
-    """Everything that determines a run's numbers; a finished run with this hash is reused.
-
-    Fields added later enter only when set, so runs finished before they existed keep their
-    hash."""
-    fields = (
-        {k: (repr(v) if callable(v) else v) for k, v in dataclasses.asdict(config).items()}
-        if dataclasses.is_dataclass(config)
-        else repr(config)
-    )
+def run_hash(experiment: Experiment, env_spec, link_spec, method, config, evaluator) -> str:
+    """Everything that determines a run's numbers; a finished run with this hash is reused."""
     identity = {
         "seeds": experiment.seeds,
         "policy": experiment.policy,
@@ -114,12 +172,12 @@ def run_hash(experiment: Experiment, env_spec, link_spec, method, config) -> str
         "env": _set_fields(env_spec),
         "link": dataclasses.asdict(link_spec),
         "method": _set_fields(method),
-        "config": fields,
+        "config": {"type": type(config).__qualname__, **config.to_data()},
         "seed_base": SEED_BASE,
+        "evaluation": evaluator.kind,
+        "episodes": evaluator.episodes,
+        "eval_seed": EVAL_SEED,
     }
-    if not hasattr(build_env(env_spec), "tabular_model"):
-        identity["episodes"] = experiment.evaluation.episodes
-        identity["eval_seed"] = EVAL_SEED
     text = json.dumps(identity, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -128,131 +186,15 @@ def _set_fields(spec) -> dict:
     return {k: v for k, v in dataclasses.asdict(spec).items() if v is not None}
 
 
-def build_env(env_spec):
-    from zopg.envs import make
-
-    return make(env_spec.id, **env_spec.overrides)[0]
-
-
-def reference_values(env, env_params, policy):
-    """(V of the uniform policy, V*) for tabular environments, else (nan, nan)."""
-    if not hasattr(env, "tabular_model"):
-        return float("nan"), float("nan")
-    model = env.tabular_model(env_params)
-    num_states = model.transition.shape[0]
-    uniform = jnp.full((num_states, env.num_actions), 1.0 / env.num_actions)
-    return float(policy_value(model, uniform)), float(optimal_value(model))
-
-
-def execute_run(
-    trainer,
-    num_seeds: int,
-    chunk: int,
-    keep: np.ndarray,
-    ckpt: Path,
-    label: str,
-    quiet: bool,
-    run_key: str,
-    evaluator=None,
-) -> dict:
-    """Run all iterations in chunks, keeping metrics at `keep`; resume from `ckpt` if present.
-
-    With an `evaluator` (see make_evaluator) the policy is evaluated before the first iteration
-    and after every chunk; `keep` must then be the chunk ends."""
-    total = trainer.num_iterations
-    keys = seed_keys(num_seeds)
-    sharding = seed_sharding(num_seeds)
-    if sharding is not None:
-        keys = jax.device_put(keys, sharding)
-    init = jax.jit(jax.vmap(trainer.init))
-    run = jax.jit(jax.vmap(trainer.run, in_axes=(0, None, None)), static_argnums=2)
-
-    def fresh_carry():
-        carry = init(keys)
-        # Every leaf has the seed axis first; shard them all alike (init may leave some
-        # replicated, and vmap needs one layout for the mapped axis).
-        return carry if sharding is None else jax.device_put(carry, sharding)
-
-    carry = fresh_carry()
-    start, kept, elapsed, compile_s, eval_s, initial = 0, {}, 0.0, 0.0, 0.0, None
-    if ckpt.exists():
-        try:
-            carry, payload = store.load_checkpoint(ckpt, carry)
-        except (ValueError, EOFError, KeyError):
-            payload = None  # unreadable or foreign: start over
-        if payload is not None and payload.get("run_key") == run_key:
-            start, kept = payload["start"], payload["kept"]
-            elapsed, compile_s = payload["run_s"], payload["compile_s"]
-            eval_s, initial = payload.get("eval_s", 0.0), payload.get("initial")
-        else:
-            carry = fresh_carry()
-    compiled = {}
-
-    def run_evaluator(iteration):
-        nonlocal eval_s
-        t0 = time.perf_counter()
-        # iteration + 1: the initial policy is "iteration -1" and fold_in wants data >= 0.
-        result = jax.device_get(evaluator(carry, jnp.int32(iteration + 1)))
-        eval_s += time.perf_counter() - t0
-        return {name: np.asarray(values) for name, values in result.items()}
-
-    if evaluator is not None and initial is None:
-        initial = run_evaluator(-1)
-    progress = Progress(total, label, enabled=not quiet, done=start)
-    while start < total:
-        length = min(chunk, total - start)
-        if length not in compiled:
-            t0 = time.perf_counter()
-            compiled[length] = run.lower(carry, jnp.int32(start), length).compile()
-            compile_s += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        carry, metrics = compiled[length](carry, jnp.int32(start))
-        metrics = jax.device_get(metrics)
-        elapsed += time.perf_counter() - t0
-        # Keep only the logged iterations: memory does not grow with T.
-        local = keep[(keep >= start) & (keep < start + length)] - start
-        for name, values in metrics.items():
-            kept.setdefault(name, []).append(np.asarray(values)[:, local])
-        if evaluator is not None:
-            if local.tolist() != [length - 1]:
-                raise ValueError("with an evaluator, keep must be the chunk ends")
-            for name, values in run_evaluator(start + length - 1).items():
-                kept.setdefault(name, []).append(values[:, None])
-        start += length
-        store.save_checkpoint(
-            ckpt,
-            carry,
-            {
-                "run_key": run_key,
-                "start": start,
-                "kept": kept,
-                "run_s": elapsed,
-                "compile_s": compile_s,
-                "eval_s": eval_s,
-                "initial": initial,
-            },
-        )
-        progress.update(start)
-    progress.close()
-    metrics = {name: np.concatenate(parts, axis=1) for name, parts in kept.items()}
-    return {
-        "metrics": metrics,
-        "run_s": elapsed,
-        "compile_s": compile_s,
-        "eval_s": eval_s,
-        "initial": initial,
-    }
-
-
 def run_experiment(experiment: Experiment, out_dir, quiet: bool = False, log=None) -> dict:
-    """Run every (env, link, method) of the experiment into out_dir; returns the summary."""
-    from zopg.experiments.report import write_reports
-
+    """Run every (env, link, method) of the experiment into out_dir/runs and write
+    out_dir/experiment.json (the experiment and its runs). zopg.analysis.report turns the
+    folder into metrics.csv, summary.json, manifest.json and figures."""
     log = log or (lambda msg: None if quiet else print(msg, file=sys.stderr))
     out_dir = Path(out_dir)
     runs_dir = out_dir / "runs"
     started = time.perf_counter()
-    records = []
+    panels = []  # (run id, link panel): a reference run appears in every link's panel
     num_devices = len(jax.devices())
     if seed_sharding(experiment.seeds) is None and num_devices > 1:
         log(f"{experiment.seeds} seeds do not divide over {num_devices} devices: one device used")
@@ -261,104 +203,71 @@ def run_experiment(experiment: Experiment, out_dir, quiet: bool = False, log=Non
             for method in experiment.methods:
                 if not method.runs_on(env_spec.id):
                     continue
-                env, env_params, policy, _, algo, config, trainer = build_run(
-                    experiment, env_spec, link_spec, method
-                )
+                run = build_run(experiment, env_spec, link_spec, method)
                 # References never see the teacher, so one run per env serves every link.
-                run_link = REWARD_ACCESS if algo.reference else link_spec
+                run_link = REWARD_ACCESS if run.algorithm.reference else link_spec
                 rid = run_id(method.label, env_spec.slug, run_link.name)
-                rhash = run_hash(experiment, env_spec, run_link, method, config)
-                exact = hasattr(env, "tabular_model")
-                chunk, keep = schedule(trainer.num_iterations, experiment.evaluation, exact)
-                done_meta = runs_dir / f"{rid}.json"
-                done_data = runs_dir / f"{rid}.npz"
-                if any(done == rid for done, _ in records):
+                rhash = run_hash(experiment, env_spec, run_link, method, run.config, run.evaluator)
+                if any(done == rid for done, _ in panels):
                     pass  # a reference already run for this env under another link
-                elif (
-                    done_meta.exists()
-                    and done_data.exists()
-                    and (store.read_json(done_meta).get("run_hash") == rhash)
-                ):
+                elif store.finished_run_hash(runs_dir, rid) == rhash:
                     log(f"{rid}: finished earlier, skipped")
                 else:
-                    evaluator = None
-                    if not exact:
-                        evaluator = make_evaluator(
-                            trainer,
-                            policy,
-                            env,
-                            env_params,
-                            experiment.seeds,
-                            experiment.evaluation.episodes,
-                        )
-                    result = execute_run(
-                        trainer,
-                        experiment.seeds,
-                        chunk,
-                        keep,
-                        runs_dir / f"{rid}.ckpt",
-                        rid,
-                        quiet,
-                        rhash,
-                        evaluator,
-                    )
-                    buffer = _npz_bytes(keep, result["metrics"])
-                    store.write_bytes_atomic(done_data, buffer)
-                    v_uniform, v_star = reference_values(env, env_params, policy)
-                    store.write_json_atomic(
-                        done_meta,
-                        {
-                            "run_hash": rhash,
-                            "method": method.label,
-                            "algorithm": method.algorithm,
-                            "reference": algo.reference,
-                            "env": env_spec.id,
-                            "link": link_spec.name,
-                            "num_iterations": trainer.num_iterations,
-                            "chunk_iterations": chunk,
-                            "seeds": experiment.seeds,
-                            "devices": len(jax.devices()),
-                            "compile_s": result["compile_s"],
-                            "run_s": result["run_s"],
-                            "eval_s": result["eval_s"],
-                            "evaluation": "exact" if exact else "monte-carlo",
-                            "eval_episodes": None if exact else experiment.evaluation.episodes,
-                            "initial_return": _listed(result["initial"], "eval/return"),
-                            "initial_return_se": _listed(result["initial"], "eval/return_se"),
-                            "uniform_value": v_uniform,
-                            "optimal_value": v_star,
-                            "config": {
-                                k: (repr(v) if callable(v) else v)
-                                for k, v in dataclasses.asdict(config).items()
-                            },
-                        },
-                    )
-                    (runs_dir / f"{rid}.ckpt").unlink(missing_ok=True)
-                    log(
-                        f"{rid}: {trainer.num_iterations} iterations x {experiment.seeds} seeds, "
-                        f"compile {result['compile_s']:.1f}s, run {result['run_s']:.1f}s"
-                    )
-                records.append((rid, link_spec.name))
-    return write_reports(experiment, out_dir, records, time.perf_counter() - started)
+                    labels = {
+                        "method": method.label,
+                        "env": env_spec.id,
+                        "link": run_link.name,
+                    }
+                    execute_and_store(experiment, run, runs_dir, rid, rhash, labels, quiet, log)
+                panels.append((rid, link_spec.name))
+    record = {
+        **experiment.to_dict(),
+        "source": experiment.source,
+        "config_hash": experiment.config_hash(),
+        "runs": [{"run_id": rid, "link": link} for rid, link in panels],
+        "wall_s_this_invocation": time.perf_counter() - started,
+    }
+    store.write_experiment(out_dir, record)
+    return record
 
 
-def _listed(values: dict | None, name: str):
-    return None if values is None else [float(x) for x in values[name]]
-
-
-def _npz_bytes(iterations, metrics) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    np.savez_compressed(
-        buffer, __iterations__=iterations, **{k.replace("/", "__"): v for k, v in metrics.items()}
+def execute_and_store(experiment, run, runs_dir, rid, rhash, labels, quiet, log) -> None:
+    """Run one built run and write its run files (labels: method, env and link names)."""
+    training, evaluator = run.training, run.evaluator
+    logged = logged_iterations(training.num_iterations, experiment.evaluation.points)
+    result = execute_run(
+        training,
+        make_seed_evaluator(training, evaluator, experiment.seeds),
+        seed_keys(experiment.seeds),
+        logged,
+        experiment.evaluation.chunk_iterations,
+        runs_dir / f"{rid}.ckpt",
+        rid,
+        quiet,
+        rhash,
     )
-    return buffer.getvalue()
-
-
-def load_run(runs_dir: Path, rid: str) -> dict:
-    meta = store.read_json(runs_dir / f"{rid}.json")
-    with np.load(runs_dir / f"{rid}.npz") as data:
-        iterations = data["__iterations__"]
-        metrics = {k.replace("__", "/"): data[k] for k in data.files if k != "__iterations__"}
-    return {**meta, "iterations": iterations, "metrics": metrics}
+    timing, initial = result["timing"], result["initial"]
+    uniform, optimal = evaluator.bounds
+    meta = {
+        "run_hash": rhash,
+        **labels,
+        "algorithm": run.algorithm.name,
+        "reference": run.algorithm.reference,
+        "num_iterations": training.num_iterations,
+        "seeds": experiment.seeds,
+        "devices": len(jax.devices()),
+        **dataclasses.asdict(timing),
+        "evaluation": evaluator.kind,
+        "eval_episodes": evaluator.episodes,
+        "initial_value": initial["eval/value"].tolist(),
+        "initial_value_se": initial["eval/value_se"].tolist(),
+        "uniform_value": uniform,
+        "optimal_value": optimal,
+        "config": run.config.to_data(),
+    }
+    store.write_run(runs_dir, rid, meta, logged, result["metrics"])
+    (runs_dir / f"{rid}.ckpt").unlink(missing_ok=True)
+    log(
+        f"{rid}: {training.num_iterations} iterations x {experiment.seeds} seeds, "
+        f"compile {timing.compile_s:.1f}s, run {timing.run_s:.1f}s, evaluate {timing.eval_s:.1f}s"
+    )

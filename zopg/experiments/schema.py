@@ -30,9 +30,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from zopg.algorithms import registry
+from zopg.algorithms import Problem, Training, build, registry
 from zopg.envs import make as make_env
 from zopg.errors import ConfigError
+from zopg.evaluation import Evaluator, make_evaluator
 from zopg.policies import POLICIES, make_policy
 from zopg.preferences import Oracle, Teacher, make_link
 
@@ -281,42 +282,27 @@ def run_policy(experiment: Experiment, env_spec: EnvSpec) -> tuple[str, dict]:
 
 
 def method_config(spec: MethodSpec, budget_queries: int, source: str = "<experiment>"):
-    """The method's config dataclass, with num_iterations derived from the budget if matched."""
+    """(algorithm, config): the method's config from its table, its budget field derived from
+    budget_queries when it is budget-matched. Fields are checked against their declared rules
+    when the run is built (build_run), where the env and policy are known."""
     where = f"methods.{spec.label}"
     try:
         algo = registry.get(spec.algorithm)
     except ConfigError as err:
         raise _fail(source, f"{where}.algorithm", str(err)) from None
-    fields = algo.allowed_fields()
-    unknown = sorted(set(spec.params) - fields)
-    if unknown:
+    derived = algo.config.budget_field
+    if not algo.reference and derived in spec.params:
         raise _fail(
             source,
-            f"{where}.{unknown[0]}",
-            f"unknown field of {spec.algorithm}; allowed: {', '.join(sorted(fields))}",
+            f"{where}.{derived}",
+            "is derived from budget_queries for budget-matched methods; remove it",
         )
-    params = dict(spec.params)
-    derived = algo.budget_field
-    if not algo.reference:
-        if derived in params:
-            raise _fail(
-                source,
-                f"{where}.{derived}",
-                "is derived from budget_queries for budget-matched methods; remove it",
-            )
-        params[derived] = 1  # placeholder, replaced once the per-unit cost is known
     try:
-        config = algo.build_config(**params)
+        config = algo.config.from_data(spec.params)
         if not algo.reference:
-            per_unit = algo.queries_per_unit(config)
-            # Non-positive counts are left to the algorithm's own checks, which name the field.
-            if isinstance(per_unit, int) and per_unit > budget_queries:
-                raise ConfigError(
-                    f"spends {per_unit} queries per unit of {derived}, more than "
-                    f"budget_queries = {budget_queries}"
-                )
-            if isinstance(per_unit, int) and per_unit >= 1:
-                config = dataclasses.replace(config, **{derived: budget_queries // per_unit})
+            # Field rules first, so a bad per-unit count is named before it is used.
+            config.validate()
+            config = config.with_budget(budget_queries)
     except ConfigError as err:
         raise _fail(source, where, str(err)) from None
     except TypeError as err:
@@ -324,8 +310,24 @@ def method_config(spec: MethodSpec, budget_queries: int, source: str = "<experim
     return algo, config
 
 
-def build_run(experiment: Experiment, env_spec: EnvSpec, link_spec: LinkSpec, method: MethodSpec):
-    """(env, env_params, policy, oracle, algo_spec, config, trainer) for one run; validates."""
+@dataclasses.dataclass(frozen=True)
+class BuiltRun:
+    """One (env, link, method) of an experiment, validated and ready to run."""
+
+    env: Any
+    env_params: Any
+    policy: Any
+    oracle: Oracle
+    algorithm: Any
+    config: Any
+    training: Training
+    evaluator: Evaluator
+
+
+def build_run(
+    experiment: Experiment, env_spec: EnvSpec, link_spec: LinkSpec, method: MethodSpec
+) -> BuiltRun:
+    """Build and validate one run (nothing compiles)."""
     source = experiment.source
     try:
         env, env_params = make_env(env_spec.id, **env_spec.overrides)
@@ -355,10 +357,12 @@ def build_run(experiment: Experiment, env_spec: EnvSpec, link_spec: LinkSpec, me
     algo, config = method_config(method, experiment.budget_queries, source)
     oracle = Oracle(link, teacher)
     try:
-        trainer = algo.make_trainer(config, env, policy, oracle, env_params)
+        problem = Problem.build(env, policy, oracle, env_params)
+        training = build(algo, config, problem)
     except ConfigError as err:
         raise _fail(source, f"methods.{method.label}", str(err)) from None
-    return env, env_params, policy, oracle, algo, config, trainer
+    evaluator = make_evaluator(env, env_params, policy, episodes=experiment.evaluation.episodes)
+    return BuiltRun(env, env_params, policy, oracle, algo, config, training, evaluator)
 
 
 def load_experiment(path, overrides=(), seeds: int | None = None) -> Experiment:

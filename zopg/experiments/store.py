@@ -1,4 +1,14 @@
-"""Results store: atomic writes, checkpoints that survive a kill, tidy metrics, JSON files."""
+"""Results store: atomic writes, run files, checkpoints and tidy metrics; arrays and JSON only.
+
+Nothing read back from a results folder can execute code: run files and checkpoints are NumPy
+`.npz` archives loaded with allow_pickle=False, with their metadata as JSON.
+
+A results folder holds
+    experiment.json           the resolved experiment and its runs (written by the runner)
+    runs/<run id>.json|.npz   one finished run: metadata; logged iterations and metrics [seeds, P]
+    runs/<run id>.ckpt        the latest checkpoint of an unfinished run
+    metrics.csv, summary.json, manifest.json, figures/   (written by zopg.analysis.report)
+"""
 
 from __future__ import annotations
 
@@ -6,8 +16,8 @@ import csv
 import io
 import json
 import os
-import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 
 import jax
@@ -24,25 +34,26 @@ TIDY_COLUMNS = (
     "iteration",
     "queries",
     "trajectories",
+    "judged_trajectories",
     "env_steps",
     "value",
     "value_se",
     "score",
 )
-# column -> the metrics that fill it, first present wins. `value` is the exact V(θ) where the env
-# has an exact model, else the Monte Carlo mean return (`value_se` its standard error).
+NAME_COLUMNS = ("method", "algorithm", "env", "link")
+# column -> the metric that fills it. `value` is the evaluator's value of the teacher's utility
+# (exact where the env has an exact model, else the Monte Carlo mean; `value_se` its standard
+# error, 0 when exact).
 TIDY_METRICS = {
-    "queries": ("budget/queries",),
-    "trajectories": ("budget/trajectories",),
-    "env_steps": ("budget/env_steps",),
-    "value": ("exact/value", "eval/return"),
-    "value_se": ("eval/return_se",),
+    "queries": "budget/queries",
+    "trajectories": "budget/trajectories",
+    "judged_trajectories": "budget/judged_trajectories",
+    "env_steps": "budget/env_steps",
+    "value": "eval/value",
+    "value_se": "eval/value_se",
 }
-
-
-def value_metric(metrics: dict, column: str = "value"):
-    """The array behind a tidy column (see TIDY_METRICS), or None."""
-    return next((metrics[n] for n in TIDY_METRICS[column] if n in metrics), None)
+EXPERIMENT_FILE = "experiment.json"
+CHECKPOINT_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 
 def write_bytes_atomic(path, data: bytes) -> Path:
@@ -68,53 +79,133 @@ def _jsonable(value):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
     if isinstance(value, float) and not np.isfinite(value):
         return None
     return value
 
 
+def json_text(data) -> str:
+    return json.dumps(_jsonable(data), indent=2, sort_keys=False, default=str) + "\n"
+
+
 def write_json_atomic(path, data) -> Path:
-    text = json.dumps(_jsonable(data), indent=2, sort_keys=False, default=str) + "\n"
-    return write_bytes_atomic(path, text.encode())
+    return write_bytes_atomic(path, json_text(data).encode())
 
 
 def read_json(path):
     return json.loads(Path(path).read_text())
 
 
+def _npz_bytes(arrays: dict) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _metric_key(name: str) -> str:
+    return name.replace("/", "__")
+
+
+def _metric_name(key: str) -> str:
+    return key.replace("__", "/")
+
+
+# -- finished runs -------------------------------------------------------------------------------
+
+
+def write_run(runs_dir, run_id: str, meta: dict, iterations, metrics: dict) -> None:
+    """Arrays first, metadata last: a run counts as finished once its JSON exists."""
+    runs_dir = Path(runs_dir)
+    arrays = {"__iterations__": np.asarray(iterations)}
+    arrays.update({_metric_key(k): np.asarray(v) for k, v in metrics.items()})
+    write_bytes_atomic(runs_dir / f"{run_id}.npz", _npz_bytes(arrays))
+    write_json_atomic(runs_dir / f"{run_id}.json", meta)
+
+
+def finished_run_hash(runs_dir, run_id: str) -> str | None:
+    """The run hash of a finished run, or None if it is missing or unreadable."""
+    meta, data = Path(runs_dir) / f"{run_id}.json", Path(runs_dir) / f"{run_id}.npz"
+    if not (meta.exists() and data.exists()):
+        return None
+    try:
+        return read_json(meta).get("run_hash")
+    except (OSError, ValueError):
+        return None
+
+
+def load_run(runs_dir, run_id: str) -> dict:
+    """A finished run: its metadata, `iterations` [P] and `metrics` name -> [seeds, P]."""
+    runs_dir = Path(runs_dir)
+    meta = read_json(runs_dir / f"{run_id}.json")
+    with np.load(runs_dir / f"{run_id}.npz", allow_pickle=False) as data:
+        iterations = data["__iterations__"]
+        metrics = {_metric_name(k): data[k] for k in data.files if k != "__iterations__"}
+    return {**meta, "iterations": iterations, "metrics": metrics}
+
+
+def write_experiment(out_dir, record: dict) -> Path:
+    return write_json_atomic(Path(out_dir) / EXPERIMENT_FILE, record)
+
+
+def read_experiment(out_dir) -> dict:
+    path = Path(out_dir) / EXPERIMENT_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{out_dir}: no {EXPERIMENT_FILE}; run the experiment first")
+    return read_json(path)
+
+
 # -- checkpoints ---------------------------------------------------------------------------------
 
 
-def _to_host(leaf):
-    """PRNG keys are stored as their raw key data; everything else as a NumPy array."""
-    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-        return ("key", np.asarray(jax.random.key_data(leaf)))
-    return ("array", np.asarray(leaf))
-
-
-def save_checkpoint(path, carry, payload: dict) -> None:
-    leaves = [_to_host(leaf) for leaf in jax.tree_util.tree_leaves(carry)]
-    write_bytes_atomic(path, pickle.dumps({"leaves": leaves, **payload}))
+def save_checkpoint(path, carry, payload: dict, kept: dict) -> None:
+    """The carry's leaves (PRNG keys as their raw key data), the metrics kept so far and a JSON
+    payload, in one npz written atomically."""
+    arrays = {"__payload__": np.array(json.dumps(_jsonable(payload)))}
+    for i, leaf in enumerate(jax.tree_util.tree_leaves(carry)):
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            arrays[f"key{i:05d}"] = np.asarray(jax.random.key_data(leaf))
+        else:
+            arrays[f"leaf{i:05d}"] = np.asarray(leaf)
+    for name, value in kept.items():
+        arrays[f"kept__{_metric_key(name)}"] = np.asarray(value)
+    write_bytes_atomic(path, _npz_bytes(arrays))
 
 
 def load_checkpoint(path, like):
-    """(carry, payload) with the structure, key types and shardings of `like` (a fresh init)."""
-    with open(path, "rb") as f:
-        data = pickle.load(f)
+    """(carry, payload, kept) with the structure, key types and shardings of `like` (a fresh
+    init). Raises one of CHECKPOINT_ERRORS for a damaged, truncated or foreign file."""
     template, treedef = jax.tree_util.tree_flatten(like)
-    if len(template) != len(data["leaves"]):
-        raise ValueError(f"checkpoint {path} does not match this run's state")
-    leaves = []
-    for ref, (kind, value) in zip(template, data.pop("leaves"), strict=True):
-        if kind == "key":
-            value = jax.random.wrap_key_data(value, impl=jax.random.key_impl(ref))
-        leaves.append(jax.device_put(value, ref.sharding))
-    return jax.tree_util.tree_unflatten(treedef, leaves), data
+    with np.load(path, allow_pickle=False) as data:
+        payload = json.loads(str(data["__payload__"]))
+        leaves = []
+        for i, ref in enumerate(template):
+            is_key = jax.dtypes.issubdtype(ref.dtype, jax.dtypes.prng_key)
+            value = data[f"key{i:05d}" if is_key else f"leaf{i:05d}"]
+            if is_key:
+                value = jax.random.wrap_key_data(value, impl=jax.random.key_impl(ref))
+            if value.shape != ref.shape or value.dtype != ref.dtype:
+                raise ValueError(f"checkpoint {path} does not match this run's state")
+            leaves.append(jax.device_put(value, ref.sharding))
+        if any(k.startswith(("leaf", "key")) and int(k[-5:]) >= len(template) for k in data.files):
+            raise ValueError(f"checkpoint {path} does not match this run's state")
+        kept = {
+            _metric_name(k.removeprefix("kept__")): data[k]
+            for k in data.files
+            if k.startswith("kept__")
+        }
+    return jax.tree_util.tree_unflatten(treedef, leaves), payload, kept
 
 
 # -- tidy metrics --------------------------------------------------------------------------------
+
+
+def tidy_column(metrics: dict, column: str):
+    """The [seeds, P] array behind a tidy column (see TIDY_METRICS), or None."""
+    return metrics.get(TIDY_METRICS[column])
 
 
 def write_tidy(path, runs: list[dict]) -> Path:
@@ -126,21 +217,20 @@ def write_tidy(path, runs: list[dict]) -> Path:
         seeds = next(iter(metrics.values())).shape[0]
         columns = {}
         for column in TIDY_METRICS:
-            found = value_metric(metrics, column)
+            found = tidy_column(metrics, column)
             columns[column] = np.full((seeds, iterations.size), np.nan) if found is None else found
         columns["score"] = run["normalise"](columns["value"])
+        numeric = TIDY_COLUMNS[7:]
         for seed in range(seeds):
             for j, iteration in enumerate(iterations):
                 rows.append(
                     (
-                        run["method"],
-                        run["algorithm"],
+                        *(run[c] for c in ("method", "algorithm")),
                         int(run["reference"]),
-                        run["env"],
-                        run["link"],
+                        *(run[c] for c in ("env", "link")),
                         seed,
                         int(iteration),
-                        *(_cell(columns[c][seed, j]) for c in TIDY_COLUMNS[7:]),
+                        *(_cell(columns[c][seed, j]) for c in numeric),
                     )
                 )
     buffer = io.StringIO()
@@ -166,7 +256,7 @@ def read_tidy(path) -> dict[str, np.ndarray]:
     columns = {}
     for i, name in enumerate(header):
         values = [row[i] for row in rows]
-        if name in ("method", "algorithm", "env", "link"):
+        if name in NAME_COLUMNS:
             columns[name] = np.array(values, dtype=object)
         else:
             columns[name] = np.array([float(v) if v else np.nan for v in values])

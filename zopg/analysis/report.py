@@ -1,4 +1,4 @@
-"""After the runs: tidy metrics.csv, summary.json, manifest.json and the figures."""
+"""After the runs: tidy metrics.csv, summary.json, manifest.json and the figures, from the store."""
 
 from __future__ import annotations
 
@@ -6,20 +6,22 @@ from pathlib import Path
 
 import numpy as np
 
-from zopg.analysis import bootstrap_ci, iqm
+from zopg.analysis.stats import bootstrap_ci, iqm
+from zopg.exact import normalized_score
 from zopg.experiments import store
 from zopg.provenance import device, git_revision, host, versions
 
 
 def normaliser(run: dict):
-    """value -> (V - V_uniform) / (V* - V_uniform): 0 at the uniform policy, 1 at the optimum."""
+    """value -> (V - V_uniform) / (V* - V_uniform): 0 at the uniform policy, 1 at the optimum;
+    NaN where the run has no such bounds (Monte Carlo evaluation)."""
     low, high = run["uniform_value"], run["optimal_value"]
     if low is None or high is None or not np.isfinite(high - low) or high == low:
         return lambda v: np.full_like(np.asarray(v, dtype=float), np.nan)
-    return lambda v: (np.asarray(v, dtype=float) - low) / (high - low)
+    return lambda v: normalized_score(np.asarray(v, dtype=float), low, high)
 
 
-def seed_statistics(values: np.ndarray) -> dict:
+def seed_statistics(values) -> dict:
     """Mean, IQM, median and the 95% bootstrap CI of the mean, over seeds."""
     values = np.asarray(values, dtype=float)
     if not np.all(np.isfinite(values)):
@@ -36,9 +38,8 @@ def seed_statistics(values: np.ndarray) -> dict:
 def summarise_run(run: dict) -> dict:
     metrics = run["metrics"]
     final = {name: values[:, -1] for name, values in metrics.items()}
-    found = store.value_metric(metrics)
+    found = store.tidy_column(metrics, "value")
     value = np.full(run["seeds"], np.nan) if found is None else found[:, -1]
-    initial = run.get("initial_return")
     return {
         "method": run["method"],
         "algorithm": run["algorithm"],
@@ -47,26 +48,41 @@ def summarise_run(run: dict) -> dict:
         "link": run["link"],
         "iterations": run["num_iterations"],
         "seeds": run["seeds"],
-        "queries": float(np.mean(final["budget/queries"])),
-        "trajectories": float(np.mean(final["budget/trajectories"])),
-        "env_steps": float(np.mean(final["budget/env_steps"])),
-        "evaluation": run.get("evaluation", "exact"),
+        **{
+            column: float(np.mean(final[store.TIDY_METRICS[column]]))
+            for column in ("queries", "trajectories", "judged_trajectories", "env_steps")
+        },
+        "evaluation": run["evaluation"],
         "value": seed_statistics(value),
-        # Monte Carlo runs: the initial policy's return, the same episodes count and seeds.
-        "initial_value": None if initial is None else seed_statistics(np.asarray(initial)),
+        "initial_value": seed_statistics(run["initial_value"]),
         "score": seed_statistics(normaliser(run)(value)),
         "uniform_value": run["uniform_value"],
         "optimal_value": run["optimal_value"],
     }
 
 
-def write_reports(experiment, out_dir, run_ids: list[str], total_s: float) -> dict:
+def load_runs(out_dir) -> tuple[dict, list[tuple[str, dict]]]:
+    """(experiment record, [(run id, run)]) of a results folder; each run is labelled with its
+    panel's link (a reference run appears once per link panel)."""
+    record = store.read_experiment(out_dir)
+    runs_dir = Path(out_dir) / "runs"
+    loaded = {}
+    runs = []
+    for entry in record["runs"]:
+        rid = entry["run_id"]
+        if rid not in loaded:
+            loaded[rid] = store.load_run(runs_dir, rid)
+        runs.append((rid, {**loaded[rid], "link": entry["link"]}))
+    return record, runs
+
+
+def write_reports(out_dir) -> dict:
+    """metrics.csv, summary.json, manifest.json and figures from the folder's run files."""
     from zopg.analysis.plots import plot_results
-    from zopg.experiments.runner import load_run
 
     out_dir = Path(out_dir)
-    # (run id, link) pairs: a reference run appears once per link panel, with that link's label.
-    runs = [{**load_run(out_dir / "runs", rid), "link": link} for rid, link in run_ids]
+    record, labelled = load_runs(out_dir)
+    runs = [run for _, run in labelled]
     tidy = [
         {
             **{k: run[k] for k in ("method", "algorithm", "reference", "env", "link")},
@@ -78,38 +94,41 @@ def write_reports(experiment, out_dir, run_ids: list[str], total_s: float) -> di
     ]
     store.write_tidy(out_dir / "metrics.csv", tidy)
     summary = {
-        "experiment": experiment.name,
-        "budget_queries": experiment.budget_queries,
-        "seeds": experiment.seeds,
-        "value": "exact V(θ) for envs with an exact model, else the Monte Carlo mean return",
+        "experiment": record["name"],
+        "budget_queries": record["budget_queries"],
+        "seeds": record["seeds"],
+        "value": "the evaluator's value of the teacher's utility: exact V(θ) where the env has "
+        "an exact model, else the Monte Carlo mean over fresh episodes",
         "score": "(V - V_uniform) / (V* - V_uniform); V exact, V* the finite-horizon optimum",
         "ci": "95% percentile bootstrap over seeds",
         "results": [summarise_run(run) for run in runs],
     }
     store.write_json_atomic(out_dir / "summary.json", summary)
-    distinct = {rid: run for (rid, _), run in zip(run_ids, runs, strict=True)}
+    distinct = dict(labelled)
     manifest = {
-        "experiment": experiment.name,
-        "source": experiment.source,
-        "config_hash": experiment.config_hash(),
-        "config": experiment.to_dict(),
+        "experiment": record["name"],
+        "source": record["source"],
+        "config_hash": record["config_hash"],
+        "config": {k: v for k, v in record.items() if k not in ("runs", "source")},
         "git": git_revision(),
         "versions": versions(),
         "host": host(),
         "device": device(),
         "runs": {
-            run_id: {
+            rid: {
                 "num_iterations": run["num_iterations"],
                 "compile_s": run["compile_s"],
                 "run_s": run["run_s"],
+                "eval_s": run["eval_s"],
                 "devices": run["devices"],
             }
-            for (run_id, _), run in zip(run_ids, runs, strict=True)
+            for rid, run in distinct.items()
         },
         # Over distinct runs (a reference run is shared by the link panels).
         "compile_s": sum(run["compile_s"] for run in distinct.values()),
         "run_s": sum(run["run_s"] for run in distinct.values()),
-        "wall_s_this_invocation": total_s,
+        "eval_s": sum(run["eval_s"] for run in distinct.values()),
+        "wall_s_this_invocation": record.get("wall_s_this_invocation"),
     }
     store.write_json_atomic(out_dir / "manifest.json", manifest)
     plot_results(out_dir)
