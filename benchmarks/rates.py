@@ -21,8 +21,10 @@ try:
 except ImportError:  # run as a script: benchmarks/ itself is on sys.path
     import _report
 
-from zopg.analysis import rate_plots, rates
+from zopg.analysis import rate_plots
+from zopg.analysis.rates import analyse, analyse_family
 from zopg.errors import ConfigError
+from zopg.experiments import rates
 from zopg.experiments.store import read_json
 
 BENCHMARKS = Path(__file__).resolve().parent
@@ -52,6 +54,14 @@ def load_all(quick: bool):
     if len(set(names)) != len(names):
         raise ConfigError(f"sweep names must be unique across rates_*.toml files: {names}")
     return specs, families
+
+
+def run_spec(spec, **code_only) -> dict:
+    """Measure one sweep and fit it: its record, with the measuring time."""
+    start = time.perf_counter()
+    record = analyse(spec, rates.measure(spec, **code_only))
+    record["runtime_s"] = time.perf_counter() - start
+    return record
 
 
 def summary_line(record: dict) -> str:
@@ -152,7 +162,7 @@ def main(argv=None) -> int:
             records[spec.name] = old
             print(f"{summary_line(old)}  (reused)", flush=True)
             continue
-        records[spec.name] = rates.run_spec(spec)
+        records[spec.name] = run_spec(spec)
         print(
             f"{summary_line(records[spec.name])}  ({records[spec.name]['runtime_s']:.0f} s)",
             flush=True,
@@ -164,7 +174,7 @@ def main(argv=None) -> int:
     for family in families:
         if not set(family.members) <= set(records):
             continue
-        family_records[family.name] = rates.analyse_family(family, by_name, records)
+        family_records[family.name] = analyse_family(family, by_name, records)
         f = family_records[family.name]
         print(
             f"{family.name:40} floor slope {f['slope']:+.3f} "

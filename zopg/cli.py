@@ -66,8 +66,10 @@ def cmd_list(args) -> int:
     print("teachers:     Teacher(" + ", ".join(f.name for f in dataclasses.fields(Teacher)) + ")")
     print("algorithms:   (assumed teacher link; budget)")
     for name, algo in registry.ALGORITHMS.items():
-        kind = "reference, never budget-matched" if algo.reference else (
-            f"budget sets {algo.config.budget_field}"
+        kind = (
+            "reference, never budget-matched"
+            if algo.reference
+            else (f"budget sets {algo.config.budget_field}")
         )
         print(f"  {name:14} {algo.description}")
         print(f"  {'':14} assumes: {algo.assumes or 'nothing'}; {kind}")

@@ -126,7 +126,9 @@ class Problem:
         if hasattr(env, "tabular_model"):
             value = value_fn(env.tabular_model(env_params), policy, env.num_states(env_params))
             exact_value = lambda theta: value(unravel(theta))  # noqa: E731
-        return cls(env, env_params, policy, oracle, flat.shape[0], unravel, exact_value, initial_params)
+        return cls(
+            env, env_params, policy, oracle, flat.shape[0], unravel, exact_value, initial_params
+        )
 
     @property
     def horizon(self) -> int:
@@ -323,7 +325,6 @@ class Settings:
             )
         return cls(**values)
 
-
     def to_data(self) -> dict:
         """The inverse of from_data: plain JSON/TOML data (links as tables with their name,
         schedules as their repr), for run records, hashes and config fragments."""
@@ -434,7 +435,9 @@ class Algorithm:
     def __post_init__(self):
         if not (dataclasses.is_dataclass(self.config) and issubclass(self.config, AlgorithmConfig)):
             raise bad_value(
-                f"{self.name}.config", self.config, "must be a dataclass derived from AlgorithmConfig"
+                f"{self.name}.config",
+                self.config,
+                "must be a dataclass derived from AlgorithmConfig",
             )
         if not self.reference and self.config.budget_field is None:
             raise bad_value(

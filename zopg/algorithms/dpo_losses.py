@@ -219,7 +219,12 @@ class DPOCore:
 
 
 def make_core(config: DPOSettings, problem: Problem) -> DPOCore:
-    policy, env, env_params, oracle = problem.policy, problem.env, problem.env_params, problem.oracle
+    policy, env, env_params, oracle = (
+        problem.policy,
+        problem.env,
+        problem.env_params,
+        problem.oracle,
+    )
     horizon = problem.horizon
     model = env.tabular_model(env_params) if hasattr(env, "tabular_model") else None
     states = jnp.arange(env.num_states(env_params)) if model is not None else None

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from zopg.evaluation import make_evaluator
 from zopg.experiments import store
 from zopg.experiments.progress import Progress
 from zopg.experiments.schema import Experiment, LinkSpec, build_run
@@ -155,6 +156,19 @@ def execute_run(
         progress.update(start)
     progress.close()
     return {"metrics": kept, "initial": initial, "timing": timing}
+
+
+def train_seeds(training, keys, logged, evaluator=None, label: str = "", quiet: bool = True):
+    """Programmatic runs (rate sweeps, probes): every seed key trained through execute_run, no
+    checkpoint; the evaluator defaults to the problem's (exact, else 100 Monte Carlo episodes)."""
+    problem = training.problem
+    if evaluator is None:
+        evaluator = make_evaluator(problem.env, problem.env_params, problem.policy)
+    evaluate_seeds = make_seed_evaluator(training, evaluator, len(keys))
+    logged = np.asarray(logged, dtype=np.int64)
+    return execute_run(
+        training, evaluate_seeds, keys, logged, training.num_iterations, None, label, quiet, ""
+    )
 
 
 def run_id(method: str, env_slug: str, link: str) -> str:

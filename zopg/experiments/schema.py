@@ -34,6 +34,7 @@ from zopg.algorithms import Problem, Training, build, registry
 from zopg.envs import make as make_env
 from zopg.errors import ConfigError
 from zopg.evaluation import Evaluator, make_evaluator
+from zopg.experiments.tomlfile import check_keys, fail, positive_int, read_toml, table_list
 from zopg.policies import POLICIES, make_policy
 from zopg.preferences import Oracle, Teacher, make_link
 
@@ -157,77 +158,46 @@ def apply_override(raw: dict, assignment: str, source: str) -> None:
 # -- validation ---------------------------------------------------------------------------------
 
 
-def _fail(source: str, key: str, message: str) -> ConfigError:
-    return ConfigError(f"{source}: {key}: {message}")
-
-
-def _check_keys(source, where, table, allowed) -> None:
-    if not isinstance(table, dict):
-        raise _fail(source, where, f"must be a table, got {table!r}")
-    unknown = sorted(set(table) - set(allowed))
-    if unknown:
-        raise _fail(
-            source,
-            f"{where}.{unknown[0]}" if where else unknown[0],
-            f"unknown key; allowed: {', '.join(sorted(allowed))}",
-        )
-
-
-def _positive_int(source, key, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _fail(source, key, f"= {value!r}: must be an integer >= 1")
-    return value
-
-
-def _table_list(source, key, value, id_key) -> list[dict]:
-    if not isinstance(value, list) or not value:
-        raise _fail(source, key, f"must be a non-empty array of tables ([[{key}]])")
-    for i, item in enumerate(value):
-        if not isinstance(item, dict) or id_key not in item:
-            raise _fail(source, f"{key}[{i}]", f"must be a table with a {id_key!r} key")
-    return value
-
-
 def _parse(raw: dict, source: str) -> Experiment:
-    _check_keys(source, "", raw, TOP_KEYS)
+    check_keys(source, "", raw, TOP_KEYS)
     for required in ("name", "budget_queries", "envs", "links", "methods"):
         if required not in raw:
-            raise _fail(source, required, "is required")
+            raise fail(source, required, "is required")
     name = raw["name"]
     if not isinstance(name, str) or not name or "/" in name:
-        raise _fail(source, "name", f"= {name!r}: must be a non-empty string without '/'")
+        raise fail(source, "name", f"= {name!r}: must be a non-empty string without '/'")
     policy = raw.get("policy", "tabular")
     if policy not in POLICIES:
-        raise _fail(source, "policy", f"= {policy!r}: allowed: {', '.join(POLICIES)}")
+        raise fail(source, "policy", f"= {policy!r}: allowed: {', '.join(POLICIES)}")
     evaluation = raw.get("evaluation", {})
-    _check_keys(source, "evaluation", evaluation, EVALUATION_KEYS)
+    check_keys(source, "evaluation", evaluation, EVALUATION_KEYS)
     evaluation = Evaluation(
-        **{k: _positive_int(source, f"evaluation.{k}", v) for k, v in evaluation.items()}
+        **{k: positive_int(source, f"evaluation.{k}", v) for k, v in evaluation.items()}
     )
     if evaluation.episodes < 2:
         # A standard error needs two episodes at least.
-        raise _fail(source, "evaluation.episodes", f"= {evaluation.episodes}: must be >= 2")
-    env_tables = _table_list(source, "envs", raw["envs"], "id")
+        raise fail(source, "evaluation.episodes", f"= {evaluation.episodes}: must be >= 2")
+    env_tables = table_list(source, "envs", raw["envs"], "id")
     envs = tuple(_env_spec(source, i, e) for i, e in enumerate(env_tables))
     env_ids = [e.id for e in envs]
     if len(set(env_ids)) != len(env_ids):
-        raise _fail(source, "envs", f"each env id may appear once; got {env_ids}")
+        raise fail(source, "envs", f"each env id may appear once; got {env_ids}")
     links = tuple(
         LinkSpec(name=l["name"], params={k: v for k, v in l.items() if k != "name"})
-        for l in _table_list(source, "links", raw["links"], "name")
+        for l in table_list(source, "links", raw["links"], "name")
     )
     methods_raw = raw["methods"]
     if not isinstance(methods_raw, dict) or not methods_raw:
-        raise _fail(source, "methods", "must contain at least one [methods.LABEL] table")
+        raise fail(source, "methods", "must contain at least one [methods.LABEL] table")
     methods = []
     for label, table in methods_raw.items():
         if not isinstance(table, dict) or "algorithm" not in table:
-            raise _fail(source, f"methods.{label}", "must be a table with an 'algorithm' key")
+            raise fail(source, f"methods.{label}", "must be a table with an 'algorithm' key")
         params = {k: v for k, v in table.items() if k not in ("algorithm", "envs")}
         only = table.get("envs")
         if only is not None:
             if not isinstance(only, list) or not only or not set(only) <= set(env_ids):
-                raise _fail(
+                raise fail(
                     source,
                     f"methods.{label}.envs",
                     f"= {only!r}: must be a non-empty list of env ids of this experiment "
@@ -239,15 +209,15 @@ def _parse(raw: dict, source: str) -> Experiment:
         )
     teacher = raw.get("teacher", {})
     if not isinstance(teacher, dict):
-        raise _fail(source, "teacher", "must be a table")
+        raise fail(source, "teacher", "must be a table")
     policy_params = raw.get("policy_params", {})
     if not isinstance(policy_params, dict):
-        raise _fail(source, "policy_params", "must be a table")
+        raise fail(source, "policy_params", "must be a table")
     return Experiment(
         name=name,
         description=str(raw.get("description", "")),
-        seeds=_positive_int(source, "seeds", raw.get("seeds", 10)),
-        budget_queries=_positive_int(source, "budget_queries", raw["budget_queries"]),
+        seeds=positive_int(source, "seeds", raw.get("seeds", 10)),
+        budget_queries=positive_int(source, "budget_queries", raw["budget_queries"]),
         policy=policy,
         policy_params=policy_params,
         envs=envs,
@@ -262,11 +232,9 @@ def _parse(raw: dict, source: str) -> Experiment:
 def _env_spec(source: str, index: int, table: dict) -> EnvSpec:
     policy, params = table.get("policy"), table.get("policy_params")
     if policy is not None and policy not in POLICIES:
-        raise _fail(
-            source, f"envs[{index}].policy", f"= {policy!r}: allowed: {', '.join(POLICIES)}"
-        )
+        raise fail(source, f"envs[{index}].policy", f"= {policy!r}: allowed: {', '.join(POLICIES)}")
     if params is not None and not isinstance(params, dict):
-        raise _fail(source, f"envs[{index}].policy_params", "must be a table")
+        raise fail(source, f"envs[{index}].policy_params", "must be a table")
     reserved = ("id", *ENV_POLICY_KEYS)
     overrides = {k: v for k, v in table.items() if k not in reserved}
     return EnvSpec(id=table["id"], overrides=overrides, policy=policy, policy_params=params)
@@ -289,10 +257,10 @@ def method_config(spec: MethodSpec, budget_queries: int, source: str = "<experim
     try:
         algo = registry.get(spec.algorithm)
     except ConfigError as err:
-        raise _fail(source, f"{where}.algorithm", str(err)) from None
+        raise fail(source, f"{where}.algorithm", str(err)) from None
     derived = algo.config.budget_field
     if not algo.reference and derived in spec.params:
-        raise _fail(
+        raise fail(
             source,
             f"{where}.{derived}",
             "is derived from budget_queries for budget-matched methods; remove it",
@@ -304,9 +272,9 @@ def method_config(spec: MethodSpec, budget_queries: int, source: str = "<experim
             config.validate()
             config = config.with_budget(budget_queries)
     except ConfigError as err:
-        raise _fail(source, where, str(err)) from None
+        raise fail(source, where, str(err)) from None
     except TypeError as err:
-        raise _fail(source, where, f"bad field value: {err}") from None
+        raise fail(source, where, f"bad field value: {err}") from None
     return algo, config
 
 
@@ -332,35 +300,35 @@ def build_run(
     try:
         env, env_params = make_env(env_spec.id, **env_spec.overrides)
     except ConfigError as err:
-        raise _fail(source, f"envs ({env_spec.id})", str(err)) from None
+        raise fail(source, f"envs ({env_spec.id})", str(err)) from None
     try:
         link = make_link(link_spec.name, **link_spec.params)
     except ConfigError as err:
-        raise _fail(source, f"links ({link_spec.name})", str(err)) from None
+        raise fail(source, f"links ({link_spec.name})", str(err)) from None
     except TypeError as err:
-        raise _fail(source, f"links ({link_spec.name})", f"bad parameter: {err}") from None
+        raise fail(source, f"links ({link_spec.name})", f"bad parameter: {err}") from None
     try:
         teacher = Teacher(**experiment.teacher)
     except ConfigError as err:
-        raise _fail(source, "teacher", str(err)) from None
+        raise fail(source, "teacher", str(err)) from None
     except TypeError as err:
         fields = ", ".join(f.name for f in dataclasses.fields(Teacher))
-        raise _fail(source, "teacher", f"{err}; allowed: {fields}") from None
+        raise fail(source, "teacher", f"{err}; allowed: {fields}") from None
     name, params = run_policy(experiment, env_spec)
     where = "policy" if env_spec.policy is None else f"envs ({env_spec.id}).policy"
     try:
         policy = make_policy(name, env, env_params, **params)
     except ConfigError as err:
-        raise _fail(source, where, str(err)) from None
+        raise fail(source, where, str(err)) from None
     except TypeError as err:
-        raise _fail(source, where + "_params", str(err)) from None
+        raise fail(source, where + "_params", str(err)) from None
     algo, config = method_config(method, experiment.budget_queries, source)
     oracle = Oracle(link, teacher)
     try:
         problem = Problem.build(env, policy, oracle, env_params)
         training = build(algo, config, problem)
     except ConfigError as err:
-        raise _fail(source, f"methods.{method.label}", str(err)) from None
+        raise fail(source, f"methods.{method.label}", str(err)) from None
     evaluator = make_evaluator(env, env_params, policy, episodes=experiment.evaluation.episodes)
     return BuiltRun(env, env_params, policy, oracle, algo, config, training, evaluator)
 
@@ -369,12 +337,9 @@ def load_experiment(path, overrides=(), seeds: int | None = None) -> Experiment:
     """Read, override, parse and fully validate an experiment file (builds every run once)."""
     path = Path(path)
     source = str(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{source}: no such experiment file") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{source}: not valid TOML: {err}") from None
+    if not path.exists():
+        raise ConfigError(f"{source}: no such experiment file")
+    raw = read_toml(path)
     raw = copy.deepcopy(raw)
     for assignment in overrides:
         apply_override(raw, assignment, source)

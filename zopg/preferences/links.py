@@ -12,8 +12,7 @@ import jax.numpy as jnp
 import jax.scipy.special as jsp
 import numpy as np
 
-from zopg.errors import bad_value, unknown_name
-from zopg.errors import checked_float
+from zopg.errors import bad_value, checked_float, unknown_name
 
 
 class Link(Protocol):

@@ -1,7 +1,9 @@
 """Rate measurements on tabular GridWorld (algorithms.md §8): one function per quantity.
 
 Each takes (grid, seeds, key, **settings) and returns per-seed values [seeds, grid] with the
-theory numbers to compare them with. The sweep files and fits are in zopg.analysis.rates.
+theory numbers to compare them with. Quantities of an estimate (Δ̂, ĝ) are measured here
+directly; quantities of training runs (T, K) train through the runner with the exact-gradient
+probe. The sweep files are read by zopg.experiments.rates, the fits are zopg.analysis.rates.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zopg.algorithms import ZBCPGConfig, ZPGConfig, zbcpg, zpg
-from zopg.algorithms.zeroth_order import Problem, make_difference_fn
+from zopg.algorithms import Problem, Spent, ZBCPGConfig, ZPGConfig, make_training
+from zopg.algorithms.zeroth_order import make_difference_fn
 from zopg.envs import make as make_env
 from zopg.errors import ConfigError, bad_value, unknown_name
-from zopg.estimators import EstimatorConfig, Spent, zo_gradient
+from zopg.estimators import EstimatorConfig, zo_gradient
 from zopg.exact import policy_value
+from zopg.experiments.runner import train_seeds
 from zopg.policies import TabularSoftmax, flat_view, make_policy
 from zopg.preferences import Feedback, Oracle, make_link, preference_rate, value_difference
 from zopg.rollout import rollout_batch
@@ -208,10 +211,14 @@ def expected_preference_difference(problem: Problem, dtype=jnp.float32):
 
 @dataclasses.dataclass(frozen=True)
 class Measurement:
-    """Per-seed values [seeds, grid] and theory numbers to compare the fits with."""
+    """Per-seed values [seeds, grid], theory numbers to compare the fits with, and (set by
+    zopg.experiments.rates) the quantity's axis labels and how seeds are reduced."""
 
     values: np.ndarray
     theory: dict
+    x_label: str = ""
+    y_label: str = ""
+    reduce: str = "mean"
 
 
 def _seed_keys(key, seeds: int) -> jax.Array:
@@ -556,9 +563,13 @@ def error_vs_d(
     return Measurement(np.stack(columns, axis=1), {"grad_norm_sq": grad_norm_sq})
 
 
-def _run_seeds(train, keys):
-    _, metrics = jax.jit(jax.vmap(train))(keys)
-    return jax.tree_util.tree_map(np.asarray, metrics)
+def _final_metrics(config, env, policy, oracle, keys) -> dict:
+    """Train one run per seed key through the runner with the exact-gradient probe; the
+    metrics of the last iteration ([seeds]) and the initial exact value ("initial/value")."""
+    training = make_training(config, env, policy, oracle, probe=True)
+    result = train_seeds(training, keys, np.asarray([training.num_iterations - 1]))
+    final = {name: values[:, -1] for name, values in result["metrics"].items()}
+    return {**final, "initial/value": result["initial"]["eval/value"]}
 
 
 def grad_norm_vs_t(
@@ -590,10 +601,10 @@ def grad_norm_vs_t(
             r_max=r_max,
             step_size=alpha0 / math.sqrt(t),
         )
-        metrics = _run_seeds(zpg.make_train(config, env_obj, policy, oracle), keys)
-        columns.append(metrics["exact/grad_norm_sq"].mean(axis=1))
-        gain = metrics["exact/value"][:, -1] - metrics["exact/value_before"][:, 0]
-        final_values.append(float(metrics["exact/value"][:, -1].mean()))
+        final = _final_metrics(config, env_obj, policy, oracle, keys)
+        columns.append(final["exact/grad_norm_sq_mean"])
+        gain = final["exact/value"] - final["initial/value"]
+        final_values.append(float(final["exact/value"].mean()))
         # Σ_t α ∇V·ĝ_t ≈ V_T − V_0 to first order, and E[∇V·ĝ] = ‖∇V‖² (up to smoothing).
         first_order.append(float(gain.mean() / (alpha0 * math.sqrt(t))))
     theory = {"final_value_mean": final_values, "first_order_part": first_order}
@@ -645,28 +656,28 @@ def blocks_vs_k(
     for k in ks:
         step = step_size * dim / k if scale_step else step_size
         config = ZBCPGConfig(block_size=k, num_blocks=1, step_size=step, **shared)
-        metrics = _run_seeds(zbcpg.make_train(config, env_obj, policy, oracle), keys)
+        final = _final_metrics(config, env_obj, policy, oracle, keys)
         per_seed = {
-            "grad_norm_sq": metrics["exact/grad_norm_sq"].mean(axis=1),
-            "final_value": metrics["exact/value"][:, -1],
+            "grad_norm_sq": final["exact/grad_norm_sq_mean"],
+            "final_value": final["exact/value"],
         }
         columns.append(per_seed[metric])
         final_values.append(float(per_seed["final_value"].mean()))
-    reference = _run_seeds(
-        zpg.make_train(ZPGConfig(step_size=step_size, **shared), env_obj, policy, oracle), keys
+    reference = _final_metrics(
+        ZPGConfig(step_size=step_size, **shared), env_obj, policy, oracle, keys
     )
-    zpg_values = reference["exact/grad_norm_sq"].mean(axis=1)
+    zpg_values = reference["exact/grad_norm_sq_mean"]
     theory = {
         "dim": dim,
         "queries_per_run": num_iterations * num_pairs * num_queries,
         "final_value_mean": final_values,
         "zpg_grad_norm_sq_mean": float(zpg_values.mean()),
-        "zpg_final_value_mean": float(reference["exact/value"][:, -1].mean()),
+        "zpg_final_value_mean": float(reference["exact/value"].mean()),
         "zpg_grad_norm_sq_per_seed": zpg_values.tolist(),
-        "zpg_final_value_per_seed": reference["exact/value"][:, -1].tolist(),
+        "zpg_final_value_per_seed": reference["exact/value"].tolist(),
         # ZPG's value of this sweep's metric: the figure draws it as a line (K = d is ZPG).
         "zpg_same_queries": float(
-            (zpg_values if metric == "grad_norm_sq" else reference["exact/value"][:, -1]).mean()
+            (zpg_values if metric == "grad_norm_sq" else reference["exact/value"]).mean()
         ),
     }
     return Measurement(np.stack(columns, axis=1), theory)
