@@ -1,4 +1,5 @@
-"""benchmarks/throughput.py bookkeeping: `--only` merges into the existing report, counters check.
+"""benchmarks/throughput.py bookkeeping: `--only` merges into the existing report (the merging
+lives in benchmarks/_report.py), and the CartPole section's budget-counter check.
 
 Nothing here times anything: the real sections are swapped for a tiny fake one.
 """
@@ -15,6 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 throughput = importlib.import_module("benchmarks.throughput")
+_report = importlib.import_module("benchmarks._report")
+cartpole = importlib.import_module("benchmarks.throughput_cartpole")
 
 OLD_DEVICE = {"backend": "gpu", "platform": "gpu", "device_kind": "H100", "num_devices": 1}
 
@@ -116,9 +119,9 @@ def test_only_refuses_a_bad_file_before_measuring(fake_sections, tmp_path, text,
 
 
 def test_environment_differs_only_on_values_recorded_by_both():
-    assert not throughput.differs({"jax": "0.10.2"}, {"jax": "0.10.2", "zopg": "0.1.0"})
-    assert throughput.differs({"jax": "0.10.2"}, {"jax": "0.10.3"})
-    assert throughput.differs(OLD_DEVICE, {**OLD_DEVICE, "platform": "cpu"})
+    assert not _report.differs({"jax": "0.10.2"}, {"jax": "0.10.2", "zopg": "0.1.0"})
+    assert _report.differs({"jax": "0.10.2"}, {"jax": "0.10.3"})
+    assert _report.differs(OLD_DEVICE, {**OLD_DEVICE, "platform": "cpu"})
 
 
 def cumulative_metrics(queries, trajectories, env_steps):
@@ -135,7 +138,7 @@ def cumulative_metrics(queries, trajectories, env_steps):
 def test_budget_counters_per_iteration():
     n, m, horizon = 4, 5, 10
     good = cumulative_metrics([n * m] * 3, [2 * n] * 3, [2 * n, 2 * n * horizon, 37])
-    result = throughput.budget_counters(good, 3, n, m, horizon)
+    result = cartpole.budget_counters(good, 3, n, m, horizon)
     assert result["agree"]
     assert (result["queries"], result["trajectories"], result["env_steps_valid"]) == (
         3 * n * m,
@@ -149,4 +152,4 @@ def test_budget_counters_per_iteration():
         cumulative_metrics([n * m] * 3, [2 * n] * 3, [20, 2 * n * horizon + 1, 20]),
         cumulative_metrics([n * m] * 3, [2 * n] * 3, [20, 2 * n - 1, 20]),
     ):
-        assert not throughput.budget_counters(bad, 3, n, m, horizon)["agree"]
+        assert not cartpole.budget_counters(bad, 3, n, m, horizon)["agree"]

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from zopg import ConfigError
+from zopg.algorithms.base import Spent
 from zopg.estimators import (
     EstimatorConfig,
-    Spent,
     block_masks,
     block_zo_gradient,
     zo_gradient,

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from zopg import ConfigError, cli
+from zopg.analysis.report import write_reports
 from zopg.experiments import load_experiment, store
-from zopg.experiments.runner import chunk_length, logged_iterations, run_experiment, schedule
-from zopg.experiments.schema import Evaluation
+from zopg.experiments.runner import logged_iterations, run_experiment
 
 TINY = """
 name = "tiny"
@@ -53,6 +53,12 @@ def tiny_results(tiny_file, tmp_path_factory):
     return out
 
 
+def run_and_report(experiment, out, **kwargs):
+    """What `zopg run` does: the runs, then the reports from the store."""
+    run_experiment(experiment, out, **kwargs)
+    return write_reports(out)
+
+
 def write(tmp_path, text):
     path = tmp_path / "bad.toml"
     path.write_text(text)
@@ -69,11 +75,11 @@ def write(tmp_path, text):
         ),
         (
             lambda t: t.replace("num_pairs = 4", "num_pears = 4"),
-            r"methods.zpg.num_pears: unknown field of zpg; allowed: .*num_pairs",
+            r"methods.zpg: num_pears = 4: unknown field of ZPGConfig; allowed: .*num_pairs",
         ),
         (
             lambda t: t.replace("num_pairs = 4", "num_pairs = 0"),
-            r"methods.zpg: num_pairs = 0: must be an integer >= 1",
+            r"methods.zpg: num_pairs = 0: must be an integer in \[1, inf\]",
         ),
         (
             lambda t: t.replace("num_pairs = 4", "num_pairs = 4\nnum_iterations = 9"),
@@ -125,6 +131,24 @@ def write(tmp_path, text):
             r"envs: each env id may appear once",
         ),
         (lambda t: t + "\n[[[", r"bad.toml: not valid TOML"),
+        (
+            lambda t: t.replace(
+                "num_queries = 5\n[methods.zbcpg]",
+                'num_queries = 5\nlink = "logit"\n[methods.zbcpg]',
+            ),
+            r"methods.zpg: unknown link 'logit'; known links: .*linear",
+        ),
+        (
+            lambda t: t.replace(
+                "num_queries = 5\n[methods.zbcpg]",
+                'num_queries = 5\nlink = { name = "bradley-terry", scale = -1.0 }\n[methods.zbcpg]',
+            ),
+            r"methods.zpg: bradley-terry.scale = -1.0: must be in \(0, inf\)",
+        ),
+        (
+            lambda t: t.replace('algorithm = "zpg"', 'algorithm = "no_such_module:ALGO"'),
+            r"methods.zpg.algorithm: algorithm 'no_such_module:ALGO': cannot import",
+        ),
     ],
 )
 def test_bad_experiment_files(tmp_path, edit, match):
@@ -217,7 +241,7 @@ def test_resume_after_interruption_is_identical(tiny_file, tiny_results, tmp_pat
     def dying_save(*args, **kwargs):
         real_save(*args, **kwargs)
         calls["n"] += 1
-        if calls["n"] == 3:  # killed after the third chunk was saved
+        if calls["n"] == 2:  # killed after the second checkpoint, in the middle of a run
             raise KeyboardInterrupt
 
     monkeypatch.setattr(store, "save_checkpoint", dying_save)
@@ -226,7 +250,7 @@ def test_resume_after_interruption_is_identical(tiny_file, tiny_results, tmp_pat
     assert list((out / "runs").glob("*.ckpt"))
     monkeypatch.setattr(store, "save_checkpoint", real_save)
     messages = []
-    run_experiment(experiment, out, quiet=True, log=messages.append)
+    run_and_report(experiment, out, quiet=True, log=messages.append)
     assert (out / "metrics.csv").read_text() == (tiny_results / "metrics.csv").read_text()
     # A finished run is skipped the next time.
     messages.clear()
@@ -255,6 +279,7 @@ def test_sharded_run_matches_single_device(tiny_file, tiny_results, tmp_path):
         "iteration",
         "queries",
         "trajectories",
+        "judged_trajectories",
         "env_steps",
     ):
         np.testing.assert_array_equal(sharded[column], single[column])
@@ -296,8 +321,9 @@ population_size = 4
 
 
 def test_monte_carlo_evaluation_per_env_policy_and_resume(tmp_path, monkeypatch):
-    """Envs without an exact model get Monte Carlo returns at the chunk ends and of the initial
-    policy; per-env policies and per-method env lists apply; a resumed run is identical."""
+    """Envs without an exact model get Monte Carlo returns at the logged iterations and of the
+    initial policy; per-env policies and per-method env lists apply; a resumed run is
+    identical."""
     path = tmp_path / "mc.toml"
     path.write_text(MONTE_CARLO)
     out = tmp_path / "mc"
@@ -311,15 +337,15 @@ def test_monte_carlo_evaluation_per_env_policy_and_resume(tmp_path, monkeypatch)
         ("es", "gymnax/CartPole-v1"),
     }
     cart = (columns["method"] == "zpg") & (columns["env"] == "gymnax/CartPole-v1")
-    # 24 iterations (240 / (2 x 5)) in chunks of 24 // 4 = 6: evaluated after 6, 12, 18, 24.
-    np.testing.assert_array_equal(np.unique(columns["iteration"][cart]), [5, 11, 17, 23])
+    # 24 iterations (240 / (2 x 5)), 4 logged points spread evenly over 0..23.
+    np.testing.assert_array_equal(np.unique(columns["iteration"][cart]), [0, 8, 15, 23])
     returns, stderr = columns["value"][cart], columns["value_se"][cart]
     # CartPole pays +1 per step until termination; horizon 50.
     assert np.all((returns >= 1) & (returns <= 50)) and np.all(stderr >= 0)
     assert np.all(np.isnan(columns["score"][cart]))
     grid = columns["env"] == "gridworld/open-5x5"
     assert np.all(np.isfinite(columns["score"][grid]))
-    assert np.all(np.isnan(columns["value_se"][grid]))
+    assert np.all(columns["value_se"][grid] == 0)  # exact
     summary = store.read_json(out / "summary.json")
     zpg_cart = next(
         r for r in summary["results"] if r["method"] == "zpg" and r["env"] == "gymnax/CartPole-v1"
@@ -340,21 +366,13 @@ def test_monte_carlo_evaluation_per_env_policy_and_resume(tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(experiment, resumed, quiet=True)
     monkeypatch.setattr(store, "save_checkpoint", real_save)
-    run_experiment(experiment, resumed, quiet=True)
+    run_and_report(experiment, resumed, quiet=True)
     assert (resumed / "metrics.csv").read_text() == (out / "metrics.csv").read_text()
 
 
-def test_chunking_helpers():
-    assert chunk_length(100, 25) == 25
-    assert chunk_length(4000, 500) == 500
-    assert chunk_length(97, 25) == 25  # prime T: one extra compile for the tail
+def test_logged_iterations():
     np.testing.assert_array_equal(logged_iterations(5, 10), [0, 1, 2, 3, 4])
-    evaluation = Evaluation(points=4, chunk_iterations=100)
-    chunk, keep = schedule(30, evaluation, exact=False)  # target 7 -> divisor 6
-    assert chunk == 6
-    np.testing.assert_array_equal(keep, [5, 11, 17, 23, 29])
-    chunk, keep = schedule(30, evaluation, exact=True)
-    assert chunk == 30 and keep.size == 4
+    np.testing.assert_array_equal(logged_iterations(30, 4), [0, 10, 19, 29])
     kept = logged_iterations(1000, 10)
     assert kept[0] == 0 and kept[-1] == 999 and kept.size == 10
 

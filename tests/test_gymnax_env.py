@@ -179,7 +179,7 @@ def test_env_policy_mismatch_is_a_clear_error():
 def test_default_params_keep_what_make_was_given():
     """Code that falls back on env.default_params (make_train without env_params) must see
     make()'s overrides, not the package defaults."""
-    from zopg.algorithms.zeroth_order import Problem
+    from zopg.algorithms.base import Problem
 
     env, params = make("gymnax/CartPole-v1", horizon=50, gravity=9.0)
     assert env.default_params == params

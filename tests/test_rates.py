@@ -19,8 +19,11 @@ import pytest
 
 from zopg import ConfigError
 from zopg.algorithms.zeroth_order import make_difference_fn
-from zopg.analysis import fits, rate_sweeps, rates
+from zopg.analysis import fits
+from zopg.analysis.rates import analyse
 from zopg.estimators import zo_gradient
+from zopg.experiments import rate_measurements as rate_sweeps
+from zopg.experiments import rates
 from zopg.experiments.store import read_json
 from zopg.preferences import Oracle, make_link, preference_rate, value_difference
 from zopg.rollout import masked_return
@@ -254,21 +257,26 @@ MU_SWEEP = "bias_vs_mu/exact"
 N_SWEEP = "error_vs_n/return"
 
 
+def run_spec(spec, **broken) -> dict:
+    """Measure a sweep (optionally with a broken part) and fit it, as benchmarks/rates.py does."""
+    return analyse(spec, rates.measure(spec, **broken))
+
+
 def m_check(**broken):
     small_spec = small(M_SWEEP, [64, 256, 1024], [64, 1024], seeds=8, replicates=64)
-    record = rates.run_spec(small_spec, **broken)
+    record = run_spec(small_spec, **broken)
     return rate_failures(record, committed(M_SWEEP)["reference"], small_spec.slope_target)
 
 
 def mu_check(**broken):
     small_spec = small(MU_SWEEP, [0.001, 0.002, 0.004], [0.001, 0.004], seeds=4, directions=256)
-    record = rates.run_spec(small_spec, **broken)
+    record = run_spec(small_spec, **broken)
     return rate_failures(record, committed(MU_SWEEP)["reference"], small_spec.slope_target)
 
 
 def n_check(**broken):
     small_spec = small(N_SWEEP, [1, 4, 16], [1, 16], seeds=4, estimates=512)
-    record = rates.run_spec(small_spec, **broken)
+    record = run_spec(small_spec, **broken)
     return rate_failures(record, committed(N_SWEEP)["reference"], small_spec.slope_target)
 
 

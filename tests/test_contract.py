@@ -1,0 +1,262 @@
+"""The algorithm contract: each duty is checked when a trainer is built (before anything runs),
+every registered algorithm spends what it declares, and an algorithm defined outside zopg runs
+from an experiment file with no edit under zopg/."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from zopg import ConfigError, cli
+from zopg.algorithms import (
+    ALGORITHMS,
+    Algorithm,
+    AlgorithmConfig,
+    PPOConfig,
+    Problem,
+    Spent,
+    Trainer,
+    build,
+    get,
+    register,
+)
+from zopg.algorithms.base import integer, unit_cost
+from zopg.envs import make
+from zopg.experiments import store
+from zopg.policies import make_policy
+from zopg.preferences import Oracle, make_link
+
+
+@pytest.fixture(scope="module")
+def problem():
+    env, params = make("gridworld/open-5x5", horizon=4)
+    policy = make_policy("tabular", env, params)
+    return Problem.build(env, policy, Oracle(make_link("bradley-terry")), params)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig(AlgorithmConfig):
+    num_iterations: int = integer(3)
+
+    def unit_cost(self) -> Spent:
+        return unit_cost(queries=1, trajectories=2)
+
+
+def algorithm(iterate, init=None):
+    """A test algorithm around `iterate(theta, t, key)`; θ is the state."""
+
+    def make_trainer(config, problem):
+        return Trainer(init or problem.initial_theta, iterate, problem.unravel)
+
+    return Algorithm("test-step", StepConfig, make_trainer, "a contract test")
+
+
+def good_iterate(theta, t, key):
+    return theta + 0.1, Spent.of(1, 2, 8), {"test/t": t.astype(jnp.float32)}
+
+
+def test_a_conforming_algorithm_runs_and_is_accounted_by_the_wrapper(problem):
+    training = build(algorithm(good_iterate), StepConfig(), problem)
+    _, metrics = jax.jit(training.train)(jax.random.key(0))
+    np.testing.assert_array_equal(metrics["budget/queries"], [1, 2, 3])
+    np.testing.assert_array_equal(metrics["budget/judged_trajectories"], [2, 4, 6])
+    np.testing.assert_array_equal(metrics["budget/trajectories"], [2, 4, 6])
+    np.testing.assert_array_equal(metrics["budget/env_steps"], [8, 16, 24])
+    np.testing.assert_array_equal(metrics["test/t"], [0, 1, 2])
+
+
+@pytest.mark.parametrize(
+    ("iterate", "match"),
+    [
+        (lambda th, t, k: (th, {"x": jnp.zeros(())}), r"must return \(state, Spent, metrics\)"),
+        (lambda th, t, k: (th, None, {}), "must return a Spent as its second value"),
+        (
+            lambda th, t, k: (th, {"queries": 1}, {}),
+            "must return a Spent as its second value; got dict",
+        ),
+        (
+            lambda th, t, k: (th, Spent.of(1, 2, 8), {"budget/queries": jnp.zeros(())}),
+            "metric 'budget/queries': names under budget/, eval/, exact/ are written by",
+        ),
+        (
+            lambda th, t, k: (th, Spent.of(1, 2, 8), {"exact/value": jnp.zeros(())}),
+            "metric 'exact/value'",
+        ),
+        (
+            lambda th, t, k: (th, Spent.of(1, 2, 8), {"loss": jnp.zeros(3)}),
+            "metric 'loss' must be a scalar",
+        ),
+        (
+            lambda th, t, k: (th[:-1], Spent.of(1, 2, 8), {}),
+            "iterate must return a state shaped like init's",
+        ),
+        (
+            lambda th, t, k: (th, Spent(1.0, 2, 2, 8), {}),
+            "Spent.queries must be an int32 scalar",
+        ),
+    ],
+)
+def test_contract_breaches_are_refused_when_the_trainer_is_built(problem, iterate, match):
+    """Each duty fails at build time (traced abstractly, nothing runs), not after a run."""
+    with pytest.raises(ConfigError, match=match):
+        build(algorithm(iterate), StepConfig(), problem)
+
+
+def test_make_trainer_must_return_a_trainer(problem):
+    bad = Algorithm("bad", StepConfig, lambda config, problem: object(), "returns no Trainer")
+    with pytest.raises(ConfigError, match="make_trainer must return a Trainer"):
+        build(bad, StepConfig(), problem)
+
+
+def test_algorithm_declarations_are_checked():
+    with pytest.raises(ConfigError, match="must be a dataclass derived from AlgorithmConfig"):
+        Algorithm("x", dict, lambda c, p: None, "no config class")
+
+    @dataclasses.dataclass(frozen=True)
+    class Unbudgeted(AlgorithmConfig):
+        budget_field = None
+        num_iterations: int = integer(3)
+
+    with pytest.raises(ConfigError, match="budget-matched methods must name one"):
+        Algorithm("x", Unbudgeted, lambda c, p: None, "matched but no budget field")
+    Algorithm("x", Unbudgeted, lambda c, p: None, "a reference", reference=True)  # fine
+
+
+def test_config_of_another_algorithm_is_refused(problem):
+    with pytest.raises(ConfigError, match="test-step takes a StepConfig; got PPOConfig"):
+        build(algorithm(good_iterate), PPOConfig(), problem)
+
+
+def test_counters_that_would_overflow_are_refused_before_running(problem):
+    with pytest.raises(ConfigError, match=r"num_iterations = 3000000000: budget counters would"):
+        build(algorithm(good_iterate), StepConfig(num_iterations=3 * 10**9), problem)
+
+
+def test_registry_names_imports_and_duplicates():
+    assert get("zpg") is ALGORITHMS["zpg"]
+    with pytest.raises(ConfigError, match=r"unknown algorithm 'zpgg'; known algorithms: .*zbcpg"):
+        get("zpgg")
+    with pytest.raises(ConfigError, match="cannot import 'no_such_module'"):
+        get("no_such_module:ALGORITHM")
+    with pytest.raises(ConfigError, match=r"plugin_random_search\.NOPE must be a zopg"):
+        get("plugin_random_search:NOPE")
+    plugin = get("plugin_random_search:ALGORITHM")
+    assert plugin.name == "random-search"
+    with pytest.raises(ConfigError, match="'zpg': is taken; pass replace=True"):
+        register(dataclasses.replace(plugin, name="zpg"))
+
+
+# Small settings per registered algorithm: a few iterations on a 4-step GridWorld.
+SMALL = {
+    "zpg": {"num_iterations": 3, "num_pairs": 2, "num_queries": 3},
+    "zbcpg": {"num_iterations": 3, "num_pairs": 2, "num_queries": 3, "block_size": 10},
+    "dpo-online": {"num_iterations": 3, "num_pairs": 4, "num_queries": 3, "num_eval_pairs": 4},
+    "dpo-offline": {
+        "num_iterations": 3,
+        "dataset_size": 8,
+        "minibatch_size": 4,
+        "num_queries": 3,
+        "num_eval_pairs": 4,
+    },
+    "rm-ppo": {
+        "num_rounds": 3,
+        "num_pairs": 4,
+        "num_queries": 3,
+        "ppo": PPOConfig(num_iterations=2, num_trajectories=4, num_minibatches=2),
+    },
+    "ppo": {"num_iterations": 3, "num_trajectories": 4, "num_minibatches": 2},
+    "exact-pg": {"num_iterations": 3},
+    "es": {"num_iterations": 3, "population_size": 4},
+}
+
+
+def test_every_registered_algorithm_has_a_small_case():
+    assert set(SMALL) == set(ALGORITHMS)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_each_algorithm_spends_what_it_declares(problem, name):
+    """The overflow guard and budget matching trust unit_cost: the run's counters must equal
+    units × unit_cost (env steps at most trajectories × H; every GridWorld step is valid)."""
+    algo = ALGORITHMS[name]
+    config = algo.config(**SMALL[name])
+    training = build(algo, config, problem)
+    _, metrics = jax.jit(training.train)(jax.random.key(0))
+    units = getattr(config, config.budget_field or config.iterations_field)
+    cost = config.unit_cost()
+    final = {k.removeprefix("budget/"): int(v[-1]) for k, v in metrics.items() if "budget/" in k}
+    assert final["queries"] == units * cost.queries
+    assert final["trajectories"] == units * cost.trajectories
+    assert final["judged_trajectories"] == units * cost.judged_trajectories
+    assert final["env_steps"] == final["trajectories"] * problem.horizon
+
+
+PLUGIN_EXPERIMENT = """
+name = "plugin"
+seeds = 2
+budget_queries = 300
+[[envs]]
+id = "gridworld/open-5x5"
+[[links]]
+name = "bradley-terry"
+[evaluation]
+points = 5
+[methods.search]
+algorithm = "plugin_random_search:ALGORITHM"
+num_queries = 3
+sigma = 1.0
+"""
+
+
+def test_an_algorithm_outside_zopg_runs_from_a_toml_file(tmp_path):
+    """tests/plugin_random_search.py is on the path here; nothing under zopg/ names it."""
+    path = tmp_path / "plugin.toml"
+    path.write_text(PLUGIN_EXPERIMENT)
+    out = tmp_path / "out"
+    assert cli.main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    summary = store.read_json(out / "summary.json")
+    (result,) = summary["results"]
+    assert result["algorithm"] == "random-search" and result["method"] == "search"
+    assert result["queries"] == 300 and result["iterations"] == 100  # 300 / 3 per iteration
+    assert result["judged_trajectories"] == 600
+    assert result["score"]["mean"] is not None
+    # A bad field of the outside algorithm is named like any other.
+    bad = tmp_path / "bad.toml"
+    bad.write_text(PLUGIN_EXPERIMENT.replace("sigma = 1.0", "sigma = -1.0"))
+    assert cli.main(["run", str(bad), "--out", str(tmp_path / "bad"), "--quiet"]) == 2
+
+
+def test_links_named_in_a_file_are_built_or_refused(tmp_path):
+    """methods.zpg.link = "linear" used to pass validation and crash at run time."""
+    from zopg.experiments import load_experiment
+    from zopg.experiments.schema import build_run
+
+    text = PLUGIN_EXPERIMENT.replace(
+        'algorithm = "plugin_random_search:ALGORITHM"\nnum_queries = 3\nsigma = 1.0',
+        'algorithm = "zpg"\nnum_pairs = 2\nnum_queries = 3\nlink = "linear"',
+    )
+    path = tmp_path / "link.toml"
+    path.write_text(text)
+    experiment = load_experiment(path)
+    run = build_run(experiment, experiment.envs[0], experiment.links[0], experiment.methods[0])
+    assert run.config.link == make_link("linear")
+    path.write_text(text.replace('link = "linear"', 'link = { name = "linear", c = 2.0 }'))
+    experiment = load_experiment(path)
+    run = build_run(experiment, experiment.envs[0], experiment.links[0], experiment.methods[0])
+    assert run.config.link == make_link("linear", c=2.0)
+    path.write_text(text.replace('link = "linear"', 'link = "linearr"'))
+    with pytest.raises(ConfigError, match=r"methods\.search: unknown link 'linearr'"):
+        load_experiment(path)
+    path.write_text(text.replace('link = "linear"', 'link = { name = "linear", d = 2.0 }'))
+    with pytest.raises(ConfigError, match="linear link parameter = .d.: known parameters: c"):
+        load_experiment(path)
+
+
+def test_configs_round_trip_through_data():
+    """to_data is from_data's inverse: what a run records can be read back as the config."""
+    for name, fields in SMALL.items():
+        config_cls = ALGORITHMS[name].config
+        config = config_cls(**fields)
+        assert config_cls.from_data(config.to_data()) == config
