@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: rates bench bench-quick bench-control bench-throughput bench-sample-efficiency test test-all lint format clean-venv
+.PHONY: rates bench bench-quick bench-control bench-control-probe bench-throughput bench-sample-efficiency test test-all lint format clean-venv
 
 # Re-install whenever pyproject.toml is newer than the last install.
 $(STAMP): pyproject.toml
@@ -23,16 +23,22 @@ bench-quick: $(STAMP)
 	$(VENV)/bin/zopg run quick_gridworld
 
 # Every method on gymnax CartPole-v1 and ZPG on brax inverted_pendulum (benchmarks/control.toml)
-# -> results/control/.
+# -> results/control/; the probe behind its settings (benchmarks/control_probe.toml) ->
+# results/control_probe/ with `make bench-control-probe`.
 bench-control: $(STAMP)
 	$(VENV)/bin/zopg run control
+
+bench-control-probe: $(STAMP)
+	$(VENV)/bin/zopg run control_probe
 
 # Rollout and ZPG throughput against NumPy baselines -> results/throughput.json.
 bench-throughput: $(STAMP)
 	$(PY) benchmarks/throughput.py
 
-# Queries the default ZPG/ZBCPG need for 50% / 90% of the gap -> results/sample_efficiency.json.
+# Queries the default ZPG/ZBCPG need for 50% / 90% of the gap: the runs of
+# benchmarks/sample_efficiency.toml, then their crossings -> results/sample_efficiency.json.
 bench-sample-efficiency: $(STAMP)
+	$(VENV)/bin/zopg run sample_efficiency
 	$(PY) benchmarks/sample_efficiency.py
 
 # Convergence-rate sweeps (benchmarks/rates_*.toml) -> results/rates/rates.json and figures.

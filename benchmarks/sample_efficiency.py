@@ -1,13 +1,17 @@
-"""Human queries the default ZPG and ZBCPG need to close 50% and 90% of the gap to the optimum."""
+"""Queries to 50% / 90% of the gap, from the results of benchmarks/sample_efficiency.toml.
+
+Reads results/sample_efficiency/metrics.csv (run `zopg run sample_efficiency` first; `make
+bench-sample-efficiency` does both) and writes results/sample_efficiency.json: per method and
+env, the median over seeds of the human queries at which a seed's normalised exact value first
+reaches each threshold, with a 95% percentile bootstrap CI over seeds. Trains nothing.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
 try:
@@ -15,15 +19,9 @@ try:
 except ImportError:  # run as a script: benchmarks/ itself is on sys.path
     import _report
 
-from zopg.algorithms import ZBCPGConfig, ZPGConfig, zbcpg, zpg
 from zopg.analysis import bootstrap_ci, first_crossing
-from zopg.envs import make
-from zopg.exact import optimal_value
-from zopg.policies import make_policy
-from zopg.preferences import Oracle, make_link
+from zopg.experiments import store
 
-ENVS = ("gridworld/open-5x5", "gridworld/cliff-4x6")
-ALGORITHMS = {"zpg": (zpg, ZPGConfig()), "zbcpg": (zbcpg, ZBCPGConfig())}
 THRESHOLDS = (0.5, 0.9)
 
 
@@ -31,36 +29,22 @@ def _finite_or_none(x: float):
     return None if not np.isfinite(x) else float(x)
 
 
-def measure(algo: str, env_id: str, num_seeds: int) -> dict:
-    module, config = ALGORITHMS[algo]
-    env, params = make(env_id)
-    policy = make_policy("tabular", env, params)
-    train = module.make_train(config, env, policy, Oracle(make_link("bradley-terry")))
-    keys = jax.random.split(jax.random.key(0), num_seeds)
-    start = time.perf_counter()
-    compiled = jax.jit(jax.vmap(train)).lower(keys).compile()
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    _, metrics = jax.block_until_ready(compiled(keys))
-    run_s = time.perf_counter() - start
-
-    v0 = float(metrics["exact/value_before"][0, 0])
-    best = float(optimal_value(env.tabular_model(params)))
-    gap = (np.asarray(metrics["exact/value"]) - v0) / (best - v0)
-    queries = np.asarray(metrics["budget/queries"])
+def crossings(columns: dict, method: str, env: str) -> dict:
+    """Queries to each threshold for one (method, env) run: median and CI over seeds."""
+    mask = (columns["method"] == method) & (columns["env"] == env)
+    seeds = np.unique(columns["seed"][mask])
+    per_seed = [mask & (columns["seed"] == s) for s in seeds]
+    score = np.stack([columns["score"][m] for m in per_seed])
+    queries = np.stack([columns["queries"][m] for m in per_seed])
     result = {
-        "config": {k: v for k, v in config.__dict__.items() if not callable(v)},
-        "seeds": num_seeds,
-        "budget_queries": int(queries[0, -1]),
-        "initial_value": v0,
-        "optimal_value": best,
-        "final_gap_closed_median": float(np.median(gap[:, -1])),
-        "final_gap_closed_ci95": bootstrap_ci(gap[:, -1]),
-        "compile_s": compile_s,
-        "run_s": run_s,
+        "seeds": len(seeds),
+        "budget_queries": float(queries[:, -1].max()),
+        "logged_points": score.shape[1],
+        "final_gap_closed_median": float(np.median(score[:, -1])),
+        "final_gap_closed_ci95": bootstrap_ci(score[:, -1]),
     }
     for threshold in THRESHOLDS:
-        crossing = first_crossing(gap, queries, threshold)
+        crossing = first_crossing(score, queries, threshold)
         low, high = bootstrap_ci(crossing)
         result[f"queries_to_{int(threshold * 100)}pct"] = {
             "median": _finite_or_none(np.median(crossing)),
@@ -71,36 +55,39 @@ def measure(algo: str, env_id: str, num_seeds: int) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seeds", type=int, default=16)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--results", type=Path, default=_report.REPO_ROOT / "results/sample_efficiency"
+    )
     parser.add_argument(
         "--out", type=Path, default=_report.REPO_ROOT / "results/sample_efficiency.json"
     )
     args = parser.parse_args(argv)
-    if args.seeds < 2:
-        parser.error(f"--seeds = {args.seeds}: must be >= 2 (confidence intervals need seeds)")
-    started = time.perf_counter()
+    if not (args.results / "metrics.csv").exists():
+        parser.error(f"{args.results}: no metrics.csv; run `zopg run sample_efficiency` first")
+    columns = store.read_tidy(args.results / "metrics.csv")
+    pairs = list(dict.fromkeys(zip(columns["method"], columns["env"], strict=True)))
     results = {}
+    fmt = lambda x: "never" if x is None else f"{x:.2e}"  # noqa: E731
     print(f"{'method':7} {'env':22} {'queries to 50% (CI)':>30} {'queries to 90% (CI)':>30}")
-    for algo in ALGORITHMS:
-        for env_id in ENVS:
-            r = measure(algo, env_id, args.seeds)
-            results[f"{algo}/{env_id}"] = r
-            cells = []
-            for t in THRESHOLDS:
-                q = r[f"queries_to_{int(t * 100)}pct"]
-                fmt = lambda x: "never" if x is None else f"{x:.2e}"  # noqa: E731
-                cells.append(f"{fmt(q['median'])} ({fmt(q['ci95'][0])}-{fmt(q['ci95'][1])})")
-            print(f"{algo:7} {env_id:22} {cells[0]:>30} {cells[1]:>30}", flush=True)
+    for method, env in pairs:
+        r = results[f"{method}/{env}"] = crossings(columns, method, env)
+        cells = []
+        for t in THRESHOLDS:
+            q = r[f"queries_to_{int(t * 100)}pct"]
+            cells.append(f"{fmt(q['median'])} ({fmt(q['ci95'][0])}-{fmt(q['ci95'][1])})")
+        print(f"{method:7} {env:22} {cells[0]:>30} {cells[1]:>30}")
     report = {
         "benchmark": "sample_efficiency",
         "description": "median over seeds of the human queries at which each seed first closes "
         "50% / 90% of the gap from the uniform policy's exact value to the finite-horizon "
-        "optimum; 95% percentile bootstrap CI over seeds; Bradley-Terry teacher; default "
-        "configs; tabular softmax policy",
+        "optimum, read at the experiment's logged iterations; 95% percentile bootstrap CI over "
+        "seeds; Bradley-Terry teacher; default configs; tabular softmax policy",
+        "source": str(args.results.relative_to(_report.REPO_ROOT))
+        if args.results.is_relative_to(_report.REPO_ROOT)
+        else str(args.results),
         **_report.environment(),
         "results": results,
-        "total_s": time.perf_counter() - started,
     }
     path = _report.write_json_atomic(args.out, report)
     print(f"wrote {path}")

@@ -250,7 +250,7 @@ def test_links_named_in_a_file_are_built_or_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"methods\.search: unknown link 'linearr'"):
         load_experiment(path)
     path.write_text(text.replace('link = "linear"', 'link = { name = "linear", d = 2.0 }'))
-    with pytest.raises(ConfigError, match="linear link parameter = .d.: known parameters: c"):
+    with pytest.raises(ConfigError, match=r"linear link parameter = .d.: known parameters: c"):
         load_experiment(path)
 
 

@@ -187,7 +187,7 @@ def test_inversion_response_matches_the_oracle():
 
 
 def test_return_distribution_matches_rollouts():
-    setting = rate_sweeps.make_setting("gridworld/cliff-4x6", logit_scale=1.0, policy_seed=3)
+    setting = rate_sweeps.make_setting(rate_sweeps.Point("gridworld/cliff-4x6", policy_seed=3))
     support, probabilities = rate_sweeps.return_distribution(setting.problem)
     returns = np.asarray(
         masked_return(

@@ -74,19 +74,14 @@ class RMPPOConfig(AlgorithmConfig):
 
 def make_trainer(config: RMPPOConfig, problem: Problem) -> Trainer:
     """One iteration is one round."""
-    env, env_params, policy, oracle = (
-        problem.env,
-        problem.env_params,
-        problem.policy,
-        problem.oracle,
-    )
+    env, env_params = problem.env, problem.env_params
     model = rm.make_reward_model(config.reward_model, env, env_params)
     init_rm_opt, fit = rm.make_fit(config.reward_model, model)
     core = make_ppo(config.ppo, problem, rm.trajectory_reward_fn(model))
     num_pairs, num_queries = config.num_pairs, config.num_queries
 
     def rollout_pairs(key, policy_params):
-        traj = rollout_batch(key, policy, policy_params, env, env_params, 2 * num_pairs)
+        traj = rollout_batch(key, problem.policy, policy_params, env, env_params, 2 * num_pairs)
         # Independent fresh episodes, so pairing the two halves gives P i.i.d. pairs.
         first = jax.tree_util.tree_map(lambda x: x[:num_pairs], traj)
         second = jax.tree_util.tree_map(lambda x: x[num_pairs:], traj)
@@ -107,7 +102,7 @@ def make_trainer(config: RMPPOConfig, problem: Problem) -> Trainer:
 
         # 1. Label P fresh pairs of the current policy with M queries each.
         traj_a, traj_b = rollout_pairs(k_pairs, ppo_state.policy_params)
-        feedback = oracle.query(k_query, traj_a, traj_b, num_queries)
+        feedback = problem.oracle.query(k_query, traj_a, traj_b, num_queries)
         label = rm.pair_labels(config.reward_model, preference_rate(feedback))
         weight = rm.pair_weight(feedback)
         # Before the refit, the new pairs are held out: a check of how r_φ generalises.

@@ -67,6 +67,17 @@ class PaddedPolicy:
 
 
 @dataclasses.dataclass(frozen=True)
+class Point:
+    """Where a sweep measures: a tabular env, the teacher's link, and θ with N(0, logit_scale²)
+    logits drawn from policy_seed. In a sweep file these are plain settings (env = ...)."""
+
+    env: str = "gridworld/open-5x5"
+    link: str = "bradley-terry"
+    logit_scale: float = 1.0
+    policy_seed: int = 5
+
+
+@dataclasses.dataclass(frozen=True)
 class Setting:
     """A GridWorld problem (exact V available) and the parameter point theta where we measure."""
 
@@ -78,30 +89,25 @@ class Setting:
         return self.problem.dim
 
 
-def make_setting(
-    env: str = "gridworld/open-5x5",
-    link: str = "bradley-terry",
-    logit_scale: float = 1.0,
-    policy_seed: int = 5,
-    dim: int | None = None,
-    **env_overrides,
-) -> Setting:
-    """Tabular softmax policy with N(0, logit_scale²) logits (seeded), optionally padded to `dim`.
+def make_setting(point: Point = Point(), dim: int | None = None, **env_overrides) -> Setting:
+    """The point's tabular softmax policy and θ, the policy optionally padded to `dim`.
 
     env_overrides go to zopg.envs.make (e.g. layout and horizon for env = "gridworld").
     """
-    env_obj, params = make_env(env, **env_overrides)
+    env_obj, params = make_env(point.env, **env_overrides)
     if not hasattr(env_obj, "tabular_model"):
-        raise ConfigError(f"rate sweeps need a tabular environment; {env!r} has no exact model")
-    base = make_policy("tabular", env_obj, params, init_scale=float(logit_scale))
+        raise ConfigError(
+            f"rate sweeps need a tabular environment; {point.env!r} has no exact model"
+        )
+    base = make_policy("tabular", env_obj, params, init_scale=float(point.logit_scale))
     policy = base
     base_dim = base.num_states * base.num_actions
     if dim is not None:
         if not isinstance(dim, int) or dim < base_dim:
             raise bad_value("dim", dim, f"must be an integer >= {base_dim} (the policy's own d)")
         policy = PaddedPolicy(base, dim - base_dim) if dim > base_dim else base
-    problem = Problem.build(env_obj, policy, Oracle(make_link(link)), params)
-    theta, _ = flat_view(policy.init(jax.random.key(policy_seed)))
+    problem = Problem.build(env_obj, policy, Oracle(make_link(point.link)), params)
+    theta, _ = flat_view(policy.init(jax.random.key(point.policy_seed)))
     return Setting(problem, theta)
 
 
@@ -294,10 +300,7 @@ def gridworld_delta_mse_vs_m(
     seeds: int,
     key,
     *,
-    env: str = "gridworld/open-5x5",
-    link: str = "bradley-terry",
-    logit_scale: float = 1.0,
-    policy_seed: int = 5,
+    point: Point = Point(),
     mu: float = 1.0,
     num_pairs: int = 4,
     r_max: float = 2.0,
@@ -311,7 +314,7 @@ def gridworld_delta_mse_vs_m(
     delta_mse_vs_m. Trajectory noise stays when M → ∞: the floor is Var(r(τ1) − r(τ0)) / N.
     """
     ms = check_grid(grid, integer=True)
-    setting = make_setting(env, link, logit_scale, policy_seed)
+    setting = make_setting(point)
     problem, theta = setting.problem, setting.theta
     theta_1 = theta + mu * _sphere(jax.random.key(direction_seed), setting.dim)
     true_difference = problem.exact_value(theta_1) - problem.exact_value(theta)
@@ -357,9 +360,7 @@ def _rollout_fn(problem: Problem):
 
 
 @functools.lru_cache(maxsize=16)
-def _bias_program(
-    setting_args: tuple, difference: str, directions: int, estimator: Callable, dtype
-):
+def _bias_program(point: Point, difference: str, directions: int, estimator: Callable, dtype):
     """(setting, compiled (seed keys, mus, h) -> unbiased ‖E ĝ − ∇V‖² [seeds, mus]).
 
     Cached so that sweeps which differ only in M (through h) or the grid share one compilation.
@@ -367,7 +368,7 @@ def _bias_program(
     """
     with jax.enable_x64(False):
         # theta exactly as every other sweep draws it (float64 draws would be other numbers).
-        setting = make_setting(*setting_args)
+        setting = make_setting(point)
     problem, theta = setting.problem, jnp.asarray(setting.theta, dtype)
     value = exact_value_fn(problem, dtype)
     grad = jax.grad(value)(theta)
@@ -401,11 +402,8 @@ def bias_vs_mu(
     seeds: int,
     key,
     *,
-    env: str = "gridworld/open-5x5",
+    point: Point = Point(),
     difference: str = "exact",
-    link: str = "bradley-terry",
-    logit_scale: float = 1.0,
-    policy_seed: int = 5,
     num_queries: int = 16,
     r_max: float = 2.0,
     directions: int = 4096,
@@ -433,9 +431,7 @@ def bias_vs_mu(
         raise unknown_name("precision", precision, ("float32", "float64"))
     dtype = jnp.float64 if precision == "float64" else jnp.float32
     with jax.enable_x64(precision == "float64"):
-        setting, run = _bias_program(
-            (env, link, logit_scale, policy_seed), difference, directions, estimator, dtype
-        )
+        setting, run = _bias_program(point, difference, directions, estimator, dtype)
         problem, theta = setting.problem, jnp.asarray(setting.theta, dtype)
         value = exact_value_fn(problem, dtype)
         grad = jax.grad(value)(theta)
@@ -477,10 +473,7 @@ def error_vs_n(
     seeds: int,
     key,
     *,
-    env: str = "gridworld/open-5x5",
-    link: str = "bradley-terry",
-    logit_scale: float = 1.0,
-    policy_seed: int = 5,
+    point: Point = Point(),
     difference: str = "preference",
     mu: float = 1.0,
     num_queries: int = 10,
@@ -496,7 +489,7 @@ def error_vs_n(
     that the pairs cannot average away; it is reported as theory.direction_floor.
     """
     ns = check_grid(grid, integer=True)
-    setting = make_setting(env, link, logit_scale, policy_seed)
+    setting = make_setting(point)
     target = smoothed_gradient(setting, mu)
     keys = _seed_keys(key, seeds)
     columns = []
@@ -529,10 +522,7 @@ def error_vs_d(
     seeds: int,
     key,
     *,
-    env: str = "gridworld/open-5x5",
-    link: str = "bradley-terry",
-    logit_scale: float = 1.0,
-    policy_seed: int = 5,
+    point: Point = Point(),
     difference: str = "exact",
     mu: float = 0.5,
     num_pairs: int = 1,
@@ -549,7 +539,7 @@ def error_vs_d(
     keys = _seed_keys(key, seeds)
     columns, grad_norm_sq = [], None
     for dim in dims:
-        setting = make_setting(env, link, logit_scale, policy_seed, dim=dim)
+        setting = make_setting(point, dim=dim)
         target = smoothed_gradient(setting, mu)
         grad_norm_sq = float(target @ target)
         config = ZPGConfig(

@@ -22,6 +22,7 @@ from zopg.analysis.fits import window_mask
 from zopg.errors import ConfigError, bad_value, unknown_name
 from zopg.experiments.rate_measurements import (
     Measurement,
+    Point,
     bias_vs_mu,
     blocks_vs_k,
     check_grid,
@@ -63,10 +64,26 @@ QUANTITIES: dict[str, Quantity] = {
 _CODE_ONLY = ("estimator", "make_difference", "metric")
 
 
+POINT_FIELDS = tuple(f.name for f in dataclasses.fields(Point))
+
+
 def setting_names(quantity: str) -> tuple[str, ...]:
-    """The settings a quantity accepts from a sweep file."""
+    """The settings a quantity accepts from a sweep file: its keyword arguments, with a
+    `point` argument standing for the Point's fields (env, link, logit_scale, policy_seed)."""
     params = inspect.signature(QUANTITIES[quantity].measure).parameters.values()
-    return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in _CODE_ONLY)
+    names = []
+    for p in params:
+        if p.kind is p.KEYWORD_ONLY and p.name not in _CODE_ONLY:
+            names.extend(POINT_FIELDS if p.name == "point" else (p.name,))
+    return tuple(names)
+
+
+def _arguments(quantity: str, settings: dict) -> dict:
+    """A sweep's flat settings as the measurement's keyword arguments (a Point gathered)."""
+    if "point" not in inspect.signature(QUANTITIES[quantity].measure).parameters:
+        return dict(settings)
+    rest = {k: v for k, v in settings.items() if k not in POINT_FIELDS}
+    return {"point": Point(**{k: v for k, v in settings.items() if k in POINT_FIELDS}), **rest}
 
 
 # -- sweep specs ----------------------------------------------------------------------------
@@ -225,7 +242,8 @@ def measure(spec: RateSpec, **code_only) -> Measurement:
     """Run the sweep's measurement; code_only may swap in a (broken) estimator for tests."""
     quantity = QUANTITIES[spec.quantity]
     key = jax.random.key(spec.base_seed)
-    found = quantity.measure(spec.grid, spec.seeds, key, **spec.settings, **code_only)
+    arguments = _arguments(spec.quantity, spec.settings)
+    found = quantity.measure(spec.grid, spec.seeds, key, **arguments, **code_only)
     return dataclasses.replace(
         found, x_label=quantity.x_label, y_label=quantity.y_label, reduce=quantity.reduce
     )
