@@ -23,7 +23,7 @@ from zopg.analysis import fits
 from zopg.analysis.rates import analyse
 from zopg.estimators import zo_gradient
 from zopg.experiments import rate_measurements as rate_sweeps
-from zopg.experiments import rates
+from zopg.experiments import rate_setting, rates
 from zopg.experiments.store import read_json
 from zopg.preferences import Oracle, make_link, preference_rate, value_difference
 from zopg.rollout import masked_return
@@ -182,16 +182,16 @@ def test_inversion_response_matches_the_oracle():
     )
     delta = np.asarray(value_difference(preference_rate(feedback), link, r_max))
     standard_error = delta.std(0) / math.sqrt(delta.shape[0])
-    exact = rate_sweeps.inversion_response(link, m, r_max, np.asarray(x))
+    exact = rate_setting.inversion_response(link, m, r_max, np.asarray(x))
     np.testing.assert_array_less(np.abs(delta.mean(0) - exact), 4 * standard_error)
 
 
 def test_return_distribution_matches_rollouts():
-    setting = rate_sweeps.make_setting(rate_sweeps.Point("gridworld/cliff-4x6", policy_seed=3))
-    support, probabilities = rate_sweeps.return_distribution(setting.problem)
+    setting = rate_setting.make_setting(rate_setting.Point("gridworld/cliff-4x6", policy_seed=3))
+    support, probabilities = rate_setting.return_distribution(setting.problem)
     returns = np.asarray(
         masked_return(
-            rate_sweeps._rollout_fn(setting.problem)(jax.random.key(1), setting.theta, 40_000)
+            rate_setting.rollout_fn(setting.problem)(jax.random.key(1), setting.theta, 40_000)
         )
     )
     exact = np.asarray(probabilities(setting.theta))
@@ -201,8 +201,8 @@ def test_return_distribution_matches_rollouts():
 
 
 def test_padded_policy_changes_d_only():
-    base = rate_sweeps.make_setting()
-    padded = rate_sweeps.make_setting(dim=base.dim + 50)
+    base = rate_setting.make_setting()
+    padded = rate_setting.make_setting(dim=base.dim + 50)
     assert padded.dim == base.dim + 50
     value = padded.problem.exact_value
     assert float(value(padded.theta)) == pytest.approx(float(base.problem.exact_value(base.theta)))
@@ -210,7 +210,7 @@ def test_padded_policy_changes_d_only():
     np.testing.assert_allclose(grad[: base.dim], jax.grad(base.problem.exact_value)(base.theta))
     assert not grad[base.dim :].any()
     with pytest.raises(ConfigError, match="dim = 10: must be an integer >= 100"):
-        rate_sweeps.make_setting(dim=10)
+        rate_setting.make_setting(dim=10)
 
 
 # -- CI regression of the M, N and mu rates -----------------------------------------------------
@@ -320,7 +320,7 @@ def same_rollouts_difference(config, problem):
 
     def difference(key, theta_1, theta_0, num_pairs):
         k1, _, _ = jax.random.split(key, 3)
-        run = rate_sweeps._rollout_fn(problem)
+        run = rate_setting.rollout_fn(problem)
         delta = masked_return(run(k1, theta_1, num_pairs)) - masked_return(
             run(k1, theta_0, num_pairs)
         )

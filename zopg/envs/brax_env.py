@@ -7,20 +7,20 @@ simulating a fallen robot, which can diverge), and the rollout's valid mask drop
 
 Backend default: "positional" (our choice). Env steps/s of our rollouts, 128 envs x 100 steps,
 Gaussian MLP policy, jax 0.10, brax 0.14.2, on the 2-core CPU shared with other jobs
-(`benchmarks/control_probe.py --only backends`; results/control_probe.json, load ~4 then; an
-earlier run at load ~7 gave hopper the same order and inverted_pendulum spring 135k, mjx 41k,
-positional 38k, generalized 20k):
+(`benchmarks/throughput.py --only brax_backends`, section brax_backends of
+results/throughput.json, load ~4 then; an earlier run at load ~7 gave hopper the same order and
+inverted_pendulum spring 135k, mjx 41k, positional 38k, generalized 20k):
 
     inverted_pendulum   spring 155k   mjx 92k   generalized 58k   positional 49k
     hopper              spring 40k    positional 17k   generalized 7.1k   mjx 2.3k
 
 Compiling takes 14-16 s (inverted_pendulum) and 28-42 s (hopper). spring is fastest, but ZPG did
-not learn to balance its inverted_pendulum: with the probe's settings (5 seeds, 6000 queries) the
-median MC return goes 23 -> 74 on spring and 24 -> 250 (the maximum, from 3000 queries on) on
-positional; on spring the learned policy saturates the force and the pole still falls. (One seed
-of a linear policy on generalized stayed near 19; not investigated.) positional is next fastest
-on the locomotion tasks, where steps are dear (2.3x generalized on hopper, 7x mjx), and learns
-inverted_pendulum, so it is the one default.
+not learn to balance its inverted_pendulum: with the settings of benchmarks/control.toml (10
+seeds, 6000 queries) the mean MC return goes 23.0 -> 77.7 on spring (results/control_probe) and
+23.2 -> 250.0 (the maximum) on positional (results/control); on spring the learned policy
+saturates the force and the pole still falls. (One seed of a linear policy on generalized stayed
+near 19; not investigated.) positional is next fastest on the locomotion tasks, where steps are
+dear (2.3x generalized on hopper, 7x mjx), and learns inverted_pendulum, so it is the one default.
 Horizon default: 250 steps (our choice; brax's usual 1000 makes every rollout four times dearer on
 this CPU). Override both through `make(..., backend=, horizon=)`.
 """

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import jax
 
-from zopg.analysis.fits import window_mask
 from zopg.errors import ConfigError, bad_value, unknown_name
 from zopg.experiments.rate_measurements import (
     Measurement,
@@ -178,7 +177,9 @@ def parse_spec(raw: dict, source: str = "<sweep>", quick: bool = False) -> RateS
                 continue
             if not (isinstance(value, list) and len(value) == 2 and value[0] < value[1]):
                 raise bad_value(name, value, "must be [low, high] with low < high")
-            window_mask(grid, value)
+            inside = [x for x in grid if value[0] <= x <= value[1]]
+            if len(inside) < 3:  # a slope or floor fit needs three points
+                raise bad_value(name, value, f"must contain at least 3 grid points of {grid}")
     except ConfigError as err:
         raise fail(source, where, str(err)) from None
     if floor_window is not None and not raw.get("floor", False):
