@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import zopg
 from zopg import ConfigError, cli
 from zopg.analysis.report import write_reports
 from zopg.experiments import load_experiment, store
@@ -382,6 +383,13 @@ def test_list_names_everything(capsys):
     out = capsys.readouterr().out
     for word in ("gridworld/cliff-4x6", "bradley-terry", "weibull", "mistake", "zbcpg"):
         assert word in out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"zopg {zopg.__version__}"
 
 
 def test_cli_entry_point_is_installed():

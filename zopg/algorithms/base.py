@@ -223,10 +223,7 @@ def link_from_data(name: str, value):
     link_name = params.pop("name", None)
     if not isinstance(link_name, str):
         raise bad_value(f"{name}.name", link_name, "a link table needs its name")
-    try:
-        return make_link(link_name, **params)
-    except TypeError as err:
-        raise bad_value(name, value, f"bad link parameter: {err}") from None
+    return make_link(link_name, **params)
 
 
 def _setting(default, rule: Rule, doc: str, factory=None) -> Any:

@@ -114,7 +114,8 @@ def execute_run(
         except store.CHECKPOINT_ERRORS:
             payload = None  # unreadable or foreign: start over
         if payload is not None and payload.get("run_key") == run_key:
-            carry, start, kept = loaded, payload["start"], dict(loaded_kept)
+            carry, start = loaded, payload["start"]
+            kept = {name: [values] for name, values in loaded_kept.items()}
             timing = Timing(**payload["timing"])
             initial = {k: np.asarray(v) for k, v in payload["initial"].items()}
 
@@ -141,8 +142,7 @@ def execute_run(
         timing.run_s += time.perf_counter() - t0
         metrics.update(evaluate(iteration))
         for name, values in metrics.items():
-            column = np.asarray(values)[:, None]
-            kept[name] = column if name not in kept else np.concatenate([kept[name], column], 1)
+            kept.setdefault(name, []).append(np.asarray(values)[:, None])
         start = stop
         if ckpt is not None and (start - last_checkpoint >= chunk_iterations or start == total):
             payload = {
@@ -151,11 +151,16 @@ def execute_run(
                 "timing": dataclasses.asdict(timing),
                 "initial": initial,
             }
-            store.save_checkpoint(ckpt, carry, payload, kept)
+            store.save_checkpoint(ckpt, carry, payload, _joined(kept))
             last_checkpoint = start
         progress.update(start)
     progress.close()
-    return {"metrics": kept, "initial": initial, "timing": timing}
+    return {"metrics": _joined(kept), "initial": initial, "timing": timing}
+
+
+def _joined(kept: dict) -> dict:
+    """name -> [seeds, points so far] from the per-segment columns."""
+    return {name: np.concatenate(columns, axis=1) for name, columns in kept.items()}
 
 
 def train_seeds(training, keys, logged, evaluator=None, label: str = "", quiet: bool = True):
