@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 
 from zopg.algorithms import Algorithm, AlgorithmConfig, Spent, Trainer
-from zopg.algorithms.base import integer, positive, unit_cost
+from zopg.algorithms.base import unit_cost
+from zopg.algorithms.settings import integer, positive
 from zopg.preferences import preference_rate
 from zopg.rollout import rollout_batch
 

@@ -3,6 +3,7 @@ every registered algorithm spends what it declares, and an algorithm defined out
 from an experiment file with no edit under zopg/."""
 
 import dataclasses
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +23,8 @@ from zopg.algorithms import (
     get,
     register,
 )
-from zopg.algorithms.base import integer, unit_cost
+from zopg.algorithms.base import unit_cost
+from zopg.algorithms.settings import integer
 from zopg.envs import make
 from zopg.experiments import store
 from zopg.policies import make_policy
@@ -226,6 +228,13 @@ def test_an_algorithm_outside_zopg_runs_from_a_toml_file(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text(PLUGIN_EXPERIMENT.replace("sigma = 1.0", "sigma = -1.0"))
     assert cli.main(["run", str(bad), "--out", str(tmp_path / "bad"), "--quiet"]) == 2
+
+
+def test_the_readme_shows_the_whole_plugin_file():
+    """README's "Add an algorithm" must show the file that this module runs, not a stale copy."""
+    root = Path(__file__).resolve().parent.parent
+    plugin = (root / "tests" / "plugin_random_search.py").read_text()
+    assert f"```python\n{plugin}```" in (root / "README.md").read_text()
 
 
 def test_links_named_in_a_file_are_built_or_refused(tmp_path):

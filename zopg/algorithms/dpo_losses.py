@@ -34,15 +34,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from zopg.algorithms.base import (
-    AlgorithmConfig,
-    Problem,
-    Spent,
-    choice,
-    integer,
-    positive,
-    real,
-)
+from zopg.algorithms.base import AlgorithmConfig, Problem, Spent
+from zopg.algorithms.settings import choice, integer, positive, real
 from zopg.rollout import Trajectory, masked_return, rollout_batch
 
 LOSSES = ("sigmoid", "ipo", "robust", "hinge")

@@ -8,8 +8,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from zopg.algorithms.base import Algorithm, Problem, Spent, Trainer, integer, unit_cost
+from zopg.algorithms.base import Algorithm, Problem, Spent, Trainer, unit_cost
 from zopg.algorithms.dpo_losses import DPOSettings, make_core
+from zopg.algorithms.settings import integer
 from zopg.errors import bad_value
 
 

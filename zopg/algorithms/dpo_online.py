@@ -7,8 +7,9 @@ import dataclasses
 
 import jax
 
-from zopg.algorithms.base import Algorithm, Problem, Spent, Trainer, integer, unit_cost
+from zopg.algorithms.base import Algorithm, Problem, Spent, Trainer, unit_cost
 from zopg.algorithms.dpo_losses import DPOSettings, make_core
+from zopg.algorithms.settings import integer
 
 
 @dataclasses.dataclass(frozen=True)

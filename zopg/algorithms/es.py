@@ -14,18 +14,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from zopg.algorithms.base import (
-    Algorithm,
-    AlgorithmConfig,
-    Problem,
-    Spent,
-    Trainer,
-    choice,
-    integer,
-    positive,
-    unit_cost,
-)
+from zopg.algorithms.base import Algorithm, AlgorithmConfig, Problem, Spent, Trainer, unit_cost
 from zopg.algorithms.exact_pg import OPTIMIZERS, make_optimizer
+from zopg.algorithms.settings import choice, integer, positive
 from zopg.errors import bad_value
 from zopg.rollout import masked_return, rollout_batch
 

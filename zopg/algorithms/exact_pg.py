@@ -11,17 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from zopg.algorithms.base import (
-    Algorithm,
-    AlgorithmConfig,
-    Problem,
-    Spent,
-    Trainer,
-    choice,
-    integer,
-    positive,
-    unit_cost,
-)
+from zopg.algorithms.base import Algorithm, AlgorithmConfig, Problem, Spent, Trainer, unit_cost
+from zopg.algorithms.settings import choice, integer, positive
 
 OPTIMIZERS = ("sgd", "adam")
 

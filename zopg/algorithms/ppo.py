@@ -18,20 +18,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from zopg.algorithms.base import (
-    Algorithm,
-    AlgorithmConfig,
-    Problem,
-    Spent,
-    Trainer,
-    choice,
-    flag,
-    integer,
-    positive,
-    real,
-    sizes,
-    unit_cost,
-)
+from zopg.algorithms.base import Algorithm, AlgorithmConfig, Problem, Spent, Trainer, unit_cost
 from zopg.algorithms.ppo_losses import (
     StepBatch,
     check_policy,
@@ -39,6 +26,7 @@ from zopg.algorithms.ppo_losses import (
     make_loss,
     masked_mean,
 )
+from zopg.algorithms.settings import choice, flag, integer, positive, real, sizes
 from zopg.errors import bad_value
 from zopg.networks import VALUE_HEADS, make_value_head
 from zopg.policies import TabularSoftmax

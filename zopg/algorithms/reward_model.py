@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from zopg.algorithms.base import Settings, choice, integer, positive, real, sizes
+from zopg.algorithms.settings import Settings, choice, integer, positive, real, sizes
 from zopg.errors import ConfigError
 from zopg.networks import MLP, observation_features
 from zopg.rollout import Trajectory

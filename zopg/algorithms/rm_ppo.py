@@ -15,17 +15,9 @@ import jax
 import jax.numpy as jnp
 
 from zopg.algorithms import reward_model as rm
-from zopg.algorithms.base import (
-    Algorithm,
-    AlgorithmConfig,
-    Problem,
-    Spent,
-    Trainer,
-    integer,
-    nested,
-    unit_cost,
-)
+from zopg.algorithms.base import Algorithm, AlgorithmConfig, Problem, Spent, Trainer, unit_cost
 from zopg.algorithms.ppo import PPOConfig, make_ppo
+from zopg.algorithms.settings import integer, nested
 from zopg.preferences import preference_rate
 from zopg.rollout import rollout_batch
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from zopg.algorithms.base import Algorithm, choice, integer
+from zopg.algorithms.base import Algorithm
+from zopg.algorithms.settings import choice, integer
 from zopg.algorithms.zeroth_order import (
     ZOConfig,
     estimator_config,

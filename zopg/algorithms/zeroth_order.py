@@ -14,18 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from zopg.algorithms.base import (
-    AlgorithmConfig,
-    Problem,
-    Spent,
-    Trainer,
-    choice,
-    flag,
-    integer,
-    link_setting,
-    positive,
-    unit_cost,
-)
+from zopg.algorithms.base import AlgorithmConfig, Problem, Spent, Trainer, unit_cost
+from zopg.algorithms.settings import choice, flag, integer, link_setting, positive
 from zopg.errors import ConfigError
 from zopg.estimators import DIRECTIONS, PARTITIONS, SPENDS, EstimatorConfig
 from zopg.preferences import preference_rate, value_difference

@@ -1,0 +1,208 @@
+"""Declared settings: config fields that say what values they allow and how TOML becomes them.
+
+A config is a frozen dataclass derived from `Settings` whose fields are declared with the
+helpers here (`integer`, `real`, `positive`, `flag`, `choice`, `sizes`, `link_setting`,
+`nested`). Every config then validates itself the same way (`validate`: each field against its
+`Rule`, then the config's own `check` of relations), is built from a TOML table (`from_data`:
+unknown keys refused, link names built, nested tables become nested configs) and written back
+(`to_data`). The rules also give the valid range of every field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+from zopg.errors import bad_value, checked_bool, checked_choice, checked_float, checked_int
+from zopg.preferences import make_link
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What values one config field allows, and how a value read from TOML becomes one.
+
+    kind: integer, real, bool, choice, sizes (tuple of ints >= 1), link (a Link or None; TOML
+    gives its name or a table with `name` and the link's parameters) or config (nested
+    Settings; TOML gives a table of its fields). schedule: a real field that may also be a
+    callable of the iteration index (optax style).
+    """
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[str, ...] = ()
+    schedule: bool = False
+    optional: bool = False  # None allowed
+
+    def check(self, name: str, value, problem=None):
+        if value is None and self.optional:
+            return None
+        if self.kind == "integer":
+            return checked_int(name, value, self.low, self.high)
+        if self.kind == "real":
+            if self.schedule and callable(value):
+                return value
+            return checked_float(
+                name, value, self.low, self.high, low_open=self.low_open, high_open=self.high_open
+            )
+        if self.kind == "bool":
+            return checked_bool(name, value)
+        if self.kind == "choice":
+            return checked_choice(name, value, self.choices)
+        if self.kind == "sizes":
+            if not isinstance(value, tuple) or not all(
+                isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in value
+            ):
+                raise bad_value(name, value, "must be a tuple of integers >= 1")
+            return value
+        if self.kind == "link":
+            if not (callable(getattr(value, "prob", None)) and hasattr(value, "inverse")):
+                raise bad_value(name, value, "must be a link (zopg.preferences.make_link)")
+            return value
+        if self.kind == "config":
+            if not isinstance(value, Settings):
+                raise bad_value(name, value, "must be a config dataclass")
+            value.validate(problem, prefix=f"{name}.")
+            return value
+        raise AssertionError(f"unknown rule kind {self.kind}")
+
+    def from_data(self, name: str, value, field_type):
+        """A TOML value for this field as the config expects it."""
+        if value is None:
+            return value
+        if self.kind == "sizes" and isinstance(value, list):
+            return tuple(value)
+        if self.kind == "link" and isinstance(value, str | dict):
+            return link_from_data(name, value)
+        if self.kind == "config" and isinstance(value, dict):
+            return field_type.from_data(value, prefix=f"{name}.")
+        return value
+
+
+def link_from_data(name: str, value):
+    """A link from its name, or from a table {name = ..., parameters...}."""
+    if isinstance(value, str):
+        return make_link(value)
+    params = dict(value)
+    link_name = params.pop("name", None)
+    if not isinstance(link_name, str):
+        raise bad_value(f"{name}.name", link_name, "a link table needs its name")
+    return make_link(link_name, **params)
+
+
+def _setting(default, rule: Rule, doc: str, factory=None) -> Any:
+    metadata = {"rule": rule, "doc": doc}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def integer(default, low: int | None = 1, high: int | None = None, doc: str = "") -> Any:
+    """An int in [low, high]; a default of None also allows None."""
+    return _setting(default, Rule("integer", low, high, optional=default is None), doc)
+
+
+def real(
+    default,
+    low=None,
+    high=None,
+    *,
+    low_open=False,
+    high_open=False,
+    schedule=False,
+    doc: str = "",
+) -> Any:
+    rule = Rule("real", low, high, low_open, high_open, schedule=schedule)
+    return _setting(default, rule, doc)
+
+
+def positive(default, *, schedule=False, doc: str = "") -> Any:
+    """A real in (0, inf)."""
+    return real(default, 0.0, math.inf, low_open=True, high_open=True, schedule=schedule, doc=doc)
+
+
+def flag(default: bool, doc: str = "") -> Any:
+    return _setting(default, Rule("bool"), doc)
+
+
+def choice(default: str, choices, doc: str = "") -> Any:
+    return _setting(default, Rule("choice", choices=tuple(choices)), doc)
+
+
+def sizes(default: tuple[int, ...], doc: str = "") -> Any:
+    return _setting(default, Rule("sizes"), doc)
+
+
+def link_setting(doc: str = "") -> Any:
+    """A link the learner assumes; None means the oracle's own (a known link)."""
+    return _setting(None, Rule("link", optional=True), doc)
+
+
+def nested(factory: Callable, doc: str = "") -> Any:
+    return _setting(None, Rule("config"), doc, factory=factory)
+
+
+class Settings:
+    """Base of every config dataclass whose fields are declared settings (see `Rule`).
+
+    check(problem, prefix): relations between fields and with the problem, run after every field
+    passed its own rule; raise a ConfigError naming prefix + the field.
+    """
+
+    def check(self, problem, prefix: str) -> None:
+        del problem, prefix
+
+    @classmethod
+    def rules(cls) -> dict[str, Rule]:
+        return {f.name: f.metadata["rule"] for f in dataclasses.fields(cls) if "rule" in f.metadata}
+
+    def validate(self, problem=None, prefix: str = ""):
+        """Every field against its declared rule, then `check`; returns self."""
+        for name, rule in self.rules().items():
+            rule.check(prefix + name, getattr(self, name), problem)
+        self.check(problem, prefix)
+        return self
+
+    @classmethod
+    def from_data(cls, data: dict, prefix: str = ""):
+        """The config from a table of field values (TOML): unknown keys are refused, nested
+        tables become nested configs, link names become links, lists become tuples."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise bad_value(
+                prefix + unknown[0],
+                data[unknown[0]],
+                f"unknown field of {cls.__name__}; allowed: {', '.join(sorted(fields))}",
+            )
+        values = {}
+        for name, value in data.items():
+            rule = fields[name].metadata.get("rule")
+            nested_type = None
+            if rule is not None and rule.kind == "config":
+                nested_type = type(fields[name].default_factory())
+            values[name] = (
+                rule.from_data(prefix + name, value, nested_type) if rule is not None else value
+            )
+        return cls(**values)
+
+    def to_data(self) -> dict:
+        """The inverse of from_data: plain JSON/TOML data (links as tables with their name,
+        schedules as their repr), for run records, hashes and config fragments."""
+        return {f.name: _as_data(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _as_data(value):
+    if isinstance(value, Settings):
+        return value.to_data()
+    if dataclasses.is_dataclass(value) and hasattr(value, "prob"):  # a link
+        return {"name": value.name, **dataclasses.asdict(value)}
+    if isinstance(value, tuple | list):
+        return [_as_data(v) for v in value]
+    if callable(value):
+        return repr(value)
+    return value
