@@ -1,10 +1,11 @@
 """The one evaluator of every algorithm: the value of the teacher's utility under a policy.
 
-Exact (backward induction on the tabular model) where the environment has one and the utility
-is the return; otherwise the Monte Carlo mean over fresh episodes with its standard error. It
-runs outside every algorithm's budget: it is never shown to the learner and spends no queries.
-"What is scored" is the `utility` argument (a function of a Trajectory, one value per
-trajectory; None is the masked return).
+Exact where the environment has a tabular model and the utility an exact form (the return by
+backward induction, path utilities on the product with their automaton, zopg.exact); otherwise
+the Monte Carlo mean over fresh episodes with its standard error. It runs outside every
+algorithm's budget: it is never shown to the learner and spends no queries. "What is scored" is
+the `utility` argument (a zopg.preferences utility or any function of a Trajectory giving one
+value per trajectory; None is the return).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from zopg.errors import bad_value
-from zopg.exact import optimal_value, policy_value
+from zopg.exact import optimal_utility_value, optimal_value, policy_value, utility_value
+from zopg.preferences.utilities import Return, Utility
 from zopg.rollout import masked_return, rollout_batch
 
 KINDS = ("exact", "monte-carlo")
@@ -93,22 +95,42 @@ class Evaluator:
 def make_evaluator(
     env, env_params, policy, utility: Callable | None = None, episodes: int = 100
 ) -> Evaluator:
-    """Exact for a tabular env scored by its return, Monte Carlo with `episodes` otherwise."""
-    if hasattr(env, "tabular_model") and utility is None:
-        model = env.tabular_model(env_params)
-        states = jnp.arange(env.num_states(env_params))
-
-        def exact(key, params):
-            del key
-            value = policy_value(model, policy.action_probs(params, states))
-            return value, jnp.zeros_like(value)
-
-        uniform = jnp.full((states.shape[0], env.num_actions), 1.0 / env.num_actions)
-        bounds = (float(policy_value(model, uniform)), float(optimal_value(model)))
-        return Evaluator("exact", exact, bounds)
+    """Exact for a tabular env whose utility has an exact form, Monte Carlo with `episodes`
+    fresh episodes per evaluation otherwise."""
+    if isinstance(utility, Utility):
+        utility = utility.bind(env, env_params)
+    if isinstance(utility, Return):
+        utility = None  # the return: the plain backward induction, no product needed
+    exact = _exact_evaluator(env, env_params, policy, utility)
+    if exact is not None:
+        return exact
     _check_num_episodes(episodes)
 
     def monte_carlo(key, params):
         return evaluate(key, policy, params, env, env_params, episodes, None, utility)
 
     return Evaluator("monte-carlo", monte_carlo, (float("nan"), float("nan")), episodes)
+
+
+def _exact_evaluator(env, env_params, policy, utility) -> Evaluator | None:
+    """The exact evaluator, or None when the env has no model or u no exact form."""
+    if not hasattr(env, "tabular_model"):
+        return None
+    model = env.tabular_model(env_params)
+    states = jnp.arange(env.num_states(env_params))
+    uniform = jnp.full((states.shape[0], env.num_actions), 1.0 / env.num_actions)
+    if utility is None:
+        value_of = lambda probs: policy_value(model, probs)  # noqa: E731
+        best = optimal_value(model)
+    elif isinstance(utility, Utility) and utility.automaton(model) is not None:
+        value_of = lambda probs: utility_value(env, env_params, utility, probs)  # noqa: E731
+        best = optimal_utility_value(env, env_params, utility)
+    else:
+        return None
+
+    def exact(key, params):
+        del key
+        value = value_of(policy.action_probs(params, states))
+        return value, jnp.zeros_like(value)
+
+    return Evaluator("exact", exact, (float(value_of(uniform)), float(best)))

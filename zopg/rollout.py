@@ -19,6 +19,8 @@ class Trajectory:
       reward   [..., H]              zero wherever `valid` is False
       log_prob [..., H]              log pi(action | obs) under the behaviour policy
       valid    [..., H] bool         True until (and including) the step that ended the episode
+      final_obs [..., *obs_shape]    the observation after the last step (rollouts set it; path
+                                     utilities need it to see the cell the last step entered)
     """
 
     obs: jax.Array
@@ -26,6 +28,7 @@ class Trajectory:
     reward: jax.Array
     log_prob: jax.Array
     valid: jax.Array
+    final_obs: jax.Array | None = None
 
     @property
     def horizon(self) -> int:
@@ -34,6 +37,16 @@ class Trajectory:
     @property
     def batch_shape(self) -> tuple[int, ...]:
         return self.reward.shape[:-1]
+
+
+def next_observations(traj: Trajectory) -> jax.Array:
+    """obs after each step, [..., H, *obs_shape]: obs[t + 1], and final_obs after the last."""
+    if traj.final_obs is None:
+        raise ValueError("this Trajectory has no final_obs; it needs one to give next observations")
+    time_axis = len(traj.batch_shape)
+    last = jnp.expand_dims(traj.final_obs, time_axis)
+    rest = jax.lax.slice_in_dim(traj.obs, 1, traj.horizon, axis=time_axis)
+    return jnp.concatenate([rest, last.astype(traj.obs.dtype)], axis=time_axis)
 
 
 def masked_return(traj: Trajectory) -> jax.Array:
@@ -77,8 +90,9 @@ def _episode(reset_key, noise, policy, policy_params, env, env_params) -> Trajec
         return (next_obs, next_state, alive & ~done), step
 
     carry = (obs, state, jnp.array(True))
-    _, (obs, action, reward, log_prob, valid) = jax.lax.scan(_env_step, carry, noise)
-    return Trajectory(obs=obs, action=action, reward=reward, log_prob=log_prob, valid=valid)
+    (final_obs, _, _), steps = jax.lax.scan(_env_step, carry, noise)
+    obs, action, reward, log_prob, valid = steps
+    return Trajectory(obs, action, reward, log_prob, valid, final_obs)
 
 
 def rollout(key, policy, policy_params, env, env_params, horizon: int) -> Trajectory:

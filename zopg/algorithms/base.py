@@ -28,8 +28,11 @@ from flax import struct
 
 from zopg.algorithms.settings import Settings
 from zopg.errors import ConfigError, bad_value
-from zopg.exact import value_fn
+from zopg.exact import utility_value_fn, value_fn
 from zopg.policies import flat_view
+from zopg.preferences import Utility
+from zopg.preferences.utilities import Return
+from zopg.rollout import masked_return
 
 INT32_MAX = 2**31 - 1  # budget counters are int32 (JAX's default integer)
 
@@ -87,10 +90,13 @@ def unit_cost(queries: int = 0, trajectories: int = 0, judged_per_query: int = 2
 class Problem:
     """Everything a trainer needs about env, policy and teacher, resolved once at build time.
 
-    dim and unravel give the flat parameter view that zeroth-order methods perturb. exact_value
-    (flat θ -> exact V) exists for tabular environments only; algorithms with reward access may
-    use it, the others must not. initial_params, when given, replace `policy.init(key)` as the
-    starting point (and DPO's reference) of every seed.
+    utility: the teacher's utility u(τ) (trajectory -> one value per trajectory; the oracle's,
+    bound to the env, else the return), what reward-access references optimise and the
+    evaluator scores. dim and unravel give the flat parameter view that zeroth-order methods
+    perturb. exact_value (flat θ -> exact E[u]) exists for tabular environments whose utility has
+    an exact form; algorithms with reward access may use it, the others must not.
+    initial_params, when given, replace `policy.init(key)` as the starting point (and DPO's
+    reference) of every seed.
     """
 
     env: Any
@@ -100,11 +106,17 @@ class Problem:
     dim: int
     unravel: Callable
     exact_value: Callable | None
+    utility: Callable = masked_return
     initial_params: Any = None
 
     @classmethod
     def build(cls, env, policy, oracle=None, env_params=None, initial_params=None) -> Problem:
         env_params = env.default_params if env_params is None else env_params
+        utility = getattr(oracle, "utility", None)
+        if isinstance(utility, Utility):
+            # Bound here, so an oracle can name its utility before it knows the env.
+            utility = utility.bind(env, env_params)
+            oracle = dataclasses.replace(oracle, utility=utility)
         template = jax.eval_shape(policy.init, jax.random.key(0))
         flat, unravel = flat_view(jax.tree_util.tree_map(jnp.zeros_like, template))
         if initial_params is not None:
@@ -115,12 +127,12 @@ class Problem:
                     f"{given.shape[0]} parameters",
                     f"must have the policy's structure ({flat.shape[0]} parameters)",
                 )
-        exact_value = None
-        if hasattr(env, "tabular_model"):
-            value = value_fn(env.tabular_model(env_params), policy, env.num_states(env_params))
-            exact_value = lambda theta: value(unravel(theta))  # noqa: E731
+        value = exact_utility_value(env, env_params, policy, utility)
+        exact_value = None if value is None else (lambda theta: value(unravel(theta)))
+        dim = flat.shape[0]
+        teacher = masked_return if utility is None else utility
         return cls(
-            env, env_params, policy, oracle, flat.shape[0], unravel, exact_value, initial_params
+            env, env_params, policy, oracle, dim, unravel, exact_value, teacher, initial_params
         )
 
     @property
@@ -139,6 +151,18 @@ class Problem:
     def require_exact(self, who: str) -> None:
         if self.exact_value is None:
             raise ConfigError(f"{who} needs a tabular environment; {self.env!r} has no exact model")
+
+
+def exact_utility_value(env, env_params, policy, utility):
+    """params -> exact E[u] of the policy, or None (no tabular model, or u has no exact form).
+    The return takes the plain backward induction; path utilities the product model."""
+    if not hasattr(env, "tabular_model"):
+        return None
+    if utility is None or isinstance(utility, Return):
+        return value_fn(env.tabular_model(env_params), policy, env.num_states(env_params))
+    if isinstance(utility, Utility) and utility.automaton(env.tabular_model(env_params)):
+        return utility_value_fn(env, env_params, utility, policy)
+    return None
 
 
 class AlgorithmConfig(Settings):

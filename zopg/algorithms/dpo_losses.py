@@ -15,8 +15,8 @@ Choices the issue left open (all ours):
   (p − ε)/(1 − 2ε), unbounded below when that leaves [0, 1], as the robust loss is per vote.)
   Pairs whose queries were all skipped by the teacher carry no label and get weight 0.
 - Held-out evaluation: `num_eval_pairs` pairs from π_ref, drawn once per seed, labelled by the
-  noise-free preference of the true utility (the oracle's custom utility if it has one, else the
-  return; no link noise, mistakes or myopia). `rewards/accuracies` counts pairs of unequal
+  noise-free preference of the teacher's utility (problem.utility: no link noise, mistakes or
+  myopia). `rewards/accuracies` counts pairs of unequal
   utility only; a zero log-ratio margin counts as half right; NaN when no pair is informative.
   `dpo/label_accuracy` is the same check of the training labels (soft ones count their mass on
   the better trajectory; late online batches are often all ties, hence NaN). Both are outside
@@ -36,7 +36,7 @@ from flax import struct
 
 from zopg.algorithms.base import AlgorithmConfig, Problem, Spent
 from zopg.algorithms.settings import choice, integer, positive, real
-from zopg.rollout import Trajectory, masked_return, rollout_batch
+from zopg.rollout import Trajectory, rollout_batch
 
 LOSSES = ("sigmoid", "ipo", "robust", "hinge")
 LABELS = ("majority", "soft")
@@ -175,13 +175,6 @@ def trajectory_kl(model, log_probs: jax.Array, ref_log_probs: jax.Array) -> jax.
     return jnp.sum(occupancy(model, probs) @ per_state)
 
 
-def true_utility(oracle, traj: Trajectory) -> jax.Array:
-    """The human's noise-free utility: the oracle's custom utility, else the return."""
-    if getattr(oracle, "utility", None) is not None:
-        return oracle.trajectory_utility(traj)
-    return masked_return(traj)
-
-
 def mean_where(values, mask):
     """Mean of values where mask holds; NaN when it holds nowhere (undefined, not 0 or ½)."""
     count = jnp.sum(mask)
@@ -255,7 +248,7 @@ def make_core(config: DPOSettings, problem: Problem) -> DPOCore:
         label, weight = make_labels(k_tie, feedback, config.labels, config.ties)
         pairs = LabelledPairs(Steps.of(traj_a), Steps.of(traj_b), label, weight)
         # Outside the budget: how often the label agrees with the noise-free preference.
-        u_a, u_b = true_utility(oracle, traj_a), true_utility(oracle, traj_b)
+        u_a, u_b = problem.utility(traj_a), problem.utility(traj_b)
         informative = (u_a != u_b) & (weight > 0)
         agree = jnp.where(u_a > u_b, label, 1.0 - label)
         spent = Spent.of(feedback.queries, 2 * num_pairs, steps)
@@ -263,7 +256,7 @@ def make_core(config: DPOSettings, problem: Problem) -> DPOCore:
 
     def held_out(key, ref_theta):
         traj_a, traj_b, _ = sample_pairs(key, ref_theta, config.num_eval_pairs)
-        u_a, u_b = true_utility(oracle, traj_a), true_utility(oracle, traj_b)
+        u_a, u_b = problem.utility(traj_a), problem.utility(traj_b)
         return Steps.of(traj_a), Steps.of(traj_b), jnp.sign(u_a - u_b)
 
     def diagnostics(theta, ref_theta, eval_set):

@@ -1,4 +1,5 @@
-"""OpenAI-ES (Salimans et al. 2017) on true returns (algorithms.md §7), a reward-access reference.
+"""OpenAI-ES (Salimans et al. 2017) on the teacher's true utility (algorithms.md §7): a
+reward-access reference (the utility is the return unless the teacher's is another).
 
 Written here rather than taken from evosax: evosax is not a project dependency, and the method
 is a few lines over what zopg already has (flat parameter view, vmapped rollouts, optax),
@@ -18,7 +19,7 @@ from zopg.algorithms.base import Algorithm, AlgorithmConfig, Problem, Spent, Tra
 from zopg.algorithms.exact_pg import OPTIMIZERS, make_optimizer
 from zopg.algorithms.settings import choice, integer, positive
 from zopg.errors import bad_value
-from zopg.rollout import masked_return, rollout_batch
+from zopg.rollout import rollout_batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +79,7 @@ def make_trainer(config: ESConfig, problem: Problem) -> Trainer:
             problem.env_params,
             config.rollouts_per_member,
         )
-        return jnp.mean(masked_return(traj)), jnp.sum(traj.valid)
+        return jnp.mean(problem.utility(traj)), jnp.sum(traj.valid)
 
     def init(key):
         theta = problem.initial_theta(key)

@@ -30,6 +30,7 @@ from zopg.algorithms.settings import choice, flag, integer, positive, real, size
 from zopg.errors import bad_value
 from zopg.networks import VALUE_HEADS, make_value_head
 from zopg.policies import TabularSoftmax
+from zopg.preferences.utilities import Return
 from zopg.rollout import Trajectory, masked_return, rollout_batch
 
 
@@ -121,6 +122,20 @@ def true_reward(reward_params, traj: Trajectory) -> jax.Array:
     """The environment's own per-step reward (reward_params is unused)."""
     del reward_params
     return traj.reward
+
+
+def utility_reward(utility):
+    """reward_fn paying u(τ) at each trajectory's last valid step and 0 elsewhere: PPO on a
+    utility that is not a sum of per-step rewards (for the return, true_reward is the same
+    objective with better credit assignment)."""
+
+    def reward(reward_params, traj: Trajectory) -> jax.Array:
+        del reward_params
+        last = jnp.sum(traj.valid, axis=-1, keepdims=True) - 1
+        at_end = jnp.arange(traj.horizon) == last
+        return jnp.where(at_end, utility(traj)[..., None], 0.0)
+
+    return reward
 
 
 def _optimizer(learning_rate, max_grad_norm: float) -> optax.GradientTransformation:
@@ -239,8 +254,10 @@ def make_ppo(config: PPOConfig, problem: Problem, reward_fn: Callable = true_rew
 
 
 def make_trainer(config: PPOConfig, problem: Problem) -> Trainer:
-    """PPO on the true reward (the reference of algorithms.md §7); the oracle is never used."""
-    core = make_ppo(config, problem, true_reward)
+    """PPO on the teacher's true utility (the reference of algorithms.md §7): the env's reward
+    per step for the return, else u(τ) paid at the last valid step; the oracle is never asked."""
+    is_return = problem.utility is masked_return or isinstance(problem.utility, Return)
+    core = make_ppo(config, problem, true_reward if is_return else utility_reward(problem.utility))
 
     def iterate(state, t, key):
         del t

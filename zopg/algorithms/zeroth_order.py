@@ -19,7 +19,7 @@ from zopg.algorithms.settings import choice, flag, integer, link_setting, positi
 from zopg.errors import ConfigError
 from zopg.estimators import DIRECTIONS, PARTITIONS, SPENDS, EstimatorConfig
 from zopg.preferences import preference_rate, value_difference
-from zopg.rollout import masked_return, rollout_batch
+from zopg.rollout import rollout_batch
 
 DIFFERENCES = ("preference", "return", "exact")
 OPTIMIZERS = ("sgd", "adam")
@@ -73,7 +73,7 @@ def make_difference_fn(config: ZOConfig, problem: Problem):
     """`(key, theta_1, theta_0, num_pairs) -> (delta [num_pairs], Spent)` for config.difference.
 
     preference: M votes per pair of fresh trajectories, inverted through the learner's link.
-    return:     the true return difference of the same pairs (no queries; tests and rates).
+    return:     the true utility difference of the same pairs (no queries; tests and rates).
     exact:      V(theta_1) - V(theta_0) from the tabular model (no samples at all).
     """
     if config.difference == "exact":
@@ -101,7 +101,7 @@ def make_difference_fn(config: ZOConfig, problem: Problem):
         traj_1, traj_0 = run(k1, theta_1), run(k0, theta_0)
         steps = jnp.sum(traj_1.valid) + jnp.sum(traj_0.valid)
         if config.difference == "return":
-            delta = masked_return(traj_1) - masked_return(traj_0)
+            delta = problem.utility(traj_1) - problem.utility(traj_0)
             queries = 0
         else:
             feedback = problem.oracle.query(kq, traj_1, traj_0, config.num_queries)

@@ -14,6 +14,9 @@ raise a ConfigError that names the file, the key and what is allowed.
     [[links]]                         # name plus the link's parameters, e.g. scale = 1.0
     name = "bradley-terry"
     [teacher]                         # B-Pref imperfections (zopg.preferences.Teacher fields)
+    [teacher.utility]                 # the human's utility u(τ): name plus its parameters
+    name = "waypoint-goal"            # (zopg.preferences.make_utility; default: the return)
+    waypoint = [1, 3]
     [evaluation]                      # points, chunk_iterations, episodes (see Evaluation)
     [methods.zpg]                     # label; algorithm = registry name; config fields
     algorithm = "zpg"
@@ -36,7 +39,7 @@ from zopg.errors import ConfigError
 from zopg.evaluation import Evaluator, make_evaluator
 from zopg.experiments.tomlfile import check_keys, fail, positive_int, read_toml, table_list
 from zopg.policies import POLICIES, make_policy
-from zopg.preferences import Oracle, Teacher, make_link
+from zopg.preferences import Oracle, Teacher, make_link, make_utility
 
 TOP_KEYS = {
     "name",
@@ -307,13 +310,15 @@ def build_run(
         raise fail(source, f"links ({link_spec.name})", str(err)) from None
     except TypeError as err:
         raise fail(source, f"links ({link_spec.name})", f"bad parameter: {err}") from None
+    imperfections = {k: v for k, v in experiment.teacher.items() if k != "utility"}
     try:
-        teacher = Teacher(**experiment.teacher)
+        teacher = Teacher(**imperfections)
     except ConfigError as err:
         raise fail(source, "teacher", str(err)) from None
     except TypeError as err:
         fields = ", ".join(f.name for f in dataclasses.fields(Teacher))
-        raise fail(source, "teacher", f"{err}; allowed: {fields}") from None
+        raise fail(source, "teacher", f"{err}; allowed: {fields}, utility") from None
+    utility = teacher_utility(experiment.teacher.get("utility"), source, env_spec, env, env_params)
     name, params = run_policy(experiment, env_spec)
     where = "policy" if env_spec.policy is None else f"envs ({env_spec.id}).policy"
     try:
@@ -323,14 +328,42 @@ def build_run(
     except TypeError as err:
         raise fail(source, where + "_params", str(err)) from None
     algo, config = method_config(method, experiment.budget_queries, source)
-    oracle = Oracle(link, teacher)
+    try:
+        oracle = Oracle(link, teacher, utility)
+    except ConfigError as err:
+        raise fail(source, "teacher", str(err)) from None
     try:
         problem = Problem.build(env, policy, oracle, env_params)
         training = build(algo, config, problem)
     except ConfigError as err:
         raise fail(source, f"methods.{method.label}", str(err)) from None
-    evaluator = make_evaluator(env, env_params, policy, episodes=experiment.evaluation.episodes)
+    evaluator = make_evaluator(
+        env, env_params, policy, training.problem.oracle.utility, experiment.evaluation.episodes
+    )
     return BuiltRun(env, env_params, policy, oracle, algo, config, training, evaluator)
+
+
+def teacher_utility(table, source: str, env_spec: EnvSpec, env, env_params):
+    """The teacher's utility from [teacher.utility] (a name, or a table with name and
+    parameters), bound to this env; None for the return (the default)."""
+    if table is None:
+        return None
+    where = "teacher.utility"
+    if isinstance(table, str):
+        table = {"name": table}
+    if not isinstance(table, dict) or not isinstance(table.get("name"), str):
+        raise fail(source, where, f"= {table!r}: must be a utility name or a table with 'name'")
+    params = {k: v for k, v in table.items() if k != "name"}
+    try:
+        utility = make_utility(table["name"], **params)
+    except ConfigError as err:
+        raise fail(source, where, str(err)) from None
+    except TypeError as err:
+        raise fail(source, where, f"bad parameter: {err}") from None
+    try:
+        return utility.bind(env, env_params)
+    except ConfigError as err:
+        raise fail(source, f"envs ({env_spec.id}): {where}", str(err)) from None
 
 
 def load_experiment(path, overrides=(), seeds: int | None = None) -> Experiment:

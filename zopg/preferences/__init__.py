@@ -15,9 +15,12 @@ from zopg.preferences.links import (
 )
 from zopg.preferences.oracle import Feedback, Oracle, preference_rate
 from zopg.preferences.teacher import Teacher
+from zopg.preferences.utilities import UTILITIES, Automaton, Utility, make_utility, myopic_return
 
 __all__ = [
     "LINKS",
+    "UTILITIES",
+    "Automaton",
     "BradleyTerry",
     "Feedback",
     "Hard",
@@ -26,9 +29,12 @@ __all__ = [
     "Oracle",
     "Teacher",
     "Thurstone",
+    "Utility",
     "WeibullSymmetric",
     "WeibullUtility",
     "make_link",
+    "make_utility",
+    "myopic_return",
     "preference_rate",
     "trim_probability",
     "value_difference",

@@ -15,6 +15,7 @@ from flax import struct
 from zopg.errors import bad_value
 from zopg.preferences.links import Link
 from zopg.preferences.teacher import Teacher
+from zopg.preferences.utilities import myopic_return
 from zopg.rollout import Trajectory, masked_return
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
@@ -107,11 +108,9 @@ class Oracle:
         reward = jnp.asarray(traj.reward, dtype=float)
         if not self.teacher.is_myopic:
             return masked_return(traj.replace(reward=reward))
-        horizon = traj.horizon
-        # Step k of H (1-based) weighs γ^(H−k): the teacher remembers the end best.
-        weights = self.teacher.myopia ** np.arange(horizon - 1, -1, -1, dtype=np.float64)
-        weights = jnp.asarray(weights, dtype=reward.dtype)
-        return jnp.sum(jnp.where(traj.valid, reward * weights, 0.0), axis=-1)
+        # The step k steps before the trajectory's last valid step weighs γ^k: the teacher
+        # remembers the end best, also of an episode that terminated early.
+        return myopic_return(traj, self.teacher.myopia)
 
     def votes_from_utilities(
         self,

@@ -1,0 +1,400 @@
+"""Human utilities u(τ) (algorithms.md §2b): frozen definitions with parameters, a registry like
+the links', and the automaton that makes path utilities exact on tabular environments.
+
+A utility is defined once (`make_utility(name, **params)`), then bound to an environment
+(`bind(env, env_params)`), which checks its parameters against the env (a waypoint inside the
+grid, a deadline within the horizon) and keeps what it needs of it as plain tuples, so a bound
+utility stays frozen and hashable. A bound utility maps a Trajectory to one value per
+trajectory. `automaton(model)` writes it as a Markov reward on the product of the tabular env's
+cells with a finite set of automaton states q (None when there is no such form), which
+`zopg.exact` evaluates exactly.
+
+Definitions (exactly §2b; cells are GridWorld states, "live" steps start from a non-absorbing
+cell, a step enters s' when it moves there from another cell):
+  return            Σ_t r_t over valid steps.
+  myopic-return     Σ_t γ^(L − t) r_t, L the last valid step (B-Pref weights a segment's end).
+  waypoint-goal     goal_reward for entering G only once the waypoint W has been visited (s_0..s_t
+                    include W), plus trap_reward for entering X, plus step_reward per live step.
+  deadline          goal_reward only if G is entered at step t + 1 <= k (steps count from 1);
+                    trap and step terms as in the return.
+  revisit-penalty   return − c · #{valid steps that enter an already visited cell}.
+  action-switches   return − c · #{t >= 1 valid: a_t != a_(t−1)} (discrete actions), or
+                    − c · Σ_(t>=1 valid) ‖a_t − a_(t−1)‖₂ (continuous).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from zopg.errors import ConfigError, bad_value, checked_float, checked_int, unknown_name
+from zopg.rollout import Trajectory, masked_return, next_observations
+
+
+@struct.dataclass
+class Automaton:
+    """A utility as a Markov reward on (automaton state q, cell s) of a tabular env.
+
+    start [S] int: q after the start cell; next_state [Q, S, A, S'] int: q after the step
+    (s, a, s'); reward [H, Q, S, A, S']: the utility's reward for step t (0-based) taken from
+    (q, s) with a into s'. V = E Σ_t reward[t, q_t, s_t, a_t, s_(t+1)].
+    """
+
+    start: jax.Array
+    next_state: jax.Array
+    reward: jax.Array
+
+    @property
+    def num_states(self) -> int:
+        return self.next_state.shape[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """What grid utilities need of a GridWorld: cell kinds, rewards and the horizon."""
+
+    height: int
+    width: int
+    goal: tuple[bool, ...]
+    trap: tuple[bool, ...]
+    wall: tuple[bool, ...]
+    horizon: int
+    goal_reward: float
+    trap_reward: float
+    step_reward: float
+
+    @classmethod
+    def of(cls, env, env_params, utility: str) -> Grid:
+        layout = getattr(env_params, "layout", None)
+        if layout is None or not hasattr(env, "tabular_model"):
+            raise ConfigError(f"utility {utility!r} needs a GridWorld; {env!r} is not one")
+        cells = "".join(layout)
+        return cls(
+            height=len(layout),
+            width=len(layout[0]),
+            goal=tuple(c == "G" for c in cells),
+            trap=tuple(c == "X" for c in cells),
+            wall=tuple(c == "#" for c in cells),
+            horizon=int(env_params.horizon),
+            goal_reward=float(env_params.goal_reward),
+            trap_reward=float(env_params.trap_reward),
+            step_reward=float(env_params.step_reward),
+        )
+
+    def arrays(self):
+        """(goal, trap, live) as arrays over cells; live cells are the non-absorbing ones."""
+        goal, trap = jnp.asarray(self.goal), jnp.asarray(self.trap)
+        return goal, trap, ~(goal | trap)
+
+    def step_terms(self, traj: Trajectory):
+        """Per step: (live, entered a goal, entered a trap), bool [..., H]."""
+        goal, trap, live_cell = self.arrays()
+        cells = traj.obs.astype(jnp.int32)
+        nxt = next_observations(traj).astype(jnp.int32)
+        live = traj.valid & live_cell[cells]
+        return live, live & goal[nxt], live & trap[nxt]
+
+    def entry_reward(self, goal_pays=1.0):
+        """[S, S'] reward of a live step from s into s' (0 from absorbing cells); the goal term
+        scaled by goal_pays (broadcast against [S, S'])."""
+        goal, trap = np.asarray(self.goal, np.float32), np.asarray(self.trap, np.float32)
+        live = 1.0 - np.maximum(goal, trap)
+        per_target = self.step_reward + self.trap_reward * trap
+        reward = per_target[None, :] + self.goal_reward * goal[None, :] * goal_pays
+        return reward * live[:, None]
+
+
+class Utility:
+    """Base of the utilities: a frozen dataclass; subclasses set name and markov."""
+
+    name: ClassVar[str]
+    # A sum of per-step terms in (s, a, s'): what a reward model r(s, a) can represent.
+    markov: ClassVar[bool] = False
+
+    def bind(self, env, env_params) -> Utility:
+        del env, env_params
+        return self
+
+    def __call__(self, traj: Trajectory) -> jax.Array:
+        raise NotImplementedError
+
+    def automaton(self, model) -> Automaton | None:
+        """The product form on a tabular model (after bind), or None (Monte Carlo only)."""
+        del model
+        return None
+
+    def parameters(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "grid"}
+
+    def _grid(self) -> Grid:
+        grid = getattr(self, "grid", None)
+        if grid is None:
+            raise ConfigError(f"utility {self.name!r} must be bound to its env first (bind)")
+        return grid
+
+
+def _broadcast_reward(model, per_step, num_q: int = 1):
+    """reward [H, Q, S, A, S'] from per_step(t) -> [Q or 1, S, A, S']."""
+    steps = [
+        jnp.broadcast_to(per_step(t), (num_q, *model.transition.shape))
+        for t in range(model.horizon)
+    ]
+    return jnp.stack(steps)
+
+
+def _single_state(model, per_step) -> Automaton:
+    """A utility that needs no automaton state, only the time index (Q = 1)."""
+    num_cells, num_actions, _ = model.transition.shape
+    return Automaton(
+        start=jnp.zeros((num_cells,), jnp.int32),
+        next_state=jnp.zeros((1, num_cells, num_actions, num_cells), jnp.int32),
+        reward=_broadcast_reward(model, per_step),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Return(Utility):
+    """Σ_t r_t over valid steps (the default)."""
+
+    name: ClassVar[str] = "return"
+    markov: ClassVar[bool] = True
+
+    def __call__(self, traj):
+        return masked_return(traj)
+
+    def automaton(self, model):
+        return _single_state(model, lambda t: model.reward[None])
+
+
+def myopic_return(traj: Trajectory, gamma: float) -> jax.Array:
+    """Σ_t γ^(L − t) r_t over valid steps, L each trajectory's last valid step."""
+    reward = jnp.asarray(traj.reward, dtype=float)
+    last = jnp.sum(traj.valid, axis=-1, keepdims=True) - 1
+    back = (last - jnp.arange(traj.horizon)).astype(reward.dtype)
+    weights = jnp.power(jnp.asarray(gamma, reward.dtype), jnp.maximum(back, 0.0))
+    return jnp.sum(jnp.where(traj.valid, reward * weights, 0.0), axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class MyopicReturn(Utility):
+    """Σ_t γ^(L − t) r_t: the end of a trajectory weighs most (γ in (0, 1])."""
+
+    gamma: float = 0.9
+    name: ClassVar[str] = "myopic-return"
+
+    def __post_init__(self):
+        value = checked_float("myopic-return.gamma", self.gamma, 0.0, 1.0, low_open=True)
+        object.__setattr__(self, "gamma", value)
+
+    def __call__(self, traj):
+        return myopic_return(traj, self.gamma)
+
+    def automaton(self, model):
+        # Tabular episodes run all H steps, so L = H − 1 for every trajectory.
+        horizon = model.horizon
+        return _single_state(model, lambda t: model.reward[None] * self.gamma ** (horizon - 1 - t))
+
+
+@dataclasses.dataclass(frozen=True)
+class WaypointGoal(Utility):
+    """The goal pays only once the waypoint cell (row, col) has been visited."""
+
+    waypoint: tuple[int, int] = (0, 0)
+    grid: Grid | None = None
+    name: ClassVar[str] = "waypoint-goal"
+
+    def __post_init__(self):
+        point = self.waypoint
+        if not (isinstance(point, tuple | list) and len(point) == 2):
+            raise bad_value("waypoint-goal.waypoint", point, "must be [row, col]")
+        cell = tuple(checked_int(f"waypoint-goal.waypoint[{i}]", v, 0) for i, v in enumerate(point))
+        object.__setattr__(self, "waypoint", cell)
+
+    def bind(self, env, env_params):
+        grid = Grid.of(env, env_params, self.name)
+        row, col = self.waypoint
+        if not (row < grid.height and col < grid.width):
+            raise bad_value(
+                "waypoint-goal.waypoint",
+                list(self.waypoint),
+                f"must lie inside the {grid.height} x {grid.width} grid",
+            )
+        cell = row * grid.width + col
+        if grid.wall[cell] or grid.goal[cell] or grid.trap[cell]:
+            raise bad_value(
+                "waypoint-goal.waypoint", list(self.waypoint), "must be a floor or start cell"
+            )
+        return dataclasses.replace(self, grid=grid)
+
+    @property
+    def cell(self) -> int:
+        return self.waypoint[0] * self._grid().width + self.waypoint[1]
+
+    def __call__(self, traj):
+        grid = self._grid()
+        live, goal, trap = grid.step_terms(traj)
+        at_waypoint = traj.obs.astype(jnp.int32) == self.cell
+        visited = jnp.cumsum(at_waypoint, axis=-1) > 0  # s_0 .. s_t include W
+        terms = (
+            grid.step_reward * live + grid.trap_reward * trap + grid.goal_reward * (goal & visited)
+        )
+        return jnp.sum(terms, axis=-1)
+
+    def automaton(self, model):
+        grid = self._grid()
+        num_cells, num_actions, _ = model.transition.shape
+        is_w = np.arange(num_cells) == self.cell
+        # q = 1 once W has been visited; it can only switch on by entering W.
+        nxt = np.broadcast_to(is_w[None, None, None, :], (2, num_cells, num_actions, num_cells))
+        nxt = nxt | (np.arange(2)[:, None, None, None] == 1)
+        paid = np.stack([grid.entry_reward(0.0), grid.entry_reward(1.0)])  # [Q, S, S']
+        per_step = jnp.asarray(paid[:, :, None, :])
+        return Automaton(
+            start=jnp.asarray(is_w, jnp.int32),
+            next_state=jnp.asarray(nxt, jnp.int32),
+            reward=_broadcast_reward(model, lambda t: per_step, num_q=2),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Deadline(Utility):
+    """The goal pays only if entered at step k or earlier (steps count from 1)."""
+
+    k: int = 8
+    grid: Grid | None = None
+    name: ClassVar[str] = "deadline"
+
+    def __post_init__(self):
+        object.__setattr__(self, "k", checked_int("deadline.k", self.k, 1))
+
+    def bind(self, env, env_params):
+        grid = Grid.of(env, env_params, self.name)
+        if self.k > grid.horizon:
+            raise bad_value("deadline.k", self.k, f"must be <= the horizon, {grid.horizon}")
+        return dataclasses.replace(self, grid=grid)
+
+    def __call__(self, traj):
+        grid = self._grid()
+        live, goal, trap = grid.step_terms(traj)
+        in_time = jnp.arange(traj.horizon) + 1 <= self.k
+        terms = (
+            grid.step_reward * live + grid.trap_reward * trap + grid.goal_reward * (goal & in_time)
+        )
+        return jnp.sum(terms, axis=-1)
+
+    def automaton(self, model):
+        grid = self._grid()
+        late, early = (jnp.asarray(grid.entry_reward(p)[None, :, None, :]) for p in (0.0, 1.0))
+        return _single_state(model, lambda t: early if t + 1 <= self.k else late)
+
+
+@dataclasses.dataclass(frozen=True)
+class RevisitPenalty(Utility):
+    """return − c per valid step that moves into a cell visited before (Monte Carlo only)."""
+
+    c: float = 0.1
+    grid: Grid | None = None
+    name: ClassVar[str] = "revisit-penalty"
+
+    def __post_init__(self):
+        object.__setattr__(self, "c", checked_float("revisit-penalty.c", self.c, 0.0))
+
+    def bind(self, env, env_params):
+        return dataclasses.replace(self, grid=Grid.of(env, env_params, self.name))
+
+    def __call__(self, traj):
+        num_cells = self._grid().height * self._grid().width
+        cells = traj.obs.astype(jnp.int32)
+        nxt = next_observations(traj).astype(jnp.int32)
+        seen = jnp.cumsum(jax.nn.one_hot(cells, num_cells, dtype=jnp.int32), axis=-2) > 0
+        seen_next = jnp.take_along_axis(seen, nxt[..., None], axis=-1)[..., 0]
+        revisits = traj.valid & (nxt != cells) & seen_next
+        return masked_return(traj) - self.c * jnp.sum(revisits, axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionSwitches(Utility):
+    """return − c per change of action (discrete) or − c‖a_t − a_(t−1)‖ (continuous)."""
+
+    c: float = 1.0
+    discrete: bool | None = None  # set by bind from the env's action kind
+    name: ClassVar[str] = "action-switches"
+
+    def __post_init__(self):
+        object.__setattr__(self, "c", checked_float("action-switches.c", self.c, 0.0))
+
+    def bind(self, env, env_params):
+        kind = getattr(env, "action_kind", None)
+        if kind not in ("discrete", "continuous"):
+            raise ConfigError(
+                "utility 'action-switches' needs discrete or continuous actions; "
+                f"{env!r} has {kind!r}"
+            )
+        return dataclasses.replace(self, discrete=kind == "discrete")
+
+    def parameters(self) -> dict:
+        return {"c": self.c}
+
+    def switches(self, traj) -> jax.Array:
+        """The penalised amount of each trajectory (count of switches, or total action change)."""
+        if self.discrete is None:
+            raise ConfigError("utility 'action-switches' must be bound to its env first (bind)")
+        time_axis = len(traj.batch_shape)
+        now = jax.lax.slice_in_dim(traj.action, 1, traj.horizon, axis=time_axis)
+        before = jax.lax.slice_in_dim(traj.action, 0, traj.horizon - 1, axis=time_axis)
+        if self.discrete:
+            change = (now != before).astype(jnp.float32)
+        else:
+            change = jnp.linalg.norm(jnp.asarray(now - before, jnp.float32), axis=-1)
+        return jnp.sum(jnp.where(traj.valid[..., 1:], change, 0.0), axis=-1)
+
+    def __call__(self, traj):
+        return masked_return(traj) - self.c * self.switches(traj)
+
+    def automaton(self, model):
+        if not self.discrete:
+            return None
+        num_cells, num_actions, _ = model.transition.shape
+        # q = the previous action; q = A before the first step.
+        nxt = np.broadcast_to(
+            np.arange(num_actions)[None, None, :, None],
+            (num_actions + 1, num_cells, num_actions, num_cells),
+        )
+        prev = np.arange(num_actions + 1)[:, None]
+        switched = (prev != np.arange(num_actions)[None, :]) & (prev < num_actions)  # [Q, A]
+        penalty = jnp.asarray(self.c * switched, jnp.float32)[:, None, :, None]
+        per_step = model.reward[None] - penalty
+        return Automaton(
+            start=jnp.full((num_cells,), num_actions, jnp.int32),
+            next_state=jnp.asarray(nxt, jnp.int32),
+            reward=_broadcast_reward(model, lambda t: per_step, num_q=num_actions + 1),
+        )
+
+
+UTILITIES: dict[str, type] = {
+    cls.name: cls
+    for cls in (Return, MyopicReturn, WaypointGoal, Deadline, RevisitPenalty, ActionSwitches)
+}
+
+
+def make_utility(name: str, **params) -> Utility:
+    """A utility by name with its parameters (see the module docstring), unbound."""
+    if name not in UTILITIES:
+        raise unknown_name("utility", name, UTILITIES)
+    cls = UTILITIES[name]
+    allowed = [f.name for f in dataclasses.fields(cls) if f.name not in ("grid", "discrete")]
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise bad_value(
+            f"{name} utility parameter",
+            unknown[0],
+            f"known parameters: {', '.join(allowed) or 'none'}",
+        )
+    if "waypoint" in params and isinstance(params["waypoint"], list):
+        params = {**params, "waypoint": tuple(params["waypoint"])}
+    return cls(**params)
