@@ -15,10 +15,10 @@ import jax.numpy as jnp
 import optax
 
 from zopg.algorithms.base import AlgorithmConfig, Problem, Spent, Trainer, unit_cost
-from zopg.algorithms.settings import choice, flag, integer, link_setting, positive
+from zopg.algorithms.settings import choice, flag, integer, link_setting, positive, real
 from zopg.errors import ConfigError
 from zopg.estimators import DIRECTIONS, PARTITIONS, SPENDS, EstimatorConfig
-from zopg.preferences import preference_rate, value_difference
+from zopg.preferences import WithMistakes, preference_rate, value_difference
 from zopg.rollout import rollout_batch
 
 DIFFERENCES = ("preference", "return", "exact")
@@ -46,6 +46,9 @@ class ZOConfig(AlgorithmConfig):
     difference: str = choice("preference", DIFFERENCES)
     r_max: float = positive(2.0, doc="trimming bound |r(τ₁) − r(τ₀)| <= r_max")
     link: object | None = link_setting(doc="the learner's assumed link; None: the oracle's")
+    mistake_rate: float = real(
+        0.0, 0.0, 0.5, high_open=True, doc="invert (1 − 2ε)σ + ε, a teacher flipping votes"
+    )
     optimizer: str = choice("sgd", OPTIMIZERS)
 
     def pairs_per_iteration(self) -> int:
@@ -92,6 +95,8 @@ def make_difference_fn(config: ZOConfig, problem: Problem):
     if config.difference == "preference" and problem.oracle is None:
         raise ConfigError("difference = 'preference' needs an oracle; got oracle = None")
     link = config.link or getattr(problem.oracle, "link", None)
+    if config.mistake_rate > 0 and link is not None:
+        link = WithMistakes(link, config.mistake_rate)
 
     def sampled(key, theta_1, theta_0, num_pairs):
         k1, k0, kq = jax.random.split(key, 3)

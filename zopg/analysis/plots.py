@@ -20,9 +20,29 @@ X_AXES = {
 }
 
 
-def _panels(columns):
-    pairs = sorted(set(zip(columns["env"], columns["link"], strict=True)))
-    return pairs
+def _panels(columns, labels):
+    """(env, link, *swept values) of every panel, in order of first appearance."""
+    keys = zip(columns["env"], columns["link"], *(columns[label] for label in labels), strict=True)
+    return list(dict.fromkeys(keys))
+
+
+def _panel_mask(columns, labels, panel):
+    mask = (columns["env"] == panel[0]) & (columns["link"] == panel[1])
+    for label, value in zip(labels, panel[2:], strict=True):
+        mask &= columns[label] == value
+    return mask
+
+
+def _result_key(result: dict, labels) -> tuple:
+    return (result["env"], result["link"], *(result["sweep"].get(label) for label in labels))
+
+
+def _title(panel, labels) -> str:
+    swept = ", ".join(
+        f"{label} {value:g}" if isinstance(value, float) else f"{label} {value}"
+        for label, value in zip(labels, panel[2:], strict=True)
+    )
+    return f"{panel[0]} · {panel[1]}" + (f" · {swept}" if swept else "")
 
 
 def _run_arrays(columns, mask):
@@ -33,23 +53,19 @@ def _run_arrays(columns, mask):
 
 
 def plot_convergence(columns, summary: dict, x_axis: str, path: Path) -> None:
-    panels = _panels(columns)
+    labels = [sweep["label"] for sweep in summary.get("sweeps", [])]
+    panels = _panels(columns, labels)
     methods = list(dict.fromkeys(columns["method"]))
     colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
-    bounds = {
-        (r["env"], r["link"]): (r["uniform_value"], r["optimal_value"]) for r in summary["results"]
-    }
-    monte_carlo = {
-        (r["env"], r["link"]) for r in summary["results"] if r.get("evaluation") == "monte-carlo"
-    }
-    ncols = min(2, len(panels))
+    results = summary["results"]
+    bounds = {_result_key(r, labels): (r["uniform_value"], r["optimal_value"]) for r in results}
+    monte_carlo = {_result_key(r, labels) for r in results if r.get("evaluation") == "monte-carlo"}
+    ncols = min(2 if len(panels) <= 4 else 3, len(panels))
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(6.4 * ncols, 4.2 * nrows), squeeze=False)
-    for ax, (env, link) in zip(axes.flat, panels, strict=False):
+    for ax, panel in zip(axes.flat, panels, strict=False):
         for method in methods:
-            mask = (
-                (columns["env"] == env) & (columns["link"] == link) & (columns["method"] == method)
-            )
+            mask = _panel_mask(columns, labels, panel) & (columns["method"] == method)
             if not mask.any():
                 continue
             take = _run_arrays(columns, mask)
@@ -71,16 +87,14 @@ def plot_convergence(columns, summary: dict, x_axis: str, path: Path) -> None:
                 continue
             ax.plot(x, mean, color=colours[method], label=method, lw=1.5)
             ax.fill_between(x, low, high, color=colours[method], alpha=0.2, lw=0)
-        uniform, best = bounds.get((env, link), (None, None))
+        uniform, best = bounds.get(panel, (None, None))
         if best is not None:
             ax.axhline(best, color="k", ls=":", lw=1, label="optimum V*")
         if uniform is not None:
             ax.axhline(uniform, color="grey", ls=":", lw=1, label="uniform policy")
-        ax.set_title(f"{env} · {link}")
+        ax.set_title(_title(panel, labels), fontsize=9)
         ax.set_xlabel(X_AXES[x_axis])
-        ax.set_ylabel(
-            "mean return (Monte Carlo)" if (env, link) in monte_carlo else "exact value V(θ)"
-        )
+        ax.set_ylabel("mean utility (Monte Carlo)" if panel in monte_carlo else "exact value V(θ)")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
@@ -110,14 +124,17 @@ def plot_final(summary: dict, path: Path) -> None:
     if any(r["score"]["mean"] is None and r["value"]["mean"] is not None for r in results):
         plot_final_values(summary, path)
         return
-    panels = list(dict.fromkeys((r["env"], r["link"]) for r in results))
+    labels = [sweep["label"] for sweep in summary.get("sweeps", [])]
+    panels = list(dict.fromkeys(_result_key(r, labels) for r in results))
     methods = list(dict.fromkeys(r["method"] for r in results))
     width = 0.8 / max(len(methods), 1)
     fig, ax = plt.subplots(figsize=(max(6.4, 1.6 * len(panels) + 2), 4.2))
     for i, method in enumerate(methods):
         xs, ys, errs = [], [], []
         for j, panel in enumerate(panels):
-            match = [r for r in results if (r["env"], r["link"]) == panel and r["method"] == method]
+            match = [
+                r for r in results if _result_key(r, labels) == panel and r["method"] == method
+            ]
             if not match or match[0]["score"]["mean"] is None:
                 continue
             s = match[0]["score"]
@@ -139,7 +156,7 @@ def plot_final(summary: dict, path: Path) -> None:
             label=label,
         )
     ax.set_xticks(range(len(panels)))
-    ax.set_xticklabels([f"{e}\n{l}" for e, l in panels], fontsize=8)
+    ax.set_xticklabels([_title(p, labels).replace(" · ", "\n", 1) for p in panels], fontsize=8)
     ax.axhline(1.0, color="k", ls=":", lw=1)
     ax.axhline(0.0, color="grey", ls=":", lw=1)
     ax.set_ylabel("normalised score (0 uniform, 1 optimum)")
@@ -155,7 +172,8 @@ def plot_final_values(summary: dict, path: Path) -> None:
     """One panel per env × link: each method's final value (mean, 95% CI) and, where measured,
     its initial policy's (hollow marker): returns are on each env's own scale."""
     results = summary["results"]
-    panels = list(dict.fromkeys((r["env"], r["link"]) for r in results))
+    labels = [sweep["label"] for sweep in summary.get("sweeps", [])]
+    panels = list(dict.fromkeys(_result_key(r, labels) for r in results))
     methods = list(dict.fromkeys(r["method"] for r in results))
     fig, axes = plt.subplots(
         1, len(panels), figsize=(max(4.8, 0.7 * len(methods) + 2) * len(panels), 4.4), squeeze=False
@@ -163,7 +181,9 @@ def plot_final_values(summary: dict, path: Path) -> None:
     for ax, panel in zip(axes.flat, panels, strict=True):
         names = []
         for method in methods:
-            match = [r for r in results if (r["env"], r["link"]) == panel and r["method"] == method]
+            match = [
+                r for r in results if _result_key(r, labels) == panel and r["method"] == method
+            ]
             if not match or match[0]["value"]["mean"] is None:
                 continue
             r, x = match[0], len(names)
@@ -183,7 +203,7 @@ def plot_final_values(summary: dict, path: Path) -> None:
             names.append(method + (" *" if r["reference"] else ""))
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-        ax.set_title(f"{panel[0]} · {panel[1]}", fontsize=9)
+        ax.set_title(_title(panel, labels), fontsize=9)
         ax.set_ylabel("final mean return (Monte Carlo)")
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle(
@@ -192,6 +212,83 @@ def plot_final_values(summary: dict, path: Path) -> None:
         fontsize=9,
     )
     fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_sweeps(summary: dict, path: Path) -> None:
+    """Final score (value, for Monte Carlo runs) against the first swept value, one line per
+    method (and value of a second swept field), mean and 95% bootstrap band over seeds; with a
+    threshold, a second row shows the queries each method needs to reach it."""
+    sweeps = summary["sweeps"]
+    first, second = sweeps[0]["label"], (sweeps[1]["label"] if len(sweeps) > 1 else None)
+    results = summary["results"]
+    panels = list(dict.fromkeys((r["env"], r["link"]) for r in results))
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    xs = list(sweeps[0]["values"])
+    numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs)
+    position = (lambda x: x) if numeric else (lambda x: xs.index(x))
+    thresholds = any("to_threshold" in r for r in results)
+    nrows = 2 if thresholds else 1
+    fig, axes = plt.subplots(
+        nrows, len(panels), figsize=(max(8.0, 5.6 * len(panels)), 3.8 * nrows), squeeze=False
+    )
+    styles = ["-", "--", ":", "-."]
+    for col, (env, link) in enumerate(panels):
+        for method in methods:
+            seconds = [None] if second is None else list(sweeps[1]["values"])
+            for k, other in enumerate(seconds):
+                rows = [
+                    r
+                    for r in results
+                    if (r["env"], r["link"], r["method"]) == (env, link, method)
+                    and (other is None or r["sweep"].get(second) == other)
+                ]
+                rows.sort(key=lambda r: xs.index(r["sweep"][first]))
+                if not rows:
+                    continue
+                stat = "score" if rows[0]["score"]["mean"] is not None else "value"
+                x = [position(r["sweep"][first]) for r in rows]
+                label = method if other is None else f"{method}, {second} {other}"
+                style = dict(color=colours[method], ls=styles[k % len(styles)], marker="o", ms=3)
+                mean = [r[stat]["mean"] for r in rows]
+                axes[0, col].plot(x, mean, label=label, **style)
+                low = [r[stat]["ci95"][0] for r in rows]
+                high = [r[stat]["ci95"][1] for r in rows]
+                axes[0, col].fill_between(x, low, high, color=colours[method], alpha=0.15, lw=0)
+                axes[0, col].set_ylabel(
+                    "final normalised score" if stat == "score" else "final value"
+                )
+                if thresholds and not rows[0]["reference"]:
+                    # References spend no human queries: nothing to draw.
+                    crossing = [r["to_threshold"] for r in rows]
+                    median = [np.nan if c["median"] is None else c["median"] for c in crossing]
+                    axes[1, col].plot(x, median, **style)
+                    axes[1, col].set_ylabel(
+                        f"queries to {crossing[0]['of']} >= {crossing[0]['threshold']:g}"
+                    )
+        for row in range(nrows):
+            ax = axes[row, col]
+            ax.set_xlabel(first)
+            if not numeric:
+                ax.set_xticks(range(len(xs)), [str(x) for x in xs])
+            ax.grid(alpha=0.3)
+        axes[0, col].set_title(f"{env} · {link}", fontsize=9)
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    for ax in axes[0, 1:]:
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            if name not in names:
+                handles.append(handle)
+                names.append(name)
+    fig.legend(handles, names, loc="lower center", ncol=min(4, len(names)), frameon=False)
+    fig.suptitle(
+        f"{summary['experiment']}: final value against {first}, mean and 95% bootstrap band "
+        f"over {summary['seeds']} seeds" + ("\nqueries: median over seeds" if thresholds else ""),
+        fontsize=10,
+    )
+    legend_rows = -(-len(names) // 4)
+    fig.tight_layout(rect=(0, (0.3 + 0.25 * legend_rows) / (3.8 * nrows), 1, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -211,4 +308,8 @@ def plot_results(out_dir) -> list[Path]:
     path = figures / "final_scores.png"
     plot_final(summary, path)
     paths.append(path)
+    if summary.get("sweeps"):
+        path = figures / "sweep.png"
+        plot_sweeps(summary, path)
+        paths.append(path)
     return paths

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zopg.analysis.stats import bootstrap_ci, iqm
+from zopg.analysis.stats import bootstrap_ci, first_crossing, iqm
 from zopg.exact import normalized_score
 from zopg.experiments import store
 from zopg.provenance import device, git_revision, host, versions
@@ -35,17 +35,39 @@ def seed_statistics(values) -> dict:
     }
 
 
-def summarise_run(run: dict) -> dict:
+def queries_to_threshold(run: dict, threshold: float) -> dict:
+    """Human queries at which each seed's score (value, without a score) first reaches the
+    threshold, read at the logged iterations: median and 95% bootstrap CI over seeds (None
+    where a seed never gets there, as an infinite value)."""
+    metrics = run["metrics"]
+    value = store.tidy_column(metrics, "value")
+    score = normaliser(run)(value)
+    curve = value if np.all(np.isnan(score)) else score
+    crossing = first_crossing(curve, metrics["budget/queries"], threshold)
+    low, high = bootstrap_ci(crossing, np.median)
+    finite = lambda x: float(x) if np.isfinite(x) else None  # noqa: E731
+    return {
+        "threshold": threshold,
+        "of": "value" if curve is value else "score",
+        "median": finite(np.median(crossing)),
+        "ci95": [finite(low), finite(high)],
+        "seeds_reaching": int(np.isfinite(crossing).sum()),
+    }
+
+
+def summarise_run(run: dict, threshold: float | None = None) -> dict:
     metrics = run["metrics"]
     final = {name: values[:, -1] for name, values in metrics.items()}
     found = store.tidy_column(metrics, "value")
     value = np.full(run["seeds"], np.nan) if found is None else found[:, -1]
+    extra = {} if threshold is None else {"to_threshold": queries_to_threshold(run, threshold)}
     return {
         "method": run["method"],
         "algorithm": run["algorithm"],
         "reference": run["reference"],
         "env": run["env"],
         "link": run["link"],
+        "sweep": run.get("sweep", {}),
         "iterations": run["num_iterations"],
         "seeds": run["seeds"],
         **{
@@ -58,12 +80,14 @@ def summarise_run(run: dict) -> dict:
         "score": seed_statistics(normaliser(run)(value)),
         "uniform_value": run["uniform_value"],
         "optimal_value": run["optimal_value"],
+        **extra,
     }
 
 
 def load_runs(out_dir) -> tuple[dict, list[tuple[str, dict]]]:
     """(experiment record, [(run id, run)]) of a results folder; each run is labelled with its
-    panel's link (a reference run appears once per link panel)."""
+    panel's link and sweep point (one run may serve several: a reference every link panel, a
+    run the swept field does not touch every sweep point)."""
     record = store.read_experiment(out_dir)
     runs_dir = Path(out_dir) / "runs"
     loaded = {}
@@ -72,7 +96,7 @@ def load_runs(out_dir) -> tuple[dict, list[tuple[str, dict]]]:
         rid = entry["run_id"]
         if rid not in loaded:
             loaded[rid] = store.load_run(runs_dir, rid)
-        runs.append((rid, {**loaded[rid], "link": entry["link"]}))
+        runs.append((rid, {**loaded[rid], "link": entry["link"], "sweep": entry.get("sweep", {})}))
     return record, runs
 
 
@@ -83,16 +107,18 @@ def write_reports(out_dir) -> dict:
     out_dir = Path(out_dir)
     record, labelled = load_runs(out_dir)
     runs = [run for _, run in labelled]
+    sweep_labels = [s["label"] for s in record.get("sweeps", [])]
+    threshold = record.get("evaluation", {}).get("threshold")
     tidy = [
         {
-            **{k: run[k] for k in ("method", "algorithm", "reference", "env", "link")},
+            **{k: run[k] for k in ("method", "algorithm", "reference", "env", "link", "sweep")},
             "iterations": run["iterations"],
             "metrics": run["metrics"],
             "normalise": normaliser(run),
         }
         for run in runs
     ]
-    store.write_tidy(out_dir / "metrics.csv", tidy)
+    store.write_tidy(out_dir / "metrics.csv", tidy, sweep_labels)
     summary = {
         "experiment": record["name"],
         "budget_queries": record["budget_queries"],
@@ -101,7 +127,8 @@ def write_reports(out_dir) -> dict:
         "an exact model, else the Monte Carlo mean over fresh episodes",
         "score": "(V - V_uniform) / (V* - V_uniform); V exact, V* the finite-horizon optimum",
         "ci": "95% percentile bootstrap over seeds",
-        "results": [summarise_run(run) for run in runs],
+        "sweeps": record.get("sweeps", []),
+        "results": [summarise_run(run, threshold) for run in runs],
     }
     store.write_json_atomic(out_dir / "summary.json", summary)
     distinct = dict(labelled)
@@ -161,6 +188,8 @@ def format_summary(summary: dict) -> str:
     ]
     for r in summary["results"]:
         queries = "reference" if r["reference"] else f"{r['queries']:.3g}"
+        point = ",".join(f"{k}={v}" for k, v in r.get("sweep", {}).items())
+        method = f"{r['method']} [{point}]" if point else r["method"]
         s, v = r["score"], r["value"]
         v_ci = f"[{fmt(v['ci95'][0])}, {fmt(v['ci95'][1])}]"
         if scored:
@@ -170,7 +199,7 @@ def format_summary(summary: dict) -> str:
             initial = (r.get("initial_value") or {}).get("mean")
             extra = f"{fmt(initial):>8} {fmt(v['iqm']):>9}"
         lines.append(
-            f"{r['method']:14} {r['env']:22} {r['link']:14} {queries:>10} {fmt(v['mean']):>8} "
+            f"{method:14} {r['env']:22} {r['link']:14} {queries:>10} {fmt(v['mean']):>8} "
             f"{v_ci:>19} {extra}"
         )
     return "\n".join(lines)

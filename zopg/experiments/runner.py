@@ -176,19 +176,26 @@ def train_seeds(training, keys, logged, evaluator=None, label: str = "", quiet: 
     )
 
 
-def run_id(method: str, env_slug: str, link: str) -> str:
-    return f"{method}__{env_slug}__{link}"
+def run_id(method: str, env_slug: str, link: str, point: dict) -> str:
+    swept = "".join(f"__{k}={_slug(v)}" for k, v in point.items())
+    return f"{method}__{env_slug}__{link}{swept}"
+
+
+def _slug(value) -> str:
+    return str(value).replace("/", "-").replace(" ", "")
 
 
 def run_hash(experiment: Experiment, env_spec, link_spec, method, config, evaluator) -> str:
-    """Everything that determines a run's numbers; a finished run with this hash is reused."""
+    """Everything that determines a run's numbers; a finished run with this hash is reused
+    (by a later invocation, by another link panel for references, by another sweep point when
+    the swept field does not touch this run)."""
     identity = {
         "seeds": experiment.seeds,
         "policy": experiment.policy,
         "policy_params": experiment.policy_params,
         "teacher": experiment.teacher,
         "points": experiment.evaluation.points,
-        "env": _set_fields(env_spec),
+        "env": {k: v for k, v in _set_fields(env_spec).items() if k != "label"},
         "link": dataclasses.asdict(link_spec),
         "method": _set_fields(method),
         "config": {"type": type(config).__qualname__, **config.to_data()},
@@ -206,44 +213,51 @@ def _set_fields(spec) -> dict:
 
 
 def run_experiment(experiment: Experiment, out_dir, quiet: bool = False, log=None) -> dict:
-    """Run every (env, link, method) of the experiment into out_dir/runs and write
+    """Run every (sweep point, env, link, method) of the experiment into out_dir/runs and write
     out_dir/experiment.json (the experiment and its runs). zopg.analysis.report turns the
     folder into metrics.csv, summary.json, manifest.json and figures."""
     log = log or (lambda msg: None if quiet else print(msg, file=sys.stderr))
     out_dir = Path(out_dir)
     runs_dir = out_dir / "runs"
     started = time.perf_counter()
-    panels = []  # (run id, link panel): a reference run appears in every link's panel
+    # One entry per (run, panel): a run appears in every link panel and sweep point it serves.
+    entries, by_hash = [], {}
     num_devices = len(jax.devices())
     if seed_sharding(experiment.seeds) is None and num_devices > 1:
         log(f"{experiment.seeds} seeds do not divide over {num_devices} devices: one device used")
-    for env_spec in experiment.envs:
-        for link_spec in experiment.links:
-            for method in experiment.methods:
-                if not method.runs_on(env_spec.id):
-                    continue
-                run = build_run(experiment, env_spec, link_spec, method)
-                # References never see the teacher, so one run per env serves every link.
-                run_link = REWARD_ACCESS if run.algorithm.reference else link_spec
-                rid = run_id(method.label, env_spec.slug, run_link.name)
-                rhash = run_hash(experiment, env_spec, run_link, method, run.config, run.evaluator)
-                if any(done == rid for done, _ in panels):
-                    pass  # a reference already run for this env under another link
-                elif store.finished_run_hash(runs_dir, rid) == rhash:
-                    log(f"{rid}: finished earlier, skipped")
-                else:
-                    labels = {
-                        "method": method.label,
-                        "env": env_spec.id,
-                        "link": run_link.name,
-                    }
-                    execute_and_store(experiment, run, runs_dir, rid, rhash, labels, quiet, log)
-                panels.append((rid, link_spec.name))
+    for point in experiment.points():
+        variant = experiment.variant(point)
+        for env_spec in variant.envs:
+            for link_spec in variant.links:
+                for method in variant.methods:
+                    if not method.runs_on(env_spec.name):
+                        continue
+                    run = build_run(variant, env_spec, link_spec, method)
+                    # References never see the teacher's link: one run serves every link.
+                    run_link = REWARD_ACCESS if run.algorithm.reference else link_spec
+                    rhash = run_hash(variant, env_spec, run_link, method, run.config, run.evaluator)
+                    rid = by_hash.get(rhash)
+                    if rid is None:
+                        rid = run_id(method.label, env_spec.slug, run_link.name, point)
+                        if store.finished_run_hash(runs_dir, rid) == rhash:
+                            log(f"{rid}: finished earlier, skipped")
+                        else:
+                            labels = {
+                                "method": method.label,
+                                "env": env_spec.name,
+                                "link": run_link.name,
+                                "sweep": point,
+                            }
+                            execute_and_store(
+                                variant, run, runs_dir, rid, rhash, labels, quiet, log
+                            )
+                        by_hash[rhash] = rid
+                    entries.append({"run_id": rid, "link": link_spec.name, "sweep": point})
     record = {
         **experiment.to_dict(),
         "source": experiment.source,
         "config_hash": experiment.config_hash(),
-        "runs": [{"run_id": rid, "link": link} for rid, link in panels],
+        "runs": entries,
         "wall_s_this_invocation": time.perf_counter() - started,
     }
     store.write_experiment(out_dir, record)

@@ -17,10 +17,17 @@ raise a ConfigError that names the file, the key and what is allowed.
     [teacher.utility]                 # the human's utility u(τ): name plus its parameters
     name = "waypoint-goal"            # (zopg.preferences.make_utility; default: the return)
     waypoint = [1, 3]
-    [evaluation]                      # points, chunk_iterations, episodes (see Evaluation)
+    [evaluation]                      # points, chunk_iterations, episodes, threshold (Evaluation)
     [methods.zpg]                     # label; algorithm = registry name; config fields
     algorithm = "zpg"
     envs = ["gridworld/open-5x5"]     # optional: run this method on these envs only
+    [[sweep]]                         # up to two: every combination of their values is run
+    field = "envs.0.slip"             # any --set path
+    values = [0.0, 0.1, 0.2]
+    label = "slip"                    # optional column name (default: the path's last part)
+
+An [[envs]] entry may carry a `label` (default: its id) so that one env id can appear twice
+with different fields; runs, metrics.csv and method `envs` lists use the label.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import itertools
 import json
 import tomllib
 from pathlib import Path
@@ -53,9 +61,12 @@ TOP_KEYS = {
     "teacher",
     "evaluation",
     "methods",
+    "sweep",
 }
-EVALUATION_KEYS = {"points", "chunk_iterations", "episodes"}
-ENV_POLICY_KEYS = ("policy", "policy_params")  # reserved in [[envs]]: not env field overrides
+EVALUATION_KEYS = {"points", "chunk_iterations", "episodes", "threshold"}
+ENV_KEYS = ("policy", "policy_params", "label")  # reserved in [[envs]]: not env field overrides
+SWEEP_KEYS = {"field", "values", "label"}
+MAX_SWEEPS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,10 +75,16 @@ class EnvSpec:
     overrides: dict
     policy: str | None = None  # None: the experiment's policy
     policy_params: dict | None = None  # None: the experiment's policy_params
+    label: str | None = None  # None: the id
+
+    @property
+    def name(self) -> str:
+        """How runs, metrics.csv and method `envs` lists name this env."""
+        return self.label or self.id
 
     @property
     def slug(self) -> str:
-        return self.id.replace("/", "-")
+        return self.name.replace("/", "-")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +100,8 @@ class MethodSpec:
     params: dict
     envs: tuple[str, ...] | None = None  # None: every env of the experiment
 
-    def runs_on(self, env_id: str) -> bool:
-        return self.envs is None or env_id in self.envs
+    def runs_on(self, env_name: str) -> bool:
+        return self.envs is None or env_name in self.envs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +111,18 @@ class Evaluation:
     # Envs without an exact model are scored by the Monte Carlo return of this many fresh
     # episodes per seed (zopg.evaluation; outside every budget), at about `points` iterations.
     episodes: int = 100
+    # Optional: report the queries each seed needs to first reach this normalised score (the
+    # value, for Monte Carlo runs), in summary.json and, with sweeps, against the swept values.
+    threshold: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSpec:
+    """One swept field: a --set path, its values, and the column name of the swept value."""
+
+    field: str
+    values: tuple
+    label: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,11 +139,29 @@ class Experiment:
     evaluation: Evaluation
     methods: tuple[MethodSpec, ...]
     source: str = ""
+    sweeps: tuple[SweepSpec, ...] = ()
+    raw: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         data.pop("source")
+        data.pop("raw")
         return data
+
+    def points(self) -> list[dict]:
+        """Every combination of the swept values as {label: value}; [{}] without sweeps."""
+        combos = itertools.product(*(s.values for s in self.sweeps))
+        return [dict(zip((s.label for s in self.sweeps), c, strict=True)) for c in combos]
+
+    def variant(self, point: dict) -> Experiment:
+        """The experiment with one sweep point's values set (itself when there is none)."""
+        if not point:
+            return self
+        raw = copy.deepcopy(self.raw)
+        for sweep in self.sweeps:
+            set_path(raw, sweep.field, point[sweep.label], f"{self.source}: sweep {sweep.field}")
+        raw.pop("sweep", None)
+        return dataclasses.replace(_parse(raw, self.source), sweeps=self.sweeps, raw=self.raw)
 
     def config_hash(self) -> str:
         canonical = json.dumps(self.to_dict(), sort_keys=True, default=str)
@@ -137,21 +184,24 @@ def apply_override(raw: dict, assignment: str, source: str) -> None:
     if "=" not in assignment:
         raise ConfigError(f"--set {assignment!r}: expected path.to.field=value")
     path, text = assignment.split("=", 1)
-    keys = path.strip().split(".")
+    set_path(raw, path.strip(), parse_value(text.strip()), f"{source}: --set {path.strip()}")
+
+
+def set_path(raw: dict, path: str, value: Any, where_prefix: str) -> None:
+    """raw[path] = value for a dotted path; list items are addressed by index."""
+    keys = path.split(".")
     node: Any = raw
     for i, key in enumerate(keys):
         last = i == len(keys) - 1
         where = ".".join(keys[: i + 1])
         if isinstance(node, list):
             if not key.isdigit() or int(key) >= len(node):
-                raise ConfigError(
-                    f"{source}: --set {path}: {where!r} must index 0..{len(node) - 1}"
-                )
+                raise ConfigError(f"{where_prefix}: {where!r} must index 0..{len(node) - 1}")
             key = int(key)
         elif not isinstance(node, dict):
-            raise ConfigError(f"{source}: --set {path}: {where!r} is not a table or array")
+            raise ConfigError(f"{where_prefix}: {where!r} is not a table or array")
         if last:
-            node[key] = parse_value(text.strip())
+            node[key] = value
         else:
             if isinstance(node, dict) and key not in node:
                 node[key] = {}
@@ -174,17 +224,26 @@ def _parse(raw: dict, source: str) -> Experiment:
         raise fail(source, "policy", f"= {policy!r}: allowed: {', '.join(POLICIES)}")
     evaluation = raw.get("evaluation", {})
     check_keys(source, "evaluation", evaluation, EVALUATION_KEYS)
+    threshold = evaluation.get("threshold")
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, int | float)
+    ):
+        raise fail(source, "evaluation.threshold", f"= {threshold!r}: must be a number")
+    counts = {k: v for k, v in evaluation.items() if k != "threshold"}
     evaluation = Evaluation(
-        **{k: positive_int(source, f"evaluation.{k}", v) for k, v in evaluation.items()}
+        **{k: positive_int(source, f"evaluation.{k}", v) for k, v in counts.items()},
+        threshold=None if threshold is None else float(threshold),
     )
     if evaluation.episodes < 2:
         # A standard error needs two episodes at least.
         raise fail(source, "evaluation.episodes", f"= {evaluation.episodes}: must be >= 2")
     env_tables = table_list(source, "envs", raw["envs"], "id")
     envs = tuple(_env_spec(source, i, e) for i, e in enumerate(env_tables))
-    env_ids = [e.id for e in envs]
+    env_ids = [e.name for e in envs]
     if len(set(env_ids)) != len(env_ids):
-        raise fail(source, "envs", f"each env id may appear once; got {env_ids}")
+        raise fail(
+            source, "envs", f"each env id (or label) may appear once; got {env_ids}; give a label"
+        )
     links = tuple(
         LinkSpec(name=l["name"], params={k: v for k, v in l.items() if k != "name"})
         for l in table_list(source, "links", raw["links"], "name")
@@ -203,7 +262,7 @@ def _parse(raw: dict, source: str) -> Experiment:
                 raise fail(
                     source,
                     f"methods.{label}.envs",
-                    f"= {only!r}: must be a non-empty list of env ids of this experiment "
+                    f"= {only!r}: must be a non-empty list of env ids (labels) of this experiment "
                     f"({', '.join(env_ids)})",
                 )
             only = tuple(only)
@@ -229,7 +288,36 @@ def _parse(raw: dict, source: str) -> Experiment:
         evaluation=evaluation,
         methods=tuple(methods),
         source=source,
+        sweeps=_sweeps(source, raw.get("sweep", [])),
+        raw=raw,
     )
+
+
+def _sweeps(source: str, tables) -> tuple[SweepSpec, ...]:
+    """The [[sweep]] tables: at most two, each a field path with a non-empty list of values."""
+    if not isinstance(tables, list) or len(tables) > MAX_SWEEPS:
+        raise fail(source, "sweep", f"must be at most {MAX_SWEEPS} [[sweep]] tables")
+    sweeps = []
+    for i, table in enumerate(tables):
+        where = f"sweep[{i}]"
+        check_keys(source, where, table, SWEEP_KEYS)
+        field, values = table.get("field"), table.get("values")
+        if not isinstance(field, str) or not field:
+            raise fail(source, f"{where}.field", f"= {field!r}: must be a --set path")
+        if field.split(".")[0] in ("name", "sweep", "seeds"):
+            raise fail(source, f"{where}.field", f"= {field!r}: cannot be swept")
+        if not isinstance(values, list) or not values:
+            raise fail(source, f"{where}.values", f"= {values!r}: must be a non-empty list")
+        if len({repr(v) for v in values}) != len(values):
+            raise fail(source, f"{where}.values", f"= {values!r}: must not repeat a value")
+        label = table.get("label", field.split(".")[-1])
+        if not isinstance(label, str) or not label.isidentifier():
+            raise fail(source, f"{where}.label", f"= {label!r}: must be a plain name")
+        sweeps.append(SweepSpec(field=field, values=tuple(values), label=label))
+    labels = [s.label for s in sweeps]
+    if len(set(labels)) != len(labels):
+        raise fail(source, "sweep", f"labels must differ; got {labels} (set label = ...)")
+    return tuple(sweeps)
 
 
 def _env_spec(source: str, index: int, table: dict) -> EnvSpec:
@@ -238,9 +326,14 @@ def _env_spec(source: str, index: int, table: dict) -> EnvSpec:
         raise fail(source, f"envs[{index}].policy", f"= {policy!r}: allowed: {', '.join(POLICIES)}")
     if params is not None and not isinstance(params, dict):
         raise fail(source, f"envs[{index}].policy_params", "must be a table")
-    reserved = ("id", *ENV_POLICY_KEYS)
+    label = table.get("label")
+    if label is not None and (not isinstance(label, str) or not label or "__" in label):
+        raise fail(source, f"envs[{index}].label", f"= {label!r}: must be a name without '__'")
+    reserved = ("id", *ENV_KEYS)
     overrides = {k: v for k, v in table.items() if k not in reserved}
-    return EnvSpec(id=table["id"], overrides=overrides, policy=policy, policy_params=params)
+    return EnvSpec(
+        id=table["id"], overrides=overrides, policy=policy, policy_params=params, label=label
+    )
 
 
 def run_policy(experiment: Experiment, env_spec: EnvSpec) -> tuple[str, dict]:
@@ -303,7 +396,7 @@ def build_run(
     try:
         env, env_params = make_env(env_spec.id, **env_spec.overrides)
     except ConfigError as err:
-        raise fail(source, f"envs ({env_spec.id})", str(err)) from None
+        raise fail(source, f"envs ({env_spec.name})", str(err)) from None
     try:
         link = make_link(link_spec.name, **link_spec.params)
     except ConfigError as err:
@@ -320,7 +413,7 @@ def build_run(
         raise fail(source, "teacher", f"{err}; allowed: {fields}, utility") from None
     utility = teacher_utility(experiment.teacher.get("utility"), source, env_spec, env, env_params)
     name, params = run_policy(experiment, env_spec)
-    where = "policy" if env_spec.policy is None else f"envs ({env_spec.id}).policy"
+    where = "policy" if env_spec.policy is None else f"envs ({env_spec.name}).policy"
     try:
         policy = make_policy(name, env, env_params, **params)
     except ConfigError as err:
@@ -363,7 +456,7 @@ def teacher_utility(table, source: str, env_spec: EnvSpec, env, env_params):
     try:
         return utility.bind(env, env_params)
     except ConfigError as err:
-        raise fail(source, f"envs ({env_spec.id}): {where}", str(err)) from None
+        raise fail(source, f"envs ({env_spec.name}): {where}", str(err)) from None
 
 
 def load_experiment(path, overrides=(), seeds: int | None = None) -> Experiment:
@@ -379,9 +472,17 @@ def load_experiment(path, overrides=(), seeds: int | None = None) -> Experiment:
     if seeds is not None:
         raw["seeds"] = seeds
     experiment = _parse(raw, source)
-    for env_spec in experiment.envs:
-        for link_spec in experiment.links:
-            for method in experiment.methods:
-                if method.runs_on(env_spec.id):
-                    build_run(experiment, env_spec, link_spec, method)
+    for point in experiment.points():
+        try:
+            variant = experiment.variant(point)
+            for env_spec in variant.envs:
+                for link_spec in variant.links:
+                    for method in variant.methods:
+                        if method.runs_on(env_spec.name):
+                            build_run(variant, env_spec, link_spec, method)
+        except ConfigError as err:
+            if not point:
+                raise
+            where = ", ".join(f"{k} = {v!r}" for k, v in point.items())
+            raise ConfigError(f"{err} (at the sweep point {where})") from None
     return experiment

@@ -208,9 +208,10 @@ def tidy_column(metrics: dict, column: str):
     return metrics.get(TIDY_METRICS[column])
 
 
-def write_tidy(path, runs: list[dict]) -> Path:
-    """runs: dicts with method/algorithm/reference/env/link, `iterations` [P], `metrics` name ->
-    [seeds, P] arrays and `normalise` (value -> score)."""
+def write_tidy(path, runs: list[dict], sweep_labels=()) -> Path:
+    """runs: dicts with method/algorithm/reference/env/link/sweep, `iterations` [P], `metrics`
+    name -> [seeds, P] arrays and `normalise` (value -> score). Each swept field is a column
+    after `link` (named by its label)."""
     rows = []
     for run in runs:
         metrics, iterations = run["metrics"], run["iterations"]
@@ -228,6 +229,7 @@ def write_tidy(path, runs: list[dict]) -> Path:
                         *(run[c] for c in ("method", "algorithm")),
                         int(run["reference"]),
                         *(run[c] for c in ("env", "link")),
+                        *(run.get("sweep", {}).get(label, "") for label in sweep_labels),
                         seed,
                         int(iteration),
                         *(_cell(columns[c][seed, j]) for c in numeric),
@@ -235,7 +237,7 @@ def write_tidy(path, runs: list[dict]) -> Path:
                 )
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(TIDY_COLUMNS)
+    writer.writerow((*TIDY_COLUMNS[:5], *sweep_labels, *TIDY_COLUMNS[5:]))
     writer.writerows(rows)
     return write_bytes_atomic(path, buffer.getvalue().encode())
 
@@ -259,5 +261,14 @@ def read_tidy(path) -> dict[str, np.ndarray]:
         if name in NAME_COLUMNS:
             columns[name] = np.array(values, dtype=object)
         else:
-            columns[name] = np.array([float(v) if v else np.nan for v in values])
+            columns[name] = _numbers_or_text(values)
     return columns
+
+
+def _numbers_or_text(values: list[str]) -> np.ndarray:
+    """Floats (empty cells NaN), or the strings as they are when a cell is not a number (a
+    swept value may be a name)."""
+    try:
+        return np.array([float(v) if v else np.nan for v in values])
+    except ValueError:
+        return np.array(values, dtype=object)

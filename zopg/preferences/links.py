@@ -244,6 +244,34 @@ class Hard:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class WithMistakes:
+    """The effective link (1 − 2ε)·σ(x) + ε of a teacher who flips each vote of `base` with
+    probability ε (algorithms.md §2); its inverse removes the flips before inverting σ."""
+
+    base: Link
+    mistake: float = 0.1
+    name: ClassVar[str] = "with-mistakes"
+    invertible: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if not (callable(getattr(self.base, "prob", None)) and hasattr(self.base, "inverse")):
+            raise bad_value("with-mistakes.base", self.base, "must be a link (see make_link)")
+        value = checked_float(f"{self.name}.mistake", self.mistake, 0.0, 0.5, high_open=True)
+        object.__setattr__(self, "mistake", value)
+
+    @property
+    def saturation(self) -> float:
+        return self.base.saturation
+
+    def prob(self, x: jax.typing.ArrayLike) -> jax.Array:
+        return (1.0 - 2.0 * self.mistake) * self.base.prob(x) + self.mistake
+
+    def inverse(self, p: jax.typing.ArrayLike) -> jax.Array:
+        clean = (_as_float_array(p) - self.mistake) / (1.0 - 2.0 * self.mistake)
+        return self.base.inverse(clean)
+
+
 _LINK_CLASSES: dict[str, type] = {
     "bradley-terry": BradleyTerry,
     "thurstone": Thurstone,
