@@ -59,10 +59,11 @@ def cmd_list(args) -> int:
 
     from zopg.algorithms import registry
     from zopg.envs import registered_envs
-    from zopg.preferences import LINKS, Teacher
+    from zopg.preferences import LINKS, UTILITIES, Teacher
 
     print("environments: " + ", ".join(registered_envs()))
     print("links:        " + ", ".join(LINKS))
+    print("utilities:    " + ", ".join(UTILITIES) + " ([teacher.utility])")
     print("teachers:     Teacher(" + ", ".join(f.name for f in dataclasses.fields(Teacher)) + ")")
     print("algorithms:   (assumed teacher link; budget)")
     for name, algo in registry.ALGORITHMS.items():

@@ -20,9 +20,10 @@ import numpy as np
 import optax
 from flax import struct
 
-from zopg.algorithms.settings import Settings, choice, integer, positive, real, sizes
+from zopg.algorithms.settings import Settings, choice, flag, integer, positive, real, sizes
 from zopg.errors import ConfigError
 from zopg.networks import MLP, observation_features
+from zopg.preferences.utilities import automaton_states
 from zopg.rollout import Trajectory
 
 REWARD_MODELS = ("tabular", "mlp")
@@ -46,6 +47,11 @@ class RewardModelConfig(Settings):
                    information in the votes about σ(Δ)); hard: the majority vote (½ on ties).
     l2             weight of ½‖φ‖² in the loss; pins the shift r_φ is otherwise free in and keeps
                    rarely seen (s, a) near 0.
+    automaton_input
+                   also see the state q of the teacher utility's automaton (tabular envs with a
+                   path utility): r_φ(q, s, a), a Markov reward on the product. The control arm
+                   of the non-Markov regime: if it recovers where r_φ(s, a) fails, the failure
+                   is representational.
     """
 
     kind: str = choice("tabular", REWARD_MODELS)
@@ -55,6 +61,7 @@ class RewardModelConfig(Settings):
     batch_size: int = integer(256)
     labels: str = choice("soft", LABELS)
     l2: float = real(1e-4, 0.0, math.inf, high_open=True)
+    automaton_input: bool = flag(False)
 
     def check(self, problem, prefix):
         if problem is None:
@@ -72,6 +79,11 @@ class RewardModelConfig(Settings):
             )
         if self.kind == "tabular" and action_kind == "continuous":
             raise ConfigError(f"{prefix}kind = 'tabular' needs discrete actions; use 'mlp'")
+        if self.automaton_input and teacher_automaton(problem) is None:
+            raise ConfigError(
+                f"{prefix}automaton_input = true needs a tabular env and a teacher utility with "
+                "a finite automaton (e.g. waypoint-goal)"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,9 +147,32 @@ class RewardModel:
         return jnp.sum(jnp.where(valid, self(params, obs, action), 0.0), axis=-1)
 
 
-def make_reward_model(config: RewardModelConfig, env, env_params) -> RewardModel:
+def teacher_automaton(problem):
+    """The automaton of the problem's teacher utility on its tabular model, or None."""
+    utility = getattr(problem.oracle, "utility", None)
+    if not hasattr(problem.env, "tabular_model") or not hasattr(utility, "automaton"):
+        return None
+    return utility.automaton(problem.env.tabular_model(problem.env_params))
+
+
+def automaton_view(automaton, num_cells: int):
+    """traj -> traj whose obs are product states q·S + s, for a reward model that sees q."""
+
+    def view(traj: Trajectory) -> Trajectory:
+        return traj.replace(obs=traj.obs + num_cells * automaton_states(automaton, traj))
+
+    return view
+
+
+def make_reward_model(
+    config: RewardModelConfig, env, env_params, num_states: int | None = None
+) -> RewardModel:
+    """num_states overrides the env's (a reward model over product states q·S + s)."""
     features, dim = observation_features(env, env_params)
-    num_states = env.num_states(env_params) if hasattr(env, "num_states") else None
+    if num_states is not None:
+        features, dim = (lambda obs: jax.nn.one_hot(obs, num_states)), num_states
+    else:
+        num_states = env.num_states(env_params) if hasattr(env, "num_states") else None
     bounds = {}
     if env.action_kind == "continuous":
         low, high = env.action_bounds(env_params)
@@ -292,8 +327,3 @@ def make_fit(config: RewardModelConfig, model: RewardModel):
         return params, opt_state, stats
 
     return tx.init, fit
-
-
-def trajectory_reward_fn(model: RewardModel):
-    """reward_fn(φ, traj) -> r_φ(s_t, a_t) per step, for zopg.algorithms.ppo.make_ppo."""
-    return lambda params, traj: model(params, traj.obs, traj.action)

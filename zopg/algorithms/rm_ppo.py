@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from zopg.algorithms import reward_model as rm
 from zopg.algorithms.base import Algorithm, AlgorithmConfig, Problem, Spent, Trainer, unit_cost
 from zopg.algorithms.ppo import PPOConfig, make_ppo
-from zopg.algorithms.settings import integer, nested
+from zopg.algorithms.settings import choice, integer, nested
 from zopg.preferences import preference_rate
 from zopg.rollout import rollout_batch
 
@@ -33,6 +33,9 @@ class RMPPOConfig(AlgorithmConfig):
     buffer_size    labelled pairs kept; once full, the oldest are overwritten (FIFO).
     reward_model   how r_φ is parametrised and refitted each round (zopg.algorithms.reward_model).
     ppo            PPO on r_φ; ppo.num_iterations is K, the PPO iterations per round.
+    pairs_from     current: each round's pairs come from the current policy (PrefPPO);
+                   reference: from the initial policy π_ref every round, the classic pipeline
+                   whose reward model never sees the states PPO moves to (distribution shift).
 
     Defaults: our choice. 200 rounds × 100 pairs × 10 queries = 200,000 queries, a tenth of
     ZPG's default budget; on the built-in GridWorlds the median seed is within 1% of the optimum
@@ -51,6 +54,7 @@ class RMPPOConfig(AlgorithmConfig):
     buffer_size: int = integer(4096)
     reward_model: rm.RewardModelConfig = nested(rm.RewardModelConfig)
     ppo: PPOConfig = nested(lambda: PPOConfig(num_iterations=1))
+    pairs_from: str = choice("current", ("current", "reference"))
 
     def unit_cost(self) -> Spent:
         ppo_trajectories = self.ppo.num_iterations * self.ppo.num_trajectories
@@ -67,10 +71,21 @@ class RMPPOConfig(AlgorithmConfig):
 def make_trainer(config: RMPPOConfig, problem: Problem) -> Trainer:
     """One iteration is one round."""
     env, env_params = problem.env, problem.env_params
-    model = rm.make_reward_model(config.reward_model, env, env_params)
+    view, num_states = (lambda traj: traj), None
+    if config.reward_model.automaton_input:
+        num_states = env.num_states(env_params)
+        automaton = rm.teacher_automaton(problem)
+        view = rm.automaton_view(automaton, num_states)
+        num_states *= automaton.num_states
+    model = rm.make_reward_model(config.reward_model, env, env_params, num_states)
     init_rm_opt, fit = rm.make_fit(config.reward_model, model)
-    core = make_ppo(config.ppo, problem, rm.trajectory_reward_fn(model))
+
+    def reward_fn(phi, traj):
+        return model(phi, view(traj).obs, traj.action)
+
+    core = make_ppo(config.ppo, problem, reward_fn)
     num_pairs, num_queries = config.num_pairs, config.num_queries
+    from_reference = config.pairs_from == "reference"
 
     def rollout_pairs(key, policy_params):
         traj = rollout_batch(key, problem.policy, policy_params, env, env_params, 2 * num_pairs)
@@ -83,7 +98,9 @@ def make_trainer(config: RMPPOConfig, problem: Problem) -> Trainer:
         k_ppo, k_rm = jax.random.split(key)
         ppo_state = core.init(k_ppo)
         phi = model.init(k_rm)
-        example = jax.eval_shape(rollout_pairs, k_rm, ppo_state.policy_params)[0]
+        example = jax.eval_shape(
+            lambda k, p: view(rollout_pairs(k, p)[0]), k_rm, ppo_state.policy_params
+        )
         buffer = rm.empty_buffer(config.buffer_size, example)
         return ppo_state, phi, init_rm_opt(phi), buffer
 
@@ -92,21 +109,24 @@ def make_trainer(config: RMPPOConfig, problem: Problem) -> Trainer:
         ppo_state, phi, rm_opt, buffer = state
         k_pairs, k_query, k_fit, k_ppo = jax.random.split(key, 4)
 
-        # 1. Label P fresh pairs of the current policy with M queries each.
-        traj_a, traj_b = rollout_pairs(k_pairs, ppo_state.policy_params)
+        # 1. Label P fresh pairs (of the current or the reference policy), M queries each.
+        source = ppo_state.ref_params if from_reference else ppo_state.policy_params
+        traj_a, traj_b = rollout_pairs(k_pairs, source)
         feedback = problem.oracle.query(k_query, traj_a, traj_b, num_queries)
+        # The reward model sees what it may see (with automaton_input, product states).
+        seen_a, seen_b = view(traj_a), view(traj_b)
         label = rm.pair_labels(config.reward_model, preference_rate(feedback))
         weight = rm.pair_weight(feedback)
         # Before the refit, the new pairs are held out: a check of how r_φ generalises.
         new_gap = rm.utility_gap(
             model,
             phi,
-            jnp.stack([traj_a.obs, traj_b.obs], axis=1),
+            jnp.stack([seen_a.obs, seen_b.obs], axis=1),
             jnp.stack([traj_a.action, traj_b.action], axis=1),
             jnp.stack([traj_a.valid, traj_b.valid], axis=1),
         )
         accuracy_new = rm.pair_accuracy(new_gap, label, weight)
-        buffer = rm.add_pairs(buffer, traj_a, traj_b, label, weight)
+        buffer = rm.add_pairs(buffer, seen_a, seen_b, label, weight)
 
         # 2. Refit r_φ on the whole buffer (warm start).
         phi, rm_opt, rm_stats = fit(k_fit, phi, rm_opt, buffer)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from zopg.envs.gridworld import make_gridworld
-from zopg.errors import unknown_name
+from zopg.errors import checked_int, unknown_name
 
 # Built-in layouts. Slip, horizon and rewards are OUR choice (the paper's grid is not known to us):
 # enough slip that the MDP is genuinely stochastic, and a horizon with slack over the shortest
@@ -23,6 +23,23 @@ def _gridworld(layout, horizon):
     return factory
 
 
+def open_layout(size: int) -> tuple[str, ...]:
+    """An open size × size floor, S top-left and G bottom-right (open-5x5 at size 5)."""
+    rows = ["." * size for _ in range(size)]
+    rows[0] = "S" + rows[0][1:]
+    rows[-1] = rows[-1][:-1] + "G"
+    return tuple(rows)
+
+
+def _open_gridworld(size=5, horizon=None, **overrides):
+    """Open n × n GridWorlds for dimension sweeps; horizon 3n + 1 by default (16 at n = 5, as
+    open-5x5): slack over the 2(n − 1) steps of the shortest path, growing with it."""
+    size = checked_int("size", size, 2, 20)
+    horizon = 3 * size + 1 if horizon is None else horizon
+    fields = {"horizon": horizon, **GRIDWORLD_DEFAULTS, **overrides}
+    return make_gridworld(layout=open_layout(size), **fields)
+
+
 _REGISTRY: dict[str, Callable] = {
     "gridworld/open-5x5": _gridworld(OPEN_5X5, horizon=16),
     # The cliff gets a longer horizon: at 16 steps the safe "stay up" plateau has a gradient
@@ -30,6 +47,8 @@ _REGISTRY: dict[str, Callable] = {
     "gridworld/cliff-4x6": _gridworld(CLIFF_4X6, horizon=24),
     # A custom layout must be given: make("gridworld", layout=[...], horizon=...).
     "gridworld": _gridworld(None, horizon=16),
+    # make("gridworld/open", size=n): an open n × n grid (see open_layout).
+    "gridworld/open": _open_gridworld,
 }
 
 

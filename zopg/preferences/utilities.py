@@ -376,6 +376,22 @@ class ActionSwitches(Utility):
         )
 
 
+def automaton_states(automaton: Automaton, traj: Trajectory) -> jax.Array:
+    """q_t, the automaton state at each step's cell, [..., H] int: q_0 from the start cell,
+    then q_(t+1) = next_state[q_t, s_t, a_t, s_(t+1)]."""
+    time_axis = len(traj.batch_shape)
+    cells = jnp.moveaxis(traj.obs.astype(jnp.int32), time_axis, 0)
+    nxt = jnp.moveaxis(next_observations(traj).astype(jnp.int32), time_axis, 0)
+    actions = jnp.moveaxis(jnp.asarray(traj.action, jnp.int32), time_axis, 0)
+
+    def step(q, inputs):
+        s, a, s_next = inputs
+        return automaton.next_state[q, s, a, s_next], q
+
+    _, states = jax.lax.scan(step, automaton.start[cells[0]], (cells, actions, nxt))
+    return jnp.moveaxis(states, 0, time_axis)
+
+
 UTILITIES: dict[str, type] = {
     cls.name: cls
     for cls in (Return, MyopicReturn, WaypointGoal, Deadline, RevisitPenalty, ActionSwitches)
