@@ -81,7 +81,19 @@ def summarise_run(run: dict, threshold: float | None = None) -> dict:
         "uniform_value": run["uniform_value"],
         "optimal_value": run["optimal_value"],
         **extra,
+        # The algorithm's own metrics at the last logged iteration, mean over seeds (e.g. RM+PPO's
+        # charts/model_return, the return under its reward model, beside the true value).
+        "final_metrics": {
+            name: _nanmean(values[:, -1])
+            for name, values in metrics.items()
+            if not name.startswith(("budget/", "eval/"))
+        },
     }
+
+
+def _nanmean(values) -> float | None:
+    values = np.asarray(values, dtype=float)
+    return float(np.nanmean(values)) if np.any(np.isfinite(values)) else None
 
 
 def load_runs(out_dir) -> tuple[dict, list[tuple[str, dict]]]:

@@ -230,7 +230,7 @@ def run_experiment(experiment: Experiment, out_dir, quiet: bool = False, log=Non
         for env_spec in variant.envs:
             for link_spec in variant.links:
                 for method in variant.methods:
-                    if not method.runs_on(env_spec.name):
+                    if not method.runs_on(env_spec.name, link_spec.panel):
                         continue
                     run = build_run(variant, env_spec, link_spec, method)
                     # References never see the teacher's link: one run serves every link.
@@ -238,21 +238,21 @@ def run_experiment(experiment: Experiment, out_dir, quiet: bool = False, log=Non
                     rhash = run_hash(variant, env_spec, run_link, method, run.config, run.evaluator)
                     rid = by_hash.get(rhash)
                     if rid is None:
-                        rid = run_id(method.label, env_spec.slug, run_link.name, point)
+                        rid = run_id(method.label, env_spec.slug, run_link.panel, point)
                         if store.finished_run_hash(runs_dir, rid) == rhash:
                             log(f"{rid}: finished earlier, skipped")
                         else:
                             labels = {
                                 "method": method.label,
                                 "env": env_spec.name,
-                                "link": run_link.name,
+                                "link": run_link.panel,
                                 "sweep": point,
                             }
                             execute_and_store(
                                 variant, run, runs_dir, rid, rhash, labels, quiet, log
                             )
                         by_hash[rhash] = rid
-                    entries.append({"run_id": rid, "link": link_spec.name, "sweep": point})
+                    entries.append({"run_id": rid, "link": link_spec.panel, "sweep": point})
     record = {
         **experiment.to_dict(),
         "source": experiment.source,

@@ -11,7 +11,8 @@ raise a ConfigError that names the file, the key and what is allowed.
     [[envs]]                          # id plus any field override, e.g. slip = 0.2
     id = "gridworld/open-5x5"
     policy = "gaussian"               # optional: this env's policy (and policy_params)
-    [[links]]                         # name plus the link's parameters, e.g. scale = 1.0
+    [[links]]                         # name plus the link's parameters, e.g. scale = 1.0, and
+                                      # an optional label (to have one link twice)
     name = "bradley-terry"
     [teacher]                         # B-Pref imperfections (zopg.preferences.Teacher fields)
     [teacher.utility]                 # the human's utility u(τ): name plus its parameters
@@ -64,7 +65,8 @@ TOP_KEYS = {
     "sweep",
 }
 EVALUATION_KEYS = {"points", "chunk_iterations", "episodes", "threshold"}
-ENV_KEYS = ("policy", "policy_params", "label")  # reserved in [[envs]]: not env field overrides
+# Reserved in [[envs]]: not env field overrides.
+ENV_KEYS = ("policy", "policy_params", "label", "utility")
 SWEEP_KEYS = {"field", "values", "label"}
 MAX_SWEEPS = 2
 
@@ -76,6 +78,7 @@ class EnvSpec:
     policy: str | None = None  # None: the experiment's policy
     policy_params: dict | None = None  # None: the experiment's policy_params
     label: str | None = None  # None: the id
+    utility: dict | str | None = None  # None: the teacher's (a layout-specific utility)
 
     @property
     def name(self) -> str:
@@ -91,6 +94,12 @@ class EnvSpec:
 class LinkSpec:
     name: str
     params: dict
+    label: str | None = None  # None: the name
+
+    @property
+    def panel(self) -> str:
+        """How runs, metrics.csv and method `links` lists name this teacher link."""
+        return self.label or self.name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,9 +108,12 @@ class MethodSpec:
     algorithm: str
     params: dict
     envs: tuple[str, ...] | None = None  # None: every env of the experiment
+    links: tuple[str, ...] | None = None  # None: every teacher link of the experiment
 
-    def runs_on(self, env_name: str) -> bool:
-        return self.envs is None or env_name in self.envs
+    def runs_on(self, env_name: str, link_name: str | None = None) -> bool:
+        return (self.envs is None or env_name in self.envs) and (
+            link_name is None or self.links is None or link_name in self.links
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,9 +257,16 @@ def _parse(raw: dict, source: str) -> Experiment:
             source, "envs", f"each env id (or label) may appear once; got {env_ids}; give a label"
         )
     links = tuple(
-        LinkSpec(name=l["name"], params={k: v for k, v in l.items() if k != "name"})
+        LinkSpec(
+            name=l["name"],
+            params={k: v for k, v in l.items() if k not in ("name", "label")},
+            label=l.get("label"),
+        )
         for l in table_list(source, "links", raw["links"], "name")
     )
+    panels = [link.panel for link in links]
+    if len(set(panels)) != len(panels):
+        raise fail(source, "links", f"each link name (or label) may appear once; got {panels}")
     methods_raw = raw["methods"]
     if not isinstance(methods_raw, dict) or not methods_raw:
         raise fail(source, "methods", "must contain at least one [methods.LABEL] table")
@@ -255,20 +274,25 @@ def _parse(raw: dict, source: str) -> Experiment:
     for label, table in methods_raw.items():
         if not isinstance(table, dict) or "algorithm" not in table:
             raise fail(source, f"methods.{label}", "must be a table with an 'algorithm' key")
-        params = {k: v for k, v in table.items() if k not in ("algorithm", "envs")}
-        only = table.get("envs")
-        if only is not None:
-            if not isinstance(only, list) or not only or not set(only) <= set(env_ids):
+        params = {k: v for k, v in table.items() if k not in ("algorithm", "envs", "links")}
+        link_names = [link.panel for link in links]
+        only = {}
+        for key, known, what in (
+            ("envs", env_ids, "env ids (labels)"),
+            ("links", link_names, "link names"),
+        ):
+            chosen = table.get(key)
+            if chosen is not None and (
+                not isinstance(chosen, list) or not chosen or not set(chosen) <= set(known)
+            ):
                 raise fail(
                     source,
-                    f"methods.{label}.envs",
-                    f"= {only!r}: must be a non-empty list of env ids (labels) of this experiment "
-                    f"({', '.join(env_ids)})",
+                    f"methods.{label}.{key}",
+                    f"= {chosen!r}: must be a non-empty list of {what} of this experiment "
+                    f"({', '.join(known)})",
                 )
-            only = tuple(only)
-        methods.append(
-            MethodSpec(label=label, algorithm=table["algorithm"], params=params, envs=only)
-        )
+            only[key] = None if chosen is None else tuple(chosen)
+        methods.append(MethodSpec(label=label, algorithm=table["algorithm"], params=params, **only))
     teacher = raw.get("teacher", {})
     if not isinstance(teacher, dict):
         raise fail(source, "teacher", "must be a table")
@@ -332,7 +356,12 @@ def _env_spec(source: str, index: int, table: dict) -> EnvSpec:
     reserved = ("id", *ENV_KEYS)
     overrides = {k: v for k, v in table.items() if k not in reserved}
     return EnvSpec(
-        id=table["id"], overrides=overrides, policy=policy, policy_params=params, label=label
+        id=table["id"],
+        overrides=overrides,
+        policy=policy,
+        policy_params=params,
+        label=label,
+        utility=table.get("utility"),
     )
 
 
@@ -411,7 +440,8 @@ def build_run(
     except TypeError as err:
         fields = ", ".join(f.name for f in dataclasses.fields(Teacher))
         raise fail(source, "teacher", f"{err}; allowed: {fields}, utility") from None
-    utility = teacher_utility(experiment.teacher.get("utility"), source, env_spec, env, env_params)
+    table = experiment.teacher.get("utility") if env_spec.utility is None else env_spec.utility
+    utility = teacher_utility(table, source, env_spec, env, env_params)
     name, params = run_policy(experiment, env_spec)
     where = "policy" if env_spec.policy is None else f"envs ({env_spec.name}).policy"
     try:
@@ -478,7 +508,7 @@ def load_experiment(path, overrides=(), seeds: int | None = None) -> Experiment:
             for env_spec in variant.envs:
                 for link_spec in variant.links:
                     for method in variant.methods:
-                        if method.runs_on(env_spec.name):
+                        if method.runs_on(env_spec.name, link_spec.panel):
                             build_run(variant, env_spec, link_spec, method)
         except ConfigError as err:
             if not point:
