@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: rates bench bench-quick bench-control bench-control-probe bench-throughput bench-sample-efficiency test test-all lint format clean-venv
+.PHONY: regimes rates bench bench-quick bench-control bench-control-probe bench-throughput bench-sample-efficiency test test-all lint format clean-venv
 
 # Re-install whenever pyproject.toml is newer than the last install.
 $(STAMP): pyproject.toml
@@ -30,6 +30,14 @@ bench-control: $(STAMP)
 
 bench-control-probe: $(STAMP)
 	$(VENV)/bin/zopg run control_probe
+
+# Where reward inference fails (benchmarks/regime_*.toml): the layouts' computation
+# (results/regimes/design.json), then six experiments -> results/regime_*/. Each alone:
+# `zopg run regime_link_shape` etc.
+REGIMES := link_shape non_markov stochasticity overoptimisation dimension smoothness
+regimes: $(STAMP)
+	$(PY) benchmarks/regime_design.py
+	for regime in $(REGIMES); do $(VENV)/bin/zopg run regime_$$regime || exit 1; done
 
 # Rollout and ZPG throughput against NumPy baselines -> results/throughput.json.
 bench-throughput: $(STAMP)
