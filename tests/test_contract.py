@@ -269,3 +269,31 @@ def test_configs_round_trip_through_data():
         config_cls = ALGORITHMS[name].config
         config = config_cls(**fields)
         assert config_cls.from_data(config.to_data()) == config
+
+
+def test_diagnostics_are_checked_and_computed_where_the_runner_logs(problem):
+    """A trainer's diagnostics(state) obey the metric rules; advance reports them of the final
+    state, run and train of every iteration's state, with the same values."""
+
+    def make_trainer(config, problem):
+        return Trainer(
+            problem.initial_theta,
+            good_iterate,
+            problem.unravel,
+            diagnostics=lambda theta: {"test/mean": jnp.mean(theta)},
+        )
+
+    algo = Algorithm("diagnosed", StepConfig, make_trainer, "with diagnostics")
+    training = build(algo, StepConfig(), problem)
+    key = jax.random.key(0)
+    _, per_iteration = jax.jit(training.train)(key)
+    _, last = jax.jit(training.advance)(training.init(key), 0, 3)
+    np.testing.assert_allclose(last["test/mean"], per_iteration["test/mean"][-1])
+    bad = Algorithm(
+        "bad",
+        StepConfig,
+        lambda c, p: Trainer(p.initial_theta, good_iterate, p.unravel, lambda s: {"eval/x": s[0]}),
+        "diagnostics under a reserved name",
+    )
+    with pytest.raises(ConfigError, match="metric 'eval/x'"):
+        build(bad, StepConfig(), problem)

@@ -337,3 +337,62 @@ def test_rm_ppo_runs_with_a_gaussian_policy():
     chex.assert_tree_all_finite(metrics)
     # PPO optimises r_φ, which moves: the model return differs from the true return.
     assert not np.allclose(metrics["charts/model_return"], metrics["charts/episodic_return"])
+
+
+# -- the classic pipeline and the automaton control arm ------------------------------------------
+
+
+def test_reference_pairs_come_from_the_initial_policy(open_grid):
+    """pairs_from = reference: every round's pairs are rollouts of π_ref (recomputed here from
+    the round's key), whatever PPO has done to the policy since."""
+    from zopg.rollout import rollout_batch
+
+    env, params, policy, oracle = open_grid
+    config = RMPPOConfig(
+        num_rounds=3,
+        num_pairs=4,
+        buffer_size=12,
+        pairs_from="reference",
+        ppo=PPOConfig(num_iterations=2, num_trajectories=8, num_minibatches=2, learning_rate=1.0),
+    )
+    training = make_training(config, env, policy, oracle, params)
+    key = jax.random.key(4)
+    carry = training.init(key)
+    ref = carry["state"][0].ref_params
+    carry, _ = jax.jit(training.run, static_argnums=2)(carry, 0, 3)
+    buffer = carry["state"][3]
+    for t in range(3):
+        k_pairs = jax.random.split(jax.random.fold_in(carry["run_key"], t), 4)[0]
+        traj = rollout_batch(k_pairs, policy, ref, env, params, 2 * config.num_pairs)
+        rows = slice(4 * t, 4 * t + 4)
+        np.testing.assert_array_equal(buffer.obs[rows, 0], traj.obs[:4])
+        np.testing.assert_array_equal(buffer.obs[rows, 1], traj.obs[4:])
+    # ... while the policy itself moved away from π_ref.
+    assert not np.allclose(carry["state"][0].policy_params["logits"], ref["logits"])
+
+
+def test_a_reward_model_can_see_the_automaton_state():
+    """automaton_input: r_φ is a table over product states q·S + s; the buffer holds them."""
+    from zopg.preferences import make_utility
+
+    env, params = make("gridworld", layout=[".....", "S...G"], horizon=10)
+    policy = make_policy("tabular", env, params)
+    oracle = Oracle(
+        make_link("bradley-terry"), utility=make_utility("waypoint-goal", waypoint=(0, 2))
+    )
+    config = RMPPOConfig(
+        num_rounds=2,
+        num_pairs=8,
+        buffer_size=16,
+        reward_model=rm.RewardModelConfig(automaton_input=True),
+        ppo=PPOConfig(num_trajectories=8, num_minibatches=2),
+    )
+    training = make_training(config, env, policy, oracle, params)
+    carry, metrics = jax.jit(training.run, static_argnums=2)(training.init(jax.random.key(0)), 0, 2)
+    phi, buffer = carry["state"][1], carry["state"][3]
+    assert phi["table"].shape == (2 * 10, 4)  # two automaton states × ten cells
+    # Product indices q·10 + s: some of these uniform-policy episodes passed the waypoint.
+    assert 10 <= int(buffer.obs.max()) < 20
+    assert np.all(np.isfinite(metrics["rm/loss"]))
+    with pytest.raises(ConfigError, match="automaton_input = true needs"):
+        make_training(config, env, policy, Oracle(make_link("bradley-terry")), params)

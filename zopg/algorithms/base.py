@@ -231,11 +231,16 @@ class Trainer:
     dict of scalars for iteration t; policy_params(state) -> the current policy's parameters.
     Iteration t gets its own key (fold_in of the seed's run key and t), so a run gives the same
     numbers in one call or in chunks.
+
+    diagnostics(state) -> dict of scalars (optional): checks that read the state but do not
+    change it (e.g. DPO's held-out accuracy and exact KL). They are reported as metrics of the
+    iteration that produced the state, but a runner computes them only where it logs.
     """
 
     init: Callable
     iterate: Callable
     policy_params: Callable
+    diagnostics: Callable | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -195,7 +195,8 @@ class DPOCore:
         each labelled by M oracle queries.
     apply(theta, opt_state, ref_theta, pairs) -> (theta, opt_state, loss, reward margin): one
         Adam step on the pairs' mean loss.
-    diagnostics(theta, ref_theta, eval_set) -> held-out accuracy and exact KL (outside budget).
+    diagnostics(state) -> held-out accuracy and exact KL of θ (outside the budget; the trainer's
+        diagnostics, so a runner computes them only at the iterations it logs).
     """
 
     init: object
@@ -259,8 +260,9 @@ def make_core(config: DPOSettings, problem: Problem) -> DPOCore:
         u_a, u_b = problem.utility(traj_a), problem.utility(traj_b)
         return Steps.of(traj_a), Steps.of(traj_b), jnp.sign(u_a - u_b)
 
-    def diagnostics(theta, ref_theta, eval_set):
-        first, second, truth = eval_set
+    def diagnostics(state):
+        theta, ref_theta = state["theta"], state["ref_theta"]
+        first, second, truth = state["eval_set"]
         params, ref_params = problem.unravel(theta), problem.unravel(ref_theta)
         margin = log_ratio(policy, params, ref_params, first) - log_ratio(
             policy, params, ref_params, second

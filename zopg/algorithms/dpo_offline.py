@@ -83,7 +83,6 @@ def make_trainer(config: DPOOfflineConfig, problem: Problem) -> Trainer:
             "losses/policy_loss": loss,
             "rewards/margins": reward_margin,
             "dpo/label_accuracy": state["label_accuracy"],
-            **core.diagnostics(theta, state["ref_theta"], state["eval_set"]),
         }
         first = t == 0
         spent = jax.tree_util.tree_map(
@@ -91,7 +90,7 @@ def make_trainer(config: DPOOfflineConfig, problem: Problem) -> Trainer:
         )
         return {**state, "theta": theta, "opt_state": opt_state, "order": order}, spent, metrics
 
-    return Trainer(init, iterate, lambda state: problem.unravel(state["theta"]))
+    return Trainer(init, iterate, lambda state: problem.unravel(state["theta"]), core.diagnostics)
 
 
 ALGORITHM = Algorithm(

@@ -53,11 +53,12 @@ def make_trainer(config: DPOOnlineConfig, problem: Problem) -> Trainer:
             "losses/policy_loss": loss[0],  # on the fresh batch, before its first update
             "rewards/margins": reward_margin[0],
             "dpo/label_accuracy": label_accuracy,
-            **core.diagnostics(theta, ref_theta, state["eval_set"]),
         }
         return {**state, "theta": theta, "opt_state": opt_state}, spent, metrics
 
-    return Trainer(core.init, iterate, lambda state: problem.unravel(state["theta"]))
+    return Trainer(
+        core.init, iterate, lambda state: problem.unravel(state["theta"]), core.diagnostics
+    )
 
 
 ALGORITHM = Algorithm(

@@ -55,7 +55,16 @@ class Training:
         return carry
 
     def step(self, carry, t):
-        """Iteration t: (carry, metrics), with the cumulative budget/* counters."""
+        """Iteration t: (carry, metrics), with the cumulative budget/* counters and the
+        trainer's diagnostics of the new state."""
+        carry, metrics = self._iterate(carry, t)
+        return carry, {**metrics, **self._diagnostics(carry)}
+
+    def _diagnostics(self, carry) -> dict:
+        diagnose = self.trainer.diagnostics
+        return {} if diagnose is None else diagnose(carry["state"])
+
+    def _iterate(self, carry, t):
         state, spent, metrics = self.trainer.iterate(
             carry["state"], t, jax.random.fold_in(carry["run_key"], t)
         )
@@ -87,14 +96,16 @@ class Training:
 
     def advance(self, carry, start, stop):
         """Iterations [start, stop) with traced bounds (one compilation for every length):
-        (carry, metrics of iteration stop − 1). Needs stop > start."""
-        shapes = jax.eval_shape(self.step, carry, jnp.asarray(start))[1]
+        (carry, metrics of iteration stop − 1). Needs stop > start. Diagnostics are computed
+        once, of the final state, not inside the loop."""
+        shapes = jax.eval_shape(self._iterate, carry, jnp.asarray(start))[1]
         empty = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
         def body(t, loop):
-            return self.step(loop[0], t)
+            return self._iterate(loop[0], t)
 
-        return jax.lax.fori_loop(start, stop, body, (carry, empty))
+        carry, metrics = jax.lax.fori_loop(start, stop, body, (carry, empty))
+        return carry, {**metrics, **self._diagnostics(carry)}
 
     def final_params(self, carry):
         return self.trainer.policy_params(carry["state"])
@@ -128,6 +139,8 @@ def check_contract(name: str, trainer) -> None:
         raise ConfigError(f"{name}: make_trainer must return a Trainer; got {type(trainer)!r}")
     state = jax.eval_shape(trainer.init, jax.random.key(0))
     out = jax.eval_shape(trainer.iterate, state, jnp.int32(0), jax.random.key(1))
+    if trainer.diagnostics is not None:
+        check_metrics(name, jax.eval_shape(trainer.diagnostics, state), "diagnostics")
     if not (isinstance(out, tuple) and len(out) == 3):
         raise ConfigError(f"{name}: iterate must return (state, Spent, metrics)")
     new_state, spent, metrics = out
@@ -139,16 +152,7 @@ def check_contract(name: str, trainer) -> None:
         leaf = getattr(spent, field)
         if getattr(leaf, "shape", None) != () or leaf.dtype != jnp.int32:
             raise ConfigError(f"{name}: Spent.{field} must be an int32 scalar; got {leaf!r}")
-    if not isinstance(metrics, dict):
-        raise ConfigError(f"{name}: iterate's metrics must be a dict of scalars")
-    for key, value in metrics.items():
-        if not isinstance(key, str) or key.startswith(RESERVED):
-            raise ConfigError(
-                f"{name}: metric {key!r}: names under {', '.join(RESERVED)} are written by the "
-                "wrapper and the evaluator, not by algorithms"
-            )
-        if getattr(value, "shape", None) != ():
-            raise ConfigError(f"{name}: metric {key!r} must be a scalar; got {value!r}")
+    check_metrics(name, metrics, "iterate's metrics")
     same = jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(state) and all(
         (a.shape, a.dtype) == (b.shape, b.dtype)
         for a, b in zip(
@@ -157,3 +161,17 @@ def check_contract(name: str, trainer) -> None:
     )
     if not same:
         raise ConfigError(f"{name}: iterate must return a state shaped like init's")
+
+
+def check_metrics(name: str, metrics, what: str) -> None:
+    """Metrics are a dict of named scalars, never under the wrapper's and evaluator's names."""
+    if not isinstance(metrics, dict):
+        raise ConfigError(f"{name}: {what} must be a dict of scalars")
+    for key, value in metrics.items():
+        if not isinstance(key, str) or key.startswith(RESERVED):
+            raise ConfigError(
+                f"{name}: metric {key!r}: names under {', '.join(RESERVED)} are written by the "
+                "wrapper and the evaluator, not by algorithms"
+            )
+        if getattr(value, "shape", None) != ():
+            raise ConfigError(f"{name}: metric {key!r} must be a scalar; got {value!r}")

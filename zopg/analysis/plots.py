@@ -20,6 +20,12 @@ X_AXES = {
 }
 
 
+def method_colours(methods) -> dict:
+    """One distinct colour per method: tab10 for up to 10 methods, tab20 beyond."""
+    cmap, size = (plt.cm.tab10, 10) if len(methods) <= 10 else (plt.cm.tab20, 20)
+    return {m: cmap(i % size) for i, m in enumerate(methods)}
+
+
 def _panels(columns, labels):
     """(env, link, *swept values) of every panel, in order of first appearance."""
     keys = zip(columns["env"], columns["link"], *(columns[label] for label in labels), strict=True)
@@ -56,7 +62,7 @@ def plot_convergence(columns, summary: dict, x_axis: str, path: Path) -> None:
     labels = [sweep["label"] for sweep in summary.get("sweeps", [])]
     panels = _panels(columns, labels)
     methods = list(dict.fromkeys(columns["method"]))
-    colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    colours = method_colours(methods)
     results = summary["results"]
     bounds = {_result_key(r, labels): (r["uniform_value"], r["optimal_value"]) for r in results}
     monte_carlo = {_result_key(r, labels) for r in results if r.get("evaluation") == "monte-carlo"}
@@ -152,7 +158,7 @@ def plot_final(summary: dict, path: Path) -> None:
             width,
             yerr=np.array(errs).T if errs else None,
             capsize=2,
-            color=plt.cm.tab10(i % 10),
+            color=method_colours(methods)[method],
             label=label,
         )
     ax.set_xticks(range(len(panels)))
@@ -188,7 +194,7 @@ def plot_final_values(summary: dict, path: Path) -> None:
                 continue
             r, x = match[0], len(names)
             v = r["value"]
-            colour = plt.cm.tab10(methods.index(method) % 10)
+            colour = method_colours(methods)[method]
             ax.bar(
                 x,
                 v["mean"],
@@ -225,7 +231,7 @@ def plot_sweeps(summary: dict, path: Path) -> None:
     results = summary["results"]
     panels = list(dict.fromkeys((r["env"], r["link"]) for r in results))
     methods = list(dict.fromkeys(r["method"] for r in results))
-    colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    colours = method_colours(methods)
     xs = list(sweeps[0]["values"])
     numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs)
     position = (lambda x: x) if numeric else (lambda x: xs.index(x))
