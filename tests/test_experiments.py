@@ -112,8 +112,8 @@ def write(tmp_path, text):
         ),
         (
             lambda t: t.replace('algorithm = "zpg"', 'algorithm = "zpg"\nenvs = ["gridworld/x"]'),
-            r"methods.zpg.envs: = \['gridworld/x'\]: must be a non-empty list of env ids of this "
-            r"experiment \(gridworld/open-5x5\)",
+            r"methods.zpg.envs: = \['gridworld/x'\]: must be a non-empty list of env ids \(labels\) "
+            r"of this experiment \(gridworld/open-5x5\)",
         ),
         (
             lambda t: t.replace(
@@ -129,7 +129,7 @@ def write(tmp_path, text):
         ),
         (
             lambda t: t + '\n[[envs]]\nid = "gridworld/open-5x5"\n',
-            r"envs: each env id may appear once",
+            r"envs: each env id \(or label\) may appear once",
         ),
         (lambda t: t + "\n[[[", r"bad.toml: not valid TOML"),
         (

@@ -371,7 +371,8 @@ def test_utility_ignores_invalid_steps_and_uses_custom_utility():
     np.testing.assert_allclose(Oracle(Hard()).trajectory_utility(traj), [3.0])
     gamma = 0.5
     weighted = Oracle(Hard(), Teacher(myopia=gamma)).trajectory_utility(traj)
-    np.testing.assert_allclose(weighted, [1.0 * gamma**3 + 2.0 * gamma**2])
+    # Weights count back from the last valid step (index 1), not from the horizon.
+    np.testing.assert_allclose(weighted, [1.0 * gamma + 2.0])
 
     def final_reward(t):
         return t.reward[..., -1]
