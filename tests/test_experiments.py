@@ -112,8 +112,8 @@ def write(tmp_path, text):
         ),
         (
             lambda t: t.replace('algorithm = "zpg"', 'algorithm = "zpg"\nenvs = ["gridworld/x"]'),
-            r"methods.zpg.envs: = \['gridworld/x'\]: must be a non-empty list of env ids \(labels\) "
-            r"of this experiment \(gridworld/open-5x5\)",
+            r"methods.zpg.envs: = \['gridworld/x'\]: must be a non-empty list of env ids "
+            r"\(labels\) of this experiment \(gridworld/open-5x5\)",
         ),
         (
             lambda t: t.replace(
