@@ -11,12 +11,15 @@ from zopg.algorithms.dpo_offline import DPOOfflineConfig
 from zopg.algorithms.dpo_online import DPOOnlineConfig
 from zopg.algorithms.es import ESConfig
 from zopg.algorithms.exact_pg import ExactPGConfig
+from zopg.algorithms.fedavg_dpo import FedAvgDPOConfig
+from zopg.algorithms.par_s2zpo import ParS2ZPOConfig
 from zopg.algorithms.ppo import PPOConfig
 from zopg.algorithms.registry import ALGORITHMS, for_config, get, register
 from zopg.algorithms.rm_ppo import RMPPOConfig
 from zopg.algorithms.training import Training, build
 from zopg.algorithms.zbcpg import ZBCPGConfig
 from zopg.algorithms.zpg import ZPGConfig
+from zopg.algorithms.zspo import ZSPOConfig
 
 
 def make_training(
@@ -49,7 +52,9 @@ __all__ = [
     "DPOOnlineConfig",
     "ESConfig",
     "ExactPGConfig",
+    "FedAvgDPOConfig",
     "PPOConfig",
+    "ParS2ZPOConfig",
     "Problem",
     "RMPPOConfig",
     "Spent",
@@ -57,6 +62,7 @@ __all__ = [
     "Training",
     "ZBCPGConfig",
     "ZPGConfig",
+    "ZSPOConfig",
     "build",
     "for_config",
     "get",

@@ -6,13 +6,37 @@ from __future__ import annotations
 
 import importlib
 
-from zopg.algorithms import dpo_offline, dpo_online, es, exact_pg, ppo, rm_ppo, zbcpg, zpg
+from zopg.algorithms import (
+    dpo_offline,
+    dpo_online,
+    es,
+    exact_pg,
+    fedavg_dpo,
+    par_s2zpo,
+    ppo,
+    rm_ppo,
+    zbcpg,
+    zpg,
+    zspo,
+)
 from zopg.algorithms.base import Algorithm
 from zopg.errors import ConfigError, bad_value, unknown_name
 
 ALGORITHMS: dict[str, Algorithm] = {
     module.ALGORITHM.name: module.ALGORITHM
-    for module in (zpg, zbcpg, dpo_online, dpo_offline, rm_ppo, ppo, exact_pg, es)
+    for module in (
+        zpg,
+        zbcpg,
+        zspo,
+        par_s2zpo,
+        dpo_online,
+        dpo_offline,
+        fedavg_dpo,
+        rm_ppo,
+        ppo,
+        exact_pg,
+        es,
+    )
 }
 
 

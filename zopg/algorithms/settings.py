@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from zopg.errors import bad_value, checked_bool, checked_choice, checked_float, checked_int
 from zopg.preferences import make_link
@@ -153,6 +153,10 @@ class Settings:
     passed its own rule; raise a ConfigError naming prefix + the field.
     """
 
+    # field -> why: keys a config refuses with a reason instead of "unknown field" (e.g. a
+    # sign method given a link to invert).
+    refused: ClassVar[dict[str, str]] = {}
+
     def check(self, problem, prefix: str) -> None:
         del problem, prefix
 
@@ -172,6 +176,9 @@ class Settings:
         """The config from a table of field values (TOML): unknown keys are refused, nested
         tables become nested configs, link names become links, lists become tuples."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
+        for name, reason in cls.refused.items():
+            if name in data:
+                raise bad_value(prefix + name, data[name], reason)
         unknown = sorted(set(data) - set(fields))
         if unknown:
             raise bad_value(
