@@ -154,6 +154,15 @@ def test_registry_names_imports_and_duplicates():
 SMALL = {
     "zpg": {"num_iterations": 3, "num_pairs": 2, "num_queries": 3},
     "zbcpg": {"num_iterations": 3, "num_pairs": 2, "num_queries": 3, "block_size": 10},
+    "zspo": {"num_iterations": 3, "num_votes": 3, "batch_size": 2},
+    "par-s2zpo": {"num_iterations": 3, "num_votes": 3, "batch_size": 2, "num_blocks": 3},
+    "fedavg-dpo": {
+        "num_iterations": 3,
+        "num_agents": 2,
+        "num_pairs": 3,
+        "num_queries": 3,
+        "num_eval_pairs": 4,
+    },
     "dpo-online": {"num_iterations": 3, "num_pairs": 4, "num_queries": 3, "num_eval_pairs": 4},
     "dpo-offline": {
         "num_iterations": 3,

@@ -185,18 +185,19 @@ class AlgorithmConfig(Settings):
         """The number of trainer iterations (the value of iterations_field)."""
         return getattr(self, self.iterations_field)
 
-    def with_budget(self, budget_queries: int):
-        """A copy whose budget_field spends at most `budget_queries` human queries."""
+    def with_budget(self, budget: int, unit: str = "queries"):
+        """A copy whose budget_field spends at most `budget` of `unit` (human queries, or the
+        judged trajectories those queries show the human)."""
         field = self.budget_field
-        per_unit = self.unit_cost().queries
+        per_unit = getattr(self.unit_cost(), unit)
+        what = unit.replace("_", " ")
         if per_unit < 1:
-            raise bad_value(field, "budget", "this method spends no queries: it cannot be matched")
-        if per_unit > budget_queries:
+            raise bad_value(field, "budget", f"this method spends no {what}: it cannot be matched")
+        if per_unit > budget:
             raise ConfigError(
-                f"spends {per_unit} queries per unit of {field}, more than "
-                f"budget_queries = {budget_queries}"
+                f"spends {per_unit} {what} per unit of {field}, more than the budget, {budget}"
             )
-        return dataclasses.replace(self, **{field: budget_queries // per_unit})
+        return dataclasses.replace(self, **{field: budget // per_unit})
 
 
 def check_budget_fits(config: AlgorithmConfig, horizon: int) -> None:

@@ -15,6 +15,7 @@ from zopg.experiments import store
 
 X_AXES = {
     "queries": "human queries",
+    "judged_trajectories": "trajectories judged by the human",
     "trajectories": "trajectories",
     "iteration": "iterations",
 }

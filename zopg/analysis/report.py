@@ -46,12 +46,17 @@ def queries_to_threshold(run: dict, threshold: float) -> dict:
     crossing = first_crossing(curve, metrics["budget/queries"], threshold)
     low, high = bootstrap_ci(crossing, np.median)
     finite = lambda x: float(x) if np.isfinite(x) else None  # noqa: E731
+    iterations = first_crossing(curve, np.asarray(run["iterations"]) + 1, threshold)
+    judged = first_crossing(curve, metrics["budget/judged_trajectories"], threshold)
     return {
         "threshold": threshold,
         "of": "value" if curve is value else "score",
         "median": finite(np.median(crossing)),
         "ci95": [finite(low), finite(high)],
         "seeds_reaching": int(np.isfinite(crossing).sum()),
+        # The same crossing counted in iterations (rounds) and in judged trajectories.
+        "iterations_median": finite(np.median(iterations)),
+        "judged_trajectories_median": finite(np.median(judged)),
     }
 
 
@@ -134,6 +139,7 @@ def write_reports(out_dir) -> dict:
     summary = {
         "experiment": record["name"],
         "budget_queries": record["budget_queries"],
+        "budget_unit": record.get("budget_unit", "queries"),
         "seeds": record["seeds"],
         "value": "the evaluator's value of the teacher's utility: exact V(θ) where the env has "
         "an exact model, else the Monte Carlo mean over fresh episodes",
@@ -194,7 +200,7 @@ def format_summary(summary: dict) -> str:
     )
     lines = [
         f"{summary['experiment']}: {summary['seeds']} seeds, budget "
-        f"{summary['budget_queries']:,} queries; "
+        f"{summary['budget_queries']:,} {summary.get('budget_unit', 'queries').replace('_', ' ')}; "
         + (f"score = {summary['score']}" if scored else f"value = {summary.get('value', '')}"),
         header,
     ]

@@ -213,3 +213,54 @@ def rollout_fn(problem: Problem):
         )
 
     return rollout
+
+
+# -- sign methods: the closed form of algorithms.md §5 ------------------------------------------
+
+
+def batch_mean_distribution(support, probs, batch_size: int):
+    """(means, probabilities) of the mean of D i.i.d. returns on an integer support (GridWorld's
+    returns are -1, 0 or 1 with step_reward 0): the D-fold convolution of one return's law."""
+    values = np.rint(np.asarray(support, np.float64)).astype(int)
+    if not np.allclose(values, support):
+        raise ConfigError("batch_mean_distribution needs integer returns")
+    low = values.min()
+    one = np.zeros(values.max() - low + 1)
+    np.add.at(one, values - low, np.asarray(probs, np.float64))
+    law = np.array([1.0])
+    for _ in range(batch_size):
+        law = np.convolve(law, one)
+    sums = np.arange(law.size) + batch_size * low
+    return sums / batch_size, law
+
+
+def vote_probability(link, support, probs_1, probs_0, batch_size: int) -> float:
+    """P(o = 1) = E σ(mean of D returns of θ₁ − mean of D of θ₀), exactly by enumeration."""
+    m1, q1 = batch_mean_distribution(support, probs_1, batch_size)
+    m0, q0 = batch_mean_distribution(support, probs_0, batch_size)
+    p = np.asarray(link.prob(jnp.asarray(m1[:, None] - m0[None, :], jnp.float32)), np.float64)
+    return float(q1 @ p @ q0)
+
+
+def majority_up(p: float, num_votes: int) -> float:
+    """P(ŝ = +1) for N votes that are 1 with probability p: P(Bin(N, p) > N/2), plus half the
+    tie's probability (a fair coin breaks it)."""
+    k = np.arange(num_votes + 1)
+    log_pmf = (
+        np.array(
+            [
+                math.lgamma(num_votes + 1) - math.lgamma(i + 1) - math.lgamma(num_votes - i + 1)
+                for i in k
+            ]
+        )
+        + k * np.log(max(p, 1e-300))
+        + (num_votes - k) * np.log(max(1.0 - p, 1e-300))
+    )
+    pmf = np.exp(log_pmf)
+    return float(pmf[2 * k > num_votes].sum() + 0.5 * pmf[2 * k == num_votes].sum())
+
+
+def sign_agreement(link, support, probs_1, probs_0, value_difference, batch_size, num_votes):
+    """P(ŝ = sign(V(θ₁) − V(θ₀))), the closed form of algorithms.md §5."""
+    up = majority_up(vote_probability(link, support, probs_1, probs_0, batch_size), num_votes)
+    return up if value_difference > 0 else 1.0 - up

@@ -7,6 +7,7 @@ raise a ConfigError that names the file, the key and what is allowed.
     description = "..."
     seeds = 10
     budget_queries = 2_000_000        # shared by every budget-matched method
+    budget_unit = "queries"           # or "judged_trajectories": what budget_queries counts
     policy = "tabular"                # or "mlp", "gaussian"; [policy_params] for its fields
     [[envs]]                          # id plus any field override, e.g. slip = 0.2
     id = "gridworld/open-5x5"
@@ -55,6 +56,7 @@ TOP_KEYS = {
     "description",
     "seeds",
     "budget_queries",
+    "budget_unit",
     "policy",
     "policy_params",
     "envs",
@@ -68,6 +70,7 @@ EVALUATION_KEYS = {"points", "chunk_iterations", "episodes", "threshold"}
 # Reserved in [[envs]]: not env field overrides.
 ENV_KEYS = ("policy", "policy_params", "label", "utility")
 SWEEP_KEYS = {"field", "values", "label"}
+BUDGET_UNITS = ("queries", "judged_trajectories")
 MAX_SWEEPS = 2
 
 
@@ -151,6 +154,7 @@ class Experiment:
     evaluation: Evaluation
     methods: tuple[MethodSpec, ...]
     source: str = ""
+    budget_unit: str = "queries"
     sweeps: tuple[SweepSpec, ...] = ()
     raw: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
@@ -304,6 +308,7 @@ def _parse(raw: dict, source: str) -> Experiment:
         description=str(raw.get("description", "")),
         seeds=positive_int(source, "seeds", raw.get("seeds", 10)),
         budget_queries=positive_int(source, "budget_queries", raw["budget_queries"]),
+        budget_unit=_budget_unit(source, raw.get("budget_unit", "queries")),
         policy=policy,
         policy_params=policy_params,
         envs=envs,
@@ -374,7 +379,15 @@ def run_policy(experiment: Experiment, env_spec: EnvSpec) -> tuple[str, dict]:
     return env_spec.policy, env_spec.policy_params or {}
 
 
-def method_config(spec: MethodSpec, budget_queries: int, source: str = "<experiment>"):
+def _budget_unit(source: str, unit) -> str:
+    if unit not in BUDGET_UNITS:
+        raise fail(source, "budget_unit", f"= {unit!r}: must be one of {', '.join(BUDGET_UNITS)}")
+    return unit
+
+
+def method_config(
+    spec: MethodSpec, budget_queries: int, source: str = "<experiment>", unit: str = "queries"
+):
     """(algorithm, config): the method's config from its table, its budget field derived from
     budget_queries when it is budget-matched. Fields are checked against their declared rules
     when the run is built (build_run), where the env and policy are known."""
@@ -395,7 +408,7 @@ def method_config(spec: MethodSpec, budget_queries: int, source: str = "<experim
         if not algo.reference:
             # Field rules first, so a bad per-unit count is named before it is used.
             config.validate()
-            config = config.with_budget(budget_queries)
+            config = config.with_budget(budget_queries, unit)
     except ConfigError as err:
         raise fail(source, where, str(err)) from None
     except TypeError as err:
@@ -450,7 +463,7 @@ def build_run(
         raise fail(source, where, str(err)) from None
     except TypeError as err:
         raise fail(source, where + "_params", str(err)) from None
-    algo, config = method_config(method, experiment.budget_queries, source)
+    algo, config = method_config(method, experiment.budget_queries, source, experiment.budget_unit)
     try:
         oracle = Oracle(link, teacher, utility)
     except ConfigError as err:
