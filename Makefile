@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: regimes rates bench bench-quick bench-control bench-control-probe bench-throughput bench-sample-efficiency test test-all lint format clean-venv
+.PHONY: regimes sign rates bench bench-quick bench-control bench-control-probe bench-throughput bench-sample-efficiency test test-all lint format clean-venv
 
 # Re-install whenever pyproject.toml is newer than the last install.
 $(STAMP): pyproject.toml
@@ -38,6 +38,14 @@ REGIMES := link_shape non_markov stochasticity overoptimisation dimension smooth
 regimes: $(STAMP)
 	$(PY) benchmarks/regime_design.py
 	for regime in $(REGIMES); do $(VENV)/bin/zopg run regime_$$regime || exit 1; done
+	$(PY) benchmarks/results_tables.py regimes
+
+# Sign methods for an unknown link (ZSPO, Par-S2ZPO) and their baselines
+# (benchmarks/sign_*.toml, par_s2zpo.toml) -> results/sign_*/, results/par_s2zpo/.
+SIGN := sign_unknown_link sign_d_by_n par_s2zpo sign_cartpole
+sign: $(STAMP)
+	for experiment in $(SIGN); do $(VENV)/bin/zopg run $$experiment || exit 1; done
+	$(PY) benchmarks/results_tables.py sign
 
 # Rollout and ZPG throughput against NumPy baselines -> results/throughput.json.
 bench-throughput: $(STAMP)

@@ -32,7 +32,7 @@ RESULTS = _report.REPO_ROOT / "results" / "rates"
 
 
 # Files in the order of algorithms.md §8; any other rates_*.toml follow alphabetically.
-ORDER = ("m", "mu", "n", "d", "t", "blocks")
+ORDER = ("m", "mu", "n", "d", "t", "blocks", "sign")
 
 
 def rate_files() -> list[Path]:

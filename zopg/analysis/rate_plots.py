@@ -62,6 +62,10 @@ def draw_sweep(ax, record: dict, color="C0", label: str | None = None) -> None:
             _reference_line(
                 ax, record, record["expected"], ":", f"expected here {_fmt(record['expected'])}"
             )
+    closed = (record.get("theory") or {}).get("closed_form")
+    if closed is not None:
+        # Sign sweeps: the exact agreement of algorithms.md §5 beside the measured one.
+        ax.plot(x, closed, "--", color="k", lw=1.0, label="closed form (§5)")
     zpg = (record.get("theory") or {}).get("zpg_same_queries")
     if zpg is not None:
         # Block sweeps: ZPG (all d coordinates) at the same queries, for comparison.

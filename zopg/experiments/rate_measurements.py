@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zopg.algorithms import Spent, ZBCPGConfig, ZPGConfig, make_training
+from zopg.algorithms import Spent, ZBCPGConfig, ZPGConfig, ZSPOConfig, make_training
+from zopg.algorithms.sign_zo import make_majority_sign
 from zopg.algorithms.zeroth_order import make_difference_fn
 from zopg.envs import make as make_env
 from zopg.errors import ConfigError, bad_value, unknown_name
@@ -31,6 +32,7 @@ from zopg.experiments.rate_setting import (
     make_setting,
     return_distribution,
     rollout_fn,
+    sign_agreement,
     smoothed_gradient,
     sphere,
 )
@@ -416,6 +418,108 @@ def grad_norm_vs_t(
         first_order.append(float(gain.mean() / (alpha0 * math.sqrt(t))))
     theory = {"final_value_mean": final_values, "first_order_part": first_order}
     return Measurement(np.stack(columns, axis=1), theory)
+
+
+def _sign_agreement(point, mu, direction_seed, pairs, repeats, seeds, key) -> Measurement:
+    """Measured frequency that ŝ = sign(V(θ + μv) − V(θ)) for each (D, N) in pairs, per seed
+    over `repeats` sign estimates, with the closed form of algorithms.md §5 as theory."""
+    setting = make_setting(point)
+    base, theta = setting.problem, setting.theta
+    v = sphere(jax.random.key(direction_seed), setting.dim)
+    theta_1 = theta + mu * v
+    delta = float(base.exact_value(theta_1) - base.exact_value(theta))
+    support, probabilities = return_distribution(base)
+    link = base.oracle.link
+    keys = _seed_keys(key, seeds)
+    columns, closed = [], []
+    for batch_size, num_votes in pairs:
+        majority = make_majority_sign(base, num_votes, batch_size)
+
+        def one_seed(k, majority=majority):
+            signs = jax.vmap(lambda kk: majority(kk, theta_1, theta)[0])(
+                jax.random.split(k, repeats)
+            )
+            return jnp.mean(signs == np.sign(delta))
+
+        columns.append(np.asarray(jax.jit(lambda ks, f=one_seed: jax.lax.map(f, ks))(keys)))
+        closed.append(
+            sign_agreement(
+                link,
+                support,
+                probabilities(theta_1),
+                probabilities(theta),
+                delta,
+                batch_size,
+                num_votes,
+            )
+        )
+    theory = {"closed_form": closed, "value_difference": delta}
+    return Measurement(np.stack(columns, axis=1), theory)
+
+
+def sign_agreement_vs_d(
+    grid,
+    seeds: int,
+    key,
+    *,
+    point: Point = Point(),
+    mu: float = 3.0,
+    direction_seed: int = 2,
+    num_votes: int = 21,
+    repeats: int = 2000,
+) -> Measurement:
+    """P(ŝ = sign ΔV) of ZSPO's majority vote against D, trajectories per side of a query."""
+    pairs = [(d, num_votes) for d in check_grid(grid, integer=True)]
+    return _sign_agreement(point, mu, direction_seed, pairs, repeats, seeds, key)
+
+
+def sign_agreement_vs_n(
+    grid,
+    seeds: int,
+    key,
+    *,
+    point: Point = Point(),
+    mu: float = 3.0,
+    direction_seed: int = 2,
+    batch_size: int = 4,
+    repeats: int = 2000,
+) -> Measurement:
+    """P(ŝ = sign ΔV) of ZSPO's majority vote against N, the queries per sign."""
+    pairs = [(batch_size, n) for n in check_grid(grid, integer=True)]
+    return _sign_agreement(point, mu, direction_seed, pairs, repeats, seeds, key)
+
+
+def sign_grad_norm_vs_t(
+    grid,
+    seeds: int,
+    key,
+    *,
+    env: str = "gridworld/open-5x5",
+    link: str = "bradley-terry",
+    alpha0: float = 3.2,
+    mu: float = 1.0,
+    num_votes: int = 20,
+    batch_size: int = 4,
+) -> Measurement:
+    """(1/T) Σ_t ‖∇V(θ_t)‖² of ZSPO runs from the uniform policy, step alpha0/√T, one run per T."""
+    ts = check_grid(grid, integer=True)
+    env_obj, params = make_env(env)
+    policy = make_policy("tabular", env_obj, params)
+    oracle = Oracle(make_link(link))
+    keys = _seed_keys(key, seeds)
+    columns, final_values = [], []
+    for t in ts:
+        config = ZSPOConfig(
+            num_iterations=t,
+            num_votes=num_votes,
+            batch_size=batch_size,
+            mu=mu,
+            step_size=alpha0 / math.sqrt(t),
+        )
+        final = _final_metrics(config, env_obj, policy, oracle, keys)
+        columns.append(final["exact/grad_norm_sq_mean"])
+        final_values.append(float(final["exact/value"].mean()))
+    return Measurement(np.stack(columns, axis=1), {"final_value_mean": final_values})
 
 
 def blocks_vs_k(

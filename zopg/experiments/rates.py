@@ -30,6 +30,9 @@ from zopg.experiments.rate_measurements import (
     error_vs_n,
     grad_norm_vs_t,
     gridworld_delta_mse_vs_m,
+    sign_agreement_vs_d,
+    sign_agreement_vs_n,
+    sign_grad_norm_vs_t,
 )
 from zopg.experiments.tomlfile import check_keys, fail, read_toml
 
@@ -54,6 +57,13 @@ QUANTITIES: dict[str, Quantity] = {
     "error_vs_d": Quantity(error_vs_d, "d (parameters)", "E‖ĝ − ∇V_μ‖²"),
     "grad_norm_vs_t": Quantity(grad_norm_vs_t, "T (iterations)", "(1/T) Σ_t ‖∇V(θ_t)‖²"),
     "blocks_vs_k": Quantity(blocks_vs_k, "K (block size)", "(1/T) Σ_t ‖∇V(θ_t)‖²"),
+    "sign_agreement_vs_d": Quantity(
+        sign_agreement_vs_d, "D (trajectories per side)", "P(ŝ = sign ΔV)"
+    ),
+    "sign_agreement_vs_n": Quantity(sign_agreement_vs_n, "N (queries per sign)", "P(ŝ = sign ΔV)"),
+    "sign_grad_norm_vs_t": Quantity(
+        sign_grad_norm_vs_t, "T (iterations)", "(1/T) Σ_t ‖∇V(θ_t)‖², ZSPO"
+    ),
     "final_value_vs_k": Quantity(
         functools.partial(blocks_vs_k, metric="final_value"), "K (block size)", "V(θ_T)"
     ),
