@@ -150,6 +150,9 @@ def main(argv=None) -> int:
     except ConfigError as err:
         parser.error(str(err))
     existing = read_json(path).get("sweeps", {}) if path.exists() else {}
+    for spec in specs:  # records written before "reduce" was stored: it is the quantity's
+        if spec.name in existing:
+            existing[spec.name].setdefault("reduce", rates.QUANTITIES[spec.quantity].reduce)
     started = time.perf_counter()
     # With --only the other sweeps keep what the file has, so --only updates it in place.
     known = {s.name for s in specs}

@@ -52,7 +52,8 @@ def crossing_cell(result: dict) -> str:
     if crossing is None or result["reference"]:
         return "—"
     if crossing["median"] is None:
-        return f"never (median; {crossing['seeds_reaching']} seeds reach it)"
+        reaching = crossing["seeds_reaching"]
+        return f"never (median; {reaching} seed{'' if reaching == 1 else 's'} reached it)"
     parts = (
         crossing["median"],
         crossing.get("iterations_median"),
@@ -68,7 +69,7 @@ def extra_cell(result: dict) -> str:
         notes.append(f"proxy return {final['charts/model_return']:.3f}")
     for name in ("comm/bits", "comm/floats"):
         if final.get(name) is not None:
-            notes.append(f"{name} {final[name]:,.0f}")
+            notes.append(f"{name} {final[name]:,.0f} in all")
     return ", ".join(notes)
 
 
@@ -83,22 +84,14 @@ def experiment_table(name: str, summary: dict) -> list[str]:
         lines += [
             f"### {panel} ({stat})",
             "",
-            f"| method | final {stat} [95% CI] | queries to threshold | extra |",
+            f"| method | final {stat} [95% CI] | to threshold: queries / rounds / judged | extra |",
             "|---|---|---|---|",
         ]
         for r in ranked:
-            crossing = r.get("to_threshold")
-            to = (
-                "—"
-                if crossing is None or r["reference"]
-                else ("never" if crossing["median"] is None else f"{crossing['median']:,.0f}")
-            )
-            proxy = r["final_metrics"].get("charts/model_return")
-            extra = (
-                "" if proxy is None or r["algorithm"] != "rm-ppo" else f"proxy return {proxy:.3f}"
-            )
             ref = " (reward access)" if r["reference"] else ""
-            lines.append(f"| {r['method']}{ref} | {cell(r[stat])} | {to} | {extra} |")
+            lines.append(
+                f"| {r['method']}{ref} | {cell(r[stat])} | {crossing_cell(r)} | {extra_cell(r)} |"
+            )
         lines.append("")
     return lines
 

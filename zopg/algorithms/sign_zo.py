@@ -42,7 +42,9 @@ class SignConfig(AlgorithmConfig):
     num_votes: int = integer(20, doc="N one-bit queries per sign")
     batch_size: int = integer(4, doc="D trajectories per side of a query")
     step_size: float | Callable = positive(0.1, schedule=True, doc="α (or a schedule)")
-    mu: float | Callable = positive(1.0, schedule=True, doc="perturbation radius μ")
+    # μ 5 as ZPG's default: in d ≈ 100 a unit direction times 5 moves each logit by about 0.5;
+    # much smaller radii leave V(θ + μv) − V(θ) below what N votes can resolve.
+    mu: float | Callable = positive(5.0, schedule=True, doc="perturbation radius μ")
     two_sided: bool = flag(False)
     optimizer: str = choice("sgd", OPTIMIZERS)
 
