@@ -195,7 +195,8 @@ class AlgorithmConfig(Settings):
             raise bad_value(field, "budget", f"this method spends no {what}: it cannot be matched")
         if per_unit > budget:
             raise ConfigError(
-                f"spends {per_unit} {what} per unit of {field}, more than the budget, {budget}"
+                f"spends {per_unit} {what} per unit of {field}, more than "
+                f"budget_queries = {budget} ({what}) allows"
             )
         return dataclasses.replace(self, **{field: budget // per_unit})
 
