@@ -32,16 +32,96 @@ def resolve_experiment(name: str) -> Path:
 def cmd_run(args) -> int:
     from zopg.analysis.report import format_summary, write_reports
     from zopg.experiments import load_experiment
-    from zopg.experiments.runner import run_experiment
+    from zopg.experiments.runner import plan_runs, run_experiment
+    from zopg.experiments.shards import parse_shard
 
     if args.seeds is not None and args.seeds < 1:
         raise ConfigError(f"--seeds = {args.seeds}: must be an integer >= 1")
+    shard = None if args.shard is None else parse_shard(args.shard)
     experiment = load_experiment(resolve_experiment(args.experiment), args.set, args.seeds)
     out = Path(args.out) if args.out else Path("results") / experiment.name
-    run_experiment(experiment, out, quiet=args.quiet)
-    print(format_summary(write_reports(out)))
-    print(f"results in {out}/")
+    if args.dry_run:
+        return print_plan(experiment, plan_runs(experiment)[0], shard)
+    use_compilation_cache(not args.no_compilation_cache)
+    record = run_experiment(experiment, out, quiet=args.quiet, shard=shard)
+    if shard is None:
+        print(format_summary(write_reports(out)))
+        print(f"results in {out}/")
+        return 0
+    done = record["done"]
+    print(
+        f"shard {shard}: ran {len(done['ran'])}, finished earlier "
+        f"{len(done['finished_earlier'])}, held by another process {len(done['held_elsewhere'])}"
+        f" (of {len(record['runs'])} in the experiment); merge with `zopg report {out}`"
+    )
     return 0
+
+
+def print_plan(experiment, planned, shard) -> int:
+    """`zopg run --dry-run`: the runs the experiment (or the shard) would run; nothing runs."""
+    from zopg.experiments.memory import check_fits
+
+    mine = [p for p in planned if shard is None or shard.owns(p.run_id)]
+    check_fits([(p.run_id, p.run) for p in mine], experiment.seeds, experiment.evaluation.points)
+    print(f"{experiment.name}: {len(planned)} runs x {experiment.seeds} seeds")
+    if shard is not None:
+        print(f"shard {shard} owns {len(mine)} of them")
+    for p in mine:
+        print(f"  {p.run_id}  ({p.run.training.num_iterations} iterations)")
+    return 0
+
+
+def use_compilation_cache(enabled: bool) -> None:
+    """JAX's persistent compilation cache in the user's cache folder ($ZOPG_CACHE_DIR, else
+    $XDG_CACHE_HOME/zopg/jax, else ~/.cache/zopg/jax), so a second `zopg run` of the same
+    programs skips XLA's compiling. Left alone when a cache folder is already configured."""
+    import jax
+
+    if not enabled or jax.config.jax_compilation_cache_dir:
+        return
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = os.environ.get("ZOPG_CACHE_DIR") or os.path.join(base, "zopg", "jax")
+    jax.config.update("jax_compilation_cache_dir", folder)
+    # Most of our programs compile in 0.5-20 s on a CPU; cache all that take a noticeable time.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def cmd_submit(args) -> int:
+    from zopg.analysis.report import format_summary, write_reports
+    from zopg.experiments import load_experiment
+    from zopg.experiments.memory import check_fits
+    from zopg.experiments.runner import plan_runs
+    from zopg.experiments.schema import parse_value
+    from zopg.experiments.submit import submit
+
+    path = resolve_experiment(args.experiment)
+    # Everything a job would refuse is refused here, before a job is queued.
+    experiment = load_experiment(path, args.set, args.seeds)
+    check_fits(
+        [(p.run_id, p.run) for p in plan_runs(experiment)[0]],
+        experiment.seeds,
+        experiment.evaluation.points,
+    )
+    options = {}
+    for item in args.option:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option {item!r}: must be NAME=VALUE, e.g. timeout_min=60")
+        options[key.strip()] = parse_value(text)
+    out = Path(args.out) if args.out else Path("results") / experiment.name
+    jobs = submit(
+        str(path), out, args.shards, args.cluster, options, args.logs, args.set, args.seeds
+    )
+    print(f"submitted {len(jobs)} shards of {experiment.name}: jobs {jobs[0].job_id} ...")
+    if not args.wait:
+        print(f"when they have finished: zopg report {out}")
+        return 0
+    failed = [job.job_id for job in jobs if job.exception() is not None]
+    if failed:
+        print(f"jobs {', '.join(failed)} failed; their logs: {args.logs or '.submitit'}/")
+    summary = write_reports(out)
+    print(format_summary(summary))
+    return 1 if failed else 0
 
 
 def cmd_report(args) -> int:
@@ -50,7 +130,11 @@ def cmd_report(args) -> int:
     out = Path(args.dir)
     if not (out / "experiment.json").exists():
         raise ConfigError(f"{out}: not a results folder (no experiment.json); run `zopg run` first")
-    print(format_summary(write_reports(out)))
+    summary = write_reports(out)
+    print(format_summary(summary))
+    missing = summary.get("missing_runs", [])
+    if missing:
+        print(f"{len(missing)} runs not finished yet (left out above): " + ", ".join(missing))
     return 0
 
 
@@ -125,6 +209,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a field, e.g. methods.zpg.num_pairs=100 (repeatable)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars or run log")
+    run.add_argument(
+        "--shard",
+        metavar="i/N",
+        help="run only the i-th of N disjoint shares of the runs (0 <= i < N); merge the "
+        "shards' results with `zopg report DIR`",
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="validate and list the runs; run nothing"
+    )
+    run.add_argument(
+        "--no-compilation-cache",
+        action="store_true",
+        help="do not use JAX's persistent compilation cache (~/.cache/zopg/jax)",
+    )
     run.set_defaults(func=cmd_run)
     sub.add_parser(
         "list", help="environments, links, teachers, algorithms, experiments"
@@ -132,6 +230,32 @@ def build_parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="(re)draw the figures of a results folder")
     plot.add_argument("dir")
     plot.set_defaults(func=cmd_plot)
+    sub_ = sub.add_parser(
+        "submit", help="run an experiment's shards as a submitit job array (SLURM or local)"
+    )
+    sub_.add_argument("experiment")
+    sub_.add_argument("--shards", type=int, required=True, help="number of shards (jobs)")
+    sub_.add_argument(
+        "--cluster",
+        default="auto",
+        help="auto (SLURM when it is there), slurm, local (processes here) or debug",
+    )
+    sub_.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a submitit executor parameter, e.g. timeout_min=120, slurm_partition=gpu, "
+        "gpus_per_node=1 (repeatable)",
+    )
+    sub_.add_argument("--logs", help="submitit's folder (default .submitit/<results folder>)")
+    sub_.add_argument("--out", help="results folder (default results/<experiment name>)")
+    sub_.add_argument("--seeds", type=int, help="override the experiment's number of seeds")
+    sub_.add_argument("--set", action="append", default=[], metavar="PATH=VALUE")
+    sub_.add_argument(
+        "--wait", action="store_true", help="wait for the jobs, then write the reports"
+    )
+    sub_.set_defaults(func=cmd_submit)
     report = sub.add_parser(
         "report", help="(re)write metrics.csv, summary.json, manifest.json and figures from runs/"
     )

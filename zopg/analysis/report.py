@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from zopg.analysis.stats import bootstrap_ci, first_crossing, iqm
+from zopg.errors import ConfigError
 from zopg.exact import normalized_score
 from zopg.experiments import store
 from zopg.provenance import device, git_revision, host, versions
@@ -66,6 +67,9 @@ def summarise_run(run: dict, threshold: float | None = None) -> dict:
     found = store.tidy_column(metrics, "value")
     value = np.full(run["seeds"], np.nan) if found is None else found[:, -1]
     extra = {} if threshold is None else {"to_threshold": queries_to_threshold(run, threshold)}
+    broken = non_finite(run)
+    if broken is not None:
+        extra["non_finite"] = broken
     return {
         "method": run["method"],
         "algorithm": run["algorithm"],
@@ -96,25 +100,52 @@ def summarise_run(run: dict, threshold: float | None = None) -> dict:
     }
 
 
+def non_finite(run: dict) -> dict | None:
+    """Where a run's metrics stopped being finite: how many seeds, from which logged iteration,
+    which metrics; None when every value is finite. The seed statistics of such a run are None
+    (seed_statistics never averages a NaN away), and this says why."""
+    iterations = np.asarray(run["iterations"])
+    bad, names = None, []
+    for name, values in run["metrics"].items():
+        flags = ~np.isfinite(np.asarray(values, dtype=float))
+        if flags.any():
+            names.append(name)
+            bad = flags if bad is None else bad | flags
+    if bad is None:
+        return None
+    return {
+        "seeds": int(bad.any(axis=1).sum()),
+        "from_iteration": int(iterations[bad.any(axis=0).argmax()]),
+        "metrics": sorted(names),
+    }
+
+
 def _nanmean(values) -> float | None:
     values = np.asarray(values, dtype=float)
     return float(np.nanmean(values)) if np.any(np.isfinite(values)) else None
 
 
-def load_runs(out_dir) -> tuple[dict, list[tuple[str, dict]]]:
-    """(experiment record, [(run id, run)]) of a results folder; each run is labelled with its
-    panel's link and sweep point (one run may serve several: a reference every link panel, a
-    run the swept field does not touch every sweep point)."""
+def load_runs(out_dir) -> tuple[dict, list[tuple[str, dict]], list[str]]:
+    """(experiment record, [(run id, run)], [ids of runs not finished]) of a results folder;
+    each run is labelled with its panel's link and sweep point (one run may serve several: a
+    reference every link panel, a run the swept field does not touch every sweep point)."""
     record = store.read_experiment(out_dir)
     runs_dir = Path(out_dir) / "runs"
-    loaded = {}
-    runs = []
+    loaded, runs, missing = {}, [], []
     for entry in record["runs"]:
         rid = entry["run_id"]
         if rid not in loaded:
-            loaded[rid] = store.load_run(runs_dir, rid)
-        runs.append((rid, {**loaded[rid], "link": entry["link"], "sweep": entry.get("sweep", {})}))
-    return record, runs
+            # Shards still running, or a run that failed: report what is there.
+            loaded[rid] = (
+                store.load_run(runs_dir, rid) if store.finished_run_hash(runs_dir, rid) else None
+            )
+            if loaded[rid] is None:
+                missing.append(rid)
+        if loaded[rid] is not None:
+            runs.append(
+                (rid, {**loaded[rid], "link": entry["link"], "sweep": entry.get("sweep", {})})
+            )
+    return record, runs, missing
 
 
 def write_reports(out_dir) -> dict:
@@ -122,7 +153,11 @@ def write_reports(out_dir) -> dict:
     from zopg.analysis.plots import plot_results
 
     out_dir = Path(out_dir)
-    record, labelled = load_runs(out_dir)
+    record, labelled, missing = load_runs(out_dir)
+    if not labelled:
+        raise ConfigError(
+            f"{out_dir}: none of the experiment's {len(missing)} runs has finished yet"
+        )
     runs = [run for _, run in labelled]
     sweep_labels = [s["label"] for s in record.get("sweeps", [])]
     threshold = record.get("evaluation", {}).get("threshold")
@@ -148,6 +183,9 @@ def write_reports(out_dir) -> dict:
         "sweeps": record.get("sweeps", []),
         "results": [summarise_run(run, threshold) for run in runs],
     }
+    if missing:
+        # Only when there are some: a complete folder's summary is the same however it was run.
+        summary["missing_runs"] = missing
     store.write_json_atomic(out_dir / "summary.json", summary)
     distinct = dict(labelled)
     manifest = {
@@ -220,4 +258,12 @@ def format_summary(summary: dict) -> str:
             f"{method:14} {r['env']:22} {r['link']:14} {queries:>10} {fmt(v['mean']):>8} "
             f"{v_ci:>19} {extra}"
         )
+    for r in summary["results"]:
+        broken = r.get("non_finite")
+        if broken:
+            lines.append(
+                f"! {r['method']} on {r['env']} ({r['link']}): non-finite in {broken['seeds']} of "
+                f"{r['seeds']} seeds from iteration {broken['from_iteration']} "
+                f"({', '.join(broken['metrics'])}); its statistics are n/a"
+            )
     return "\n".join(lines)

@@ -24,8 +24,10 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from zopg.evaluation import make_evaluator
 from zopg.experiments import store
+from zopg.experiments.memory import check_fits
 from zopg.experiments.progress import Progress
-from zopg.experiments.schema import Experiment, LinkSpec, build_run
+from zopg.experiments.schema import BuiltRun, Experiment, LinkSpec, build_run
+from zopg.experiments.shards import RunLock, Shard
 
 SEED_BASE = 0  # seed i of every run uses split(key(SEED_BASE), seeds)[i], see seed_keys
 EVAL_SEED = 1  # Monte Carlo evaluation keys: independent of every training key
@@ -87,6 +89,7 @@ def execute_run(
     label: str,
     quiet: bool,
     run_key: str,
+    log=None,
 ) -> dict:
     """Run every iteration for every seed key, keeping metrics and evaluations at `logged`.
 
@@ -111,8 +114,11 @@ def execute_run(
     if ckpt is not None and ckpt.exists():
         try:
             loaded, payload, loaded_kept = store.load_checkpoint(ckpt, carry)
-        except store.CHECKPOINT_ERRORS:
+        except store.CHECKPOINT_ERRORS as err:
             payload = None  # unreadable or foreign: start over
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            if log is not None:
+                log(f"{label}: checkpoint {ckpt.name} unreadable ({reason}); starting over")
         if payload is not None and payload.get("run_key") == run_key:
             carry, start = loaded, payload["start"]
             kept = {name: [values] for name, values in loaded_kept.items()}
@@ -212,19 +218,22 @@ def _set_fields(spec) -> dict:
     return {k: v for k, v in dataclasses.asdict(spec).items() if v is not None}
 
 
-def run_experiment(experiment: Experiment, out_dir, quiet: bool = False, log=None) -> dict:
-    """Run every (sweep point, env, link, method) of the experiment into out_dir/runs and write
-    out_dir/experiment.json (the experiment and its runs). zopg.analysis.report turns the
-    folder into metrics.csv, summary.json, manifest.json and figures."""
-    log = log or (lambda msg: None if quiet else print(msg, file=sys.stderr))
-    out_dir = Path(out_dir)
-    runs_dir = out_dir / "runs"
-    started = time.perf_counter()
-    # One entry per (run, panel): a run appears in every link panel and sweep point it serves.
-    entries, by_hash = [], {}
-    num_devices = len(jax.devices())
-    if seed_sharding(experiment.seeds) is None and num_devices > 1:
-        log(f"{experiment.seeds} seeds do not divide over {num_devices} devices: one device used")
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+    """One distinct run of an experiment: its id, its hash, the experiment variant (sweep point)
+    it was built from, the built run and its labels (method, env, link, sweep point)."""
+
+    run_id: str
+    run_hash: str
+    variant: Experiment
+    run: BuiltRun
+    labels: dict
+
+
+def plan_runs(experiment: Experiment) -> tuple[list[PlannedRun], list[dict]]:
+    """Every distinct run of the experiment (built and validated; nothing compiles) and one
+    entry per (run, panel): a run appears in every link panel and sweep point it serves."""
+    planned, entries, by_hash = [], [], {}
     for point in experiment.points():
         variant = experiment.variant(point)
         for env_spec in variant.envs:
@@ -239,33 +248,74 @@ def run_experiment(experiment: Experiment, out_dir, quiet: bool = False, log=Non
                     rid = by_hash.get(rhash)
                     if rid is None:
                         rid = run_id(method.label, env_spec.slug, run_link.panel, point)
-                        if store.finished_run_hash(runs_dir, rid) == rhash:
-                            log(f"{rid}: finished earlier, skipped")
-                        else:
-                            labels = {
-                                "method": method.label,
-                                "env": env_spec.name,
-                                "link": run_link.panel,
-                                "sweep": point,
-                            }
-                            execute_and_store(
-                                variant, run, runs_dir, rid, rhash, labels, quiet, log
-                            )
                         by_hash[rhash] = rid
+                        labels = {
+                            "method": method.label,
+                            "env": env_spec.name,
+                            "link": run_link.panel,
+                            "sweep": point,
+                        }
+                        planned.append(PlannedRun(rid, rhash, variant, run, labels))
                     entries.append({"run_id": rid, "link": link_spec.panel, "sweep": point})
+    return planned, entries
+
+
+def run_experiment(
+    experiment: Experiment, out_dir, quiet: bool = False, log=None, shard: Shard | None = None
+) -> dict:
+    """Run every (sweep point, env, link, method) of the experiment into out_dir/runs, or with
+    `shard` only the runs that shard owns, and write out_dir/experiment.json (the experiment and
+    all its runs). Runs finished earlier are skipped, and so are runs another process holds the
+    lock of. zopg.analysis.report turns the folder into metrics.csv, summary.json,
+    manifest.json and figures. Returns the record, with `done` (run ids per outcome) added."""
+    log = log or (lambda msg: None if quiet else print(msg, file=sys.stderr))
+    out_dir = Path(out_dir)
+    runs_dir = out_dir / "runs"
+    started = time.perf_counter()
+    planned, entries = plan_runs(experiment)
+    check_fits([(p.run_id, p.run) for p in planned], experiment.seeds, experiment.evaluation.points)
+    num_devices = len(jax.devices())
+    if seed_sharding(experiment.seeds) is None and num_devices > 1:
+        log(f"{experiment.seeds} seeds do not divide over {num_devices} devices: one device used")
     record = {
         **experiment.to_dict(),
         "source": experiment.source,
         "config_hash": experiment.config_hash(),
         "runs": entries,
-        "wall_s_this_invocation": time.perf_counter() - started,
     }
+    # Written first, so that `zopg report` knows every run of the experiment (and which are
+    # missing) while shards are still running. Every shard writes the same text.
     store.write_experiment(out_dir, record)
-    return record
+    done = {"ran": [], "finished_earlier": [], "held_elsewhere": [], "other_shards": []}
+    for p in planned:
+        if shard is not None and not shard.owns(p.run_id):
+            done["other_shards"].append(p.run_id)
+        elif store.finished_run_hash(runs_dir, p.run_id) == p.run_hash:
+            log(f"{p.run_id}: finished earlier, skipped")
+            done["finished_earlier"].append(p.run_id)
+        else:
+            lock = RunLock(runs_dir / f"{p.run_id}.lock")
+            with lock as held:
+                if not held:
+                    log(f"{p.run_id}: running in {lock.holder}, skipped")
+                    done["held_elsewhere"].append(p.run_id)
+                elif store.finished_run_hash(runs_dir, p.run_id) == p.run_hash:
+                    # Another process finished it between our first look and the lock.
+                    done["finished_earlier"].append(p.run_id)
+                else:
+                    execute_and_store(p, runs_dir, quiet, log)
+                    done["ran"].append(p.run_id)
+    if shard is None:
+        # Only a process that saw every run may speak for the whole experiment's wall time.
+        record["wall_s_this_invocation"] = time.perf_counter() - started
+        store.write_experiment(out_dir, record)
+    return {**record, "done": done}
 
 
-def execute_and_store(experiment, run, runs_dir, rid, rhash, labels, quiet, log) -> None:
-    """Run one built run and write its run files (labels: method, env and link names)."""
+def execute_and_store(planned: PlannedRun, runs_dir: Path, quiet: bool, log) -> None:
+    """Run one planned run and write its run files."""
+    experiment, run, rid = planned.variant, planned.run, planned.run_id
+    rhash, labels = planned.run_hash, planned.labels
     training, evaluator = run.training, run.evaluator
     logged = logged_iterations(training.num_iterations, experiment.evaluation.points)
     result = execute_run(
@@ -278,6 +328,7 @@ def execute_and_store(experiment, run, runs_dir, rid, rhash, labels, quiet, log)
         rid,
         quiet,
         rhash,
+        log,
     )
     timing, initial = result["timing"], result["initial"]
     uniform, optimal = evaluator.bounds

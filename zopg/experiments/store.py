@@ -18,6 +18,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import jax
@@ -53,7 +54,9 @@ TIDY_METRICS = {
     "value_se": "eval/value_se",
 }
 EXPERIMENT_FILE = "experiment.json"
-CHECKPOINT_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+# Everything a damaged, truncated or foreign npz can raise on the way in (zlib: a corrupt
+# compressed member).
+CHECKPOINT_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 def write_bytes_atomic(path, data: bytes) -> Path:
