@@ -2,7 +2,12 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+# JAX_EXTRA=cuda12 (or cuda13) also installs JAX for NVIDIA GPUs: `make bench JAX_EXTRA=cuda12`.
+JAX_EXTRA ?=
+comma  := ,
+EXTRAS := dev$(if $(JAX_EXTRA),$(comma)$(JAX_EXTRA))
+# One stamp per extra, so a change of JAX_EXTRA re-installs.
+STAMP  := $(VENV)/.installed$(if $(JAX_EXTRA),-$(JAX_EXTRA))
 
 .PHONY: regimes sign rates bench bench-quick bench-control bench-control-probe bench-throughput bench-sample-efficiency test test-all lint format clean-venv
 
@@ -11,7 +16,8 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "zopg needs Python >= 3.11; set PYTHON=python3.11 (or newer)")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	@rm -f $(VENV)/.installed $(VENV)/.installed-*
 	@touch $(STAMP)
 
 # The paper comparison (benchmarks/paper_gridworld.toml) -> results/paper_gridworld/.

@@ -82,14 +82,19 @@ def cartpole_step_check(iterations: int) -> dict:
     }
 
 
-def cartpole_zpg(quick: bool) -> dict:
-    """One ZPG training run on CartPole (N = 1024) vs bare rollouts of the same policy and size."""
-    size = CARTPOLE_SIZES["quick" if quick else "full"]
+def cartpole_zpg(quick: bool, size: dict | None = None, settings: dict | None = None) -> dict:
+    """One ZPG training run on CartPole (N = 1024) vs bare rollouts of the same policy and size.
+
+    `size` (keys as in CARTPOLE_SIZES) replaces the table's sizes and `settings` updates
+    CARTPOLE_SETTINGS, e.g. more pairs on a GPU; the step-counter check keeps the defaults.
+    """
+    size = size or CARTPOLE_SIZES["quick" if quick else "full"]
+    settings = {**CARTPOLE_SETTINGS, **(settings or {})}
     iterations, rounds = size["iterations"], size["rounds"]
-    n, m = CARTPOLE_SETTINGS["num_pairs"], CARTPOLE_SETTINGS["num_queries"]
+    n, m = settings["num_pairs"], settings["num_queries"]
     env, params, policy, oracle = cartpole_problem()
     horizon = env.horizon(params)
-    config = ZPGConfig(num_iterations=iterations, **CARTPOLE_SETTINGS)
+    config = ZPGConfig(num_iterations=iterations, **settings)
     training = make_training(config, env, policy, oracle, params)
     key_runs, key_bare = jax.random.split(jax.random.key(0))
     run_keys = jax.random.split(key_runs, rounds + 1)
@@ -185,7 +190,7 @@ def cartpole_zpg(quick: bool) -> dict:
             **size,
             "env": CARTPOLE_ENV,
             "horizon": horizon,
-            **CARTPOLE_SETTINGS,
+            **settings,
             "direction": "sphere",
             "seeds": 1,
             "policy": f"mlp hidden={list(CARTPOLE_HIDDEN)} (d = {num_params(theta)})",

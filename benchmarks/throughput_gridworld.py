@@ -115,9 +115,12 @@ def measure_numpy_vectorised(rng, world, probs, size: dict) -> tuple[dict, np.nd
     return result, kept["reward"].sum(axis=1)
 
 
-def gridworld_rollouts(quick: bool) -> dict:
-    """JAX GridWorld rollouts vs the NumPy loop (target) and the vectorised NumPy baseline."""
-    size = SIZES["quick" if quick else "full"]
+def gridworld_rollouts(quick: bool, size: dict | None = None) -> dict:
+    """JAX GridWorld rollouts vs the NumPy loop (target) and the vectorised NumPy baseline.
+
+    `size` (keys as in SIZES) replaces the table's sizes, e.g. larger batches on a GPU.
+    """
+    size = size or SIZES["quick" if quick else "full"]
     key = jax.random.key(0)
     rng = np.random.default_rng(0)
     per_env = {}

@@ -118,9 +118,12 @@ def zpg_delta_check(size: dict) -> dict:
     }
 
 
-def zpg_training(quick: bool) -> dict:
-    """JAX ZPG training vs bare rollouts of the same size (target) and a NumPy ZPG (target)."""
-    size = ZPG_SIZES["quick" if quick else "full"]
+def zpg_training(quick: bool, size: dict | None = None) -> dict:
+    """JAX ZPG training vs bare rollouts of the same size (target) and a NumPy ZPG (target).
+
+    `size` (keys as in ZPG_SIZES) replaces the table's sizes, e.g. more seeds on a GPU.
+    """
+    size = size or ZPG_SIZES["quick" if quick else "full"]
     seeds, iterations = size["seeds"], size["iterations"]
     n, m = ZPG_SETTINGS["num_pairs"], ZPG_SETTINGS["num_queries"]
     env, params, policy, oracle = zpg_problem()

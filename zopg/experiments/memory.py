@@ -24,6 +24,9 @@ HOST_FRACTION = 0.8
 UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}
 # A count with an optional binary unit: 12345, 1e9, 8G, 8 GiB, 1.5T.
 BYTES = re.compile(r"\s*(\d+(?:\.\d*)?(?:e\d+)?)\s*([kmgtp]?)(?:i?b)?\s*", re.IGNORECASE)
+# A field whose doubling grows a run by less (e.g. a count of stacked scalar losses) is not
+# worth naming as a remedy.
+MIN_GROWTH = 0.05
 CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
@@ -251,9 +254,9 @@ def _remedies(run, estimate: Estimate) -> list[str]:
 
 
 def _sizing_fields(run) -> list[str]:
-    """The integer config fields whose doubling grows the per-seed state or iteration arrays,
-    largest growth first. Measured, not declared: plugin algorithms size arrays with fields we
-    cannot know. Only traced when a run is refused."""
+    """The integer config fields whose doubling grows the per-seed state and iteration arrays by
+    MIN_GROWTH at least, largest growth first. Measured, not declared: plugin algorithms size
+    arrays with fields we cannot know. Only traced when a run is refused."""
     config, training = run.config, run.training
     problem = training.problem
     base = _training_bytes(training)
@@ -267,11 +270,13 @@ def _sizing_fields(run) -> list[str]:
         try:
             doubled.validate(problem)
             trainer = run.algorithm.make_trainer(doubled, problem)
-        except ConfigError:
-            continue  # doubling breaks a relation between fields: not a remedy to measure
-        bigger = Training(trainer, doubled.num_steps, problem, training.probe)
-        growth = _training_bytes(bigger) - base
-        if growth > 0:
+            bigger = Training(trainer, doubled.num_steps, problem, training.probe)
+            growth = _training_bytes(bigger) - base
+        except Exception:
+            # Doubling broke a relation between fields (or a plugin's assumptions): this field
+            # is not a remedy we can measure, and the refusal must not fail for it.
+            continue
+        if growth >= base * MIN_GROWTH:
             grown.append((growth, _field_name(run, field.name)))
     return [name for _, name in sorted(grown, key=lambda g: -g[0])]
 

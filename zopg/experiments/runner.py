@@ -26,7 +26,7 @@ from zopg.evaluation import make_evaluator
 from zopg.experiments import store
 from zopg.experiments.memory import check_fits
 from zopg.experiments.progress import Progress
-from zopg.experiments.schema import BuiltRun, Experiment, LinkSpec, build_run
+from zopg.experiments.schema import BuiltRun, Experiment, LinkSpec, built_runs
 from zopg.experiments.shards import RunLock, Shard
 
 SEED_BASE = 0  # seed i of every run uses split(key(SEED_BASE), seeds)[i], see seed_keys
@@ -234,29 +234,22 @@ def plan_runs(experiment: Experiment) -> tuple[list[PlannedRun], list[dict]]:
     """Every distinct run of the experiment (built and validated; nothing compiles) and one
     entry per (run, panel): a run appears in every link panel and sweep point it serves."""
     planned, entries, by_hash = [], [], {}
-    for point in experiment.points():
-        variant = experiment.variant(point)
-        for env_spec in variant.envs:
-            for link_spec in variant.links:
-                for method in variant.methods:
-                    if not method.runs_on(env_spec.name, link_spec.panel):
-                        continue
-                    run = build_run(variant, env_spec, link_spec, method)
-                    # References never see the teacher's link: one run serves every link.
-                    run_link = REWARD_ACCESS if run.algorithm.reference else link_spec
-                    rhash = run_hash(variant, env_spec, run_link, method, run.config, run.evaluator)
-                    rid = by_hash.get(rhash)
-                    if rid is None:
-                        rid = run_id(method.label, env_spec.slug, run_link.panel, point)
-                        by_hash[rhash] = rid
-                        labels = {
-                            "method": method.label,
-                            "env": env_spec.name,
-                            "link": run_link.panel,
-                            "sweep": point,
-                        }
-                        planned.append(PlannedRun(rid, rhash, variant, run, labels))
-                    entries.append({"run_id": rid, "link": link_spec.panel, "sweep": point})
+    for point, variant, env_spec, link_spec, method, run in built_runs(experiment):
+        # References never see the teacher's link: one run serves every link.
+        run_link = REWARD_ACCESS if run.algorithm.reference else link_spec
+        rhash = run_hash(variant, env_spec, run_link, method, run.config, run.evaluator)
+        rid = by_hash.get(rhash)
+        if rid is None:
+            rid = run_id(method.label, env_spec.slug, run_link.panel, point)
+            by_hash[rhash] = rid
+            labels = {
+                "method": method.label,
+                "env": env_spec.name,
+                "link": run_link.panel,
+                "sweep": point,
+            }
+            planned.append(PlannedRun(rid, rhash, variant, run, labels))
+        entries.append({"run_id": rid, "link": link_spec.panel, "sweep": point})
     return planned, entries
 
 

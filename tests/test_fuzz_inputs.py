@@ -1,0 +1,472 @@
+"""Fuzzed experiment files and --set values: `zopg run --dry-run` exits 0 or 2, never a traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import math
+import re
+import tempfile
+import tomllib
+from pathlib import Path
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from zopg import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Small valid experiments between them covering every table of the schema: sweeps, a teacher
+# with a utility, per-env utility and policy, method env/link lists, nested method tables and
+# several algorithms. Budgets are tiny: a dry run builds (traces) every run, twice.
+ZO = """
+name = "fuzz_zo"
+description = "ZPG and ZBCPG on a corridor"
+seeds = 2
+budget_queries = 2_000
+budget_unit = "queries"
+policy = "tabular"
+policy_params = { init_scale = 0.0 }
+
+[[envs]]
+id = "gridworld"
+label = "corridor"
+layout = ["S..G"]
+horizon = 5
+slip = 0.1
+
+[[links]]
+name = "bradley-terry"
+scale = 1.0
+
+[teacher]
+mistake = 0.05
+rationality = 2.0
+
+[teacher.utility]
+name = "waypoint-goal"
+waypoint = [0, 2]
+
+[evaluation]
+points = 4
+chunk_iterations = 10
+episodes = 4
+
+[methods.zpg]
+algorithm = "zpg"
+num_pairs = 4
+num_queries = 2
+two_sided = true
+link = "bradley-terry"
+
+[methods.zbcpg]
+algorithm = "zbcpg"
+envs = ["corridor"]
+block_size = 4
+num_blocks = 2
+num_pairs = 2
+num_queries = 2
+"""
+
+SIGN = """
+name = "fuzz_sign"
+seeds = 2
+budget_queries = 4_000
+policy = "tabular"
+
+[[envs]]
+id = "gridworld/open"
+size = 3
+utility = { name = "deadline", k = 4 }
+
+[[links]]
+name = "weibull"
+label = "wb"
+shape = 2.0
+
+[evaluation]
+points = 4
+chunk_iterations = 20
+threshold = 0.5
+
+[methods.zspo]
+algorithm = "zspo"
+batch_size = 2
+num_votes = 4
+
+[methods.dpo-online]
+algorithm = "dpo-online"
+links = ["wb"]
+num_pairs = 8
+num_queries = 2
+num_eval_pairs = 16
+"""
+
+REFERENCE = """
+name = "fuzz_reference"
+seeds = 2
+budget_queries = 2_000
+policy = "tabular"
+
+[[envs]]
+id = "gridworld/cliff-4x6"
+policy = "tabular"
+policy_params = { init_scale = 0.1 }
+
+[[links]]
+name = "thurstone"
+
+[evaluation]
+points = 4
+chunk_iterations = 5
+
+[methods.rm-ppo]
+algorithm = "rm-ppo"
+num_pairs = 8
+num_queries = 2
+buffer_size = 64
+reward_model = { num_steps = 5, batch_size = 8 }
+
+[methods.rm-ppo.ppo]
+num_trajectories = 8
+
+[methods.es]
+algorithm = "es"
+num_iterations = 5
+population_size = 4
+sigma = 0.1
+"""
+
+SWEEP = """
+name = "fuzz_sweep"
+seeds = 2
+budget_queries = 1_000
+policy = "tabular"
+
+[[envs]]
+id = "gridworld/open-5x5"
+
+[[links]]
+name = "linear"
+c = 2.0
+
+[evaluation]
+points = 4
+chunk_iterations = 10
+
+[methods.zpg]
+algorithm = "zpg"
+num_pairs = 2
+num_queries = 2
+
+[[sweep]]
+field = "envs.0.slip"
+values = [0.0, 0.2]
+label = "slip"
+
+[[sweep]]
+field = "methods.zpg.num_queries"
+values = [2]
+"""
+
+BASES = {
+    "zo": tomllib.loads(ZO),
+    "sign": tomllib.loads(SIGN),
+    "reference": tomllib.loads(REFERENCE),
+    "sweep": tomllib.loads(SWEEP),
+    # Four runs of a real benchmark: slow profile only (about 3 s per dry run).
+    "quick": tomllib.loads((ROOT / "benchmarks" / "quick_gridworld.toml").read_text("utf-8")),
+}
+FAST_BASES = ("zo", "sign", "reference", "sweep")
+
+# -- a tiny TOML writer: every table inline, so any dict (any key, any nesting) is expressible --
+
+BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def toml_string(text: str) -> str:
+    escaped = []
+    for char in text:
+        if char in '"\\':
+            escaped.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            escaped.append(f"\\u{ord(char):04x}")
+        else:
+            escaped.append(char)
+    return '"' + "".join(escaped) + '"'
+
+
+def toml_key(key: str) -> str:
+    return key if BARE_KEY.fullmatch(key) else toml_string(key)
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return toml_string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def to_toml(data: dict) -> str:
+    return "".join(f"{toml_key(k)} = {toml_value(v)}\n" for k, v in data.items())
+
+
+def comparable(value):
+    """The value with NaN made equal to itself, to check that the writer round-trips."""
+    if isinstance(value, float) and math.isnan(value):
+        return "<nan>"
+    if isinstance(value, list):
+        return [comparable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: comparable(v) for k, v in value.items()}
+    return value
+
+
+# -- strategies ---------------------------------------------------------------------------------
+
+# Characters that have broken parsers before: controls, quotes, separators of our own formats
+# (".", "/", "=", "__"), non-ASCII digits that str.isdigit accepts, combining marks, RTL text,
+# zero-width and non-breaking spaces, astral-plane emoji. No surrogates: TOML files are UTF-8.
+ALPHABET = (
+    "az AZ09_-.,/=:#[]{}'\"\\\t\n\r\x00\x1b\x7f"
+    "éßøΩσ∞²³½٣३一𝟘\u0301\u200b\u200d\u00a0\u202e\ufeff🙂"
+)
+texts = st.text(alphabet=st.sampled_from(ALPHABET), max_size=12)
+odd_strings = st.sampled_from(
+    ["", " ", "zpg", "es", "tabular", "mlp", "gaussian", "bradley-terry", "hard", "weibull",
+     "gridworld", "gridworld/open-5x5", "gymnax/CartPole-v1", "a/b", "a__b", "nan", "inf",
+     "judged_trajectories", "deadline", "S..G", "ünïcødé", "🙂", "\x00", "1e400"]
+)  # fmt: skip
+huge_numbers = st.sampled_from(
+    [0, -1, 1, 2, 2**31 - 1, 2**31, 2**63 - 1, 2**63, 10**30, -(10**30), 10**400]
+)
+floats = st.one_of(
+    st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-320, 1e308, 0.5, -2.5]),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+scalars = st.one_of(
+    texts, odd_strings, st.booleans(), st.integers(-10, 1000), huge_numbers, floats
+)
+keys = st.one_of(
+    st.sampled_from(["extra", "nmae", "seed", "Name", "id", "name", "algorithm", "num_pairs",
+                     "utility", "label", "values", "ünïcødé", "", " ", "a.b", "🙂"]),
+    texts,
+)  # fmt: skip
+values = st.one_of(
+    scalars,
+    st.lists(scalars, max_size=3),
+    st.dictionaries(keys, scalars, max_size=2),
+    st.lists(st.dictionaries(keys, scalars, max_size=2), min_size=1, max_size=2),
+)
+
+
+def node_paths(node, prefix=()) -> list[tuple]:
+    """The path (keys and indices) of every value below `node`."""
+    if isinstance(node, dict):
+        items = list(node.items())
+    elif isinstance(node, list):
+        items = list(enumerate(node))
+    else:
+        return []
+    found = []
+    for key, child in items:
+        found.append((*prefix, key))
+        found.extend(node_paths(child, (*prefix, key)))
+    return found
+
+
+def table_paths(node, prefix=()) -> list[tuple]:
+    """The path of every table (dict), the top level included."""
+    return [()] + [p for p in node_paths(node, prefix) if isinstance(lookup(node, p), dict)]
+
+
+def lookup(node, path):
+    for key in path:
+        node = node[key]
+    return node
+
+
+@st.composite
+def mutated_files(draw, bases):
+    """(base name, mutated data, [(kind, path)]): one or two replaced, deleted or added keys."""
+    name = draw(st.sampled_from(bases))
+    data = copy.deepcopy(BASES[name])
+    mutations = []
+    for _ in range(draw(st.integers(1, 2))):
+        kind = draw(st.sampled_from(("replace", "replace", "delete", "add")))
+        if kind == "add":
+            where = draw(st.sampled_from(table_paths(data)))
+            key = draw(keys)
+            lookup(data, where)[key] = draw(values)
+            mutations.append((kind, (*where, key)))
+            continue
+        candidates = node_paths(data)
+        if not candidates:
+            break
+        path = draw(st.sampled_from(candidates))
+        parent = lookup(data, path[:-1])
+        if kind == "delete":
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = draw(values)
+        mutations.append((kind, path))
+    return name, data, mutations
+
+
+def set_paths(base: dict) -> st.SearchStrategy[str]:
+    """--set paths: every path of the base (valid or not to set) and some that cannot exist."""
+    valid = [".".join(str(k) for k in p) for p in node_paths(base)]
+    invalid = ["nope", "envs.9.slip", "envs.-1.slip", "envs.².slip", "envs.٣.slip", "envs.x",
+               "name.x", "methods.nope.algorithm", "sweep.0.values", "teacher.utility.name",
+               "", ".", "..", "a..b", "evaluation.threshold", "seeds", "budget_unit"]  # fmt: skip
+    dotted = st.lists(st.one_of(keys, st.sampled_from(["0", "1", "envs", "methods"])), max_size=3)
+    return st.one_of(
+        st.sampled_from(valid), st.sampled_from(invalid), dotted.map(".".join), texts
+    )
+
+
+value_texts = st.one_of(
+    st.sampled_from(["nan", "inf", "-inf", "+inf", "1e400", "-1e400", "1e-400", "[1, 2]",
+                     "{a = 1}", "", '""', "true", "false", "0", "-1", "10**30",
+                     "1000000000000000000000000000000", "0x10", "1_000", "0.5", '"é"', "[]",
+                     "{}", "[[1]]", "{name = 'hard'}", "'bradley-terry'", "tabular", "[{}]",
+                     "1979-05-27", "é", "🙂", "\x00", "1\nw = 2", "= 1", "[1, 'a']"]),
+    texts,
+    scalars.map(toml_value),
+)  # fmt: skip
+
+
+@st.composite
+def set_overrides(draw, bases):
+    """(base name, [PATH=VALUE or a malformed assignment], --seeds or None)."""
+    name = draw(st.sampled_from(bases))
+    assignments = []
+    for _ in range(draw(st.integers(1, 2))):
+        path = draw(set_paths(BASES[name]))
+        if draw(st.integers(0, 9)) == 0:
+            assignments.append(path)  # no "=": malformed
+        else:
+            assignments.append(f"{path}={draw(value_texts)}")
+    seeds = draw(st.one_of(st.none(), st.sampled_from([0, -1, 1, 3, 10**9])))
+    return name, assignments, seeds
+
+
+# -- the property -------------------------------------------------------------------------------
+
+
+def dry_run(data: dict | None, text: str | None = None, args=()) -> tuple[int, str]:
+    """`zopg run FILE --dry-run` in process on the data (or raw text): (exit code, stderr)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "experiment.toml"
+        if text is None:
+            text = to_toml(data)
+            # The writer must give back exactly the mutated data, or the case tests nothing.
+            assert comparable(tomllib.loads(text)) == comparable(data)
+        path.write_text(text, encoding="utf-8")
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+            code = cli.main(["run", str(path), "--dry-run", "--out", str(Path(tmp) / "out"), *args])
+    return code, stderr.getvalue()
+
+
+def spellings(segment) -> list[str]:
+    """How a message may spell one path segment: as is, or as its repr (odd characters)."""
+    if not isinstance(segment, str) or not segment.strip():
+        return []
+    return [segment, repr(segment), repr(segment)[1:-1]]
+
+
+def names_any(message: str, segments) -> bool:
+    return any(s in message for seg in segments for s in spellings(seg))
+
+
+def expected_names(kind: str, path: tuple) -> list:
+    """What a message about this mutation must name (any one of): the key itself, else the
+    table (or array) it sits in, so that a message about another table does not count.
+
+    Indices name nothing; a key that is blank names nothing on its own, so its table must be
+    named (and with a blank key at the top level there is nothing to check but the file)."""
+    keys = [k for k in path if isinstance(k, str) and k.strip()]
+    del kind
+    return keys[-2:]
+
+
+def check_outcome(code: int, stderr: str, names: list) -> None:
+    assert code in (0, 2), f"exit {code}; a traceback is a bug:\n{stderr}"
+    if code == 0:
+        return
+    assert stderr.startswith("zopg: error: "), stderr
+    if names:
+        assert names_any(stderr, names), f"the message names none of {names}: {stderr}"
+
+
+def check_file_case(case) -> None:
+    _, data, mutations = case
+    code, stderr = dry_run(data)
+    names = [n for kind, path in mutations for n in expected_names(kind, path)]
+    check_outcome(code, stderr, names)
+
+
+def check_set_case(case) -> None:
+    base, assignments, seeds = case
+    args = [f"--set={a}" for a in assignments]
+    if seeds is not None:
+        args += ["--seeds", str(seeds)]
+    code, stderr = dry_run(BASES[base], args=args)
+    names = [seg for a in assignments for seg in a.split("=", 1)[0].strip().split(".")]
+    if seeds is not None:
+        names.append("seeds")
+    check_outcome(code, stderr, names)
+
+
+FAST = settings(max_examples=30, deadline=None, derandomize=True, database=None)
+SLOW = settings(max_examples=500, deadline=None, database=None)
+
+
+@FAST
+@given(mutated_files(FAST_BASES))
+def test_mutated_files_exit_0_or_2(case):
+    check_file_case(case)
+
+
+@FAST
+@given(set_overrides(FAST_BASES))
+def test_set_overrides_exit_0_or_2(case):
+    check_set_case(case)
+
+
+@pytest.mark.slow
+@SLOW
+@given(mutated_files(tuple(BASES)))
+def test_mutated_files_exit_0_or_2_slow(case):
+    check_file_case(case)
+
+
+@pytest.mark.slow
+@SLOW
+@given(set_overrides(tuple(BASES)))
+def test_set_overrides_exit_0_or_2_slow(case):
+    check_set_case(case)
+
+
+@pytest.mark.parametrize("name", sorted(BASES))
+def test_bases_are_valid_and_round_trip(name):
+    """Every base is a valid experiment as written by the test's TOML writer."""
+    code, stderr = dry_run(BASES[name])
+    assert code == 0, stderr
