@@ -174,7 +174,7 @@ def run_child(name: str, quick: bool, timeout_s: float, workdir: Path) -> dict:
     try:
         code = subprocess.run(command, env=child_env(), timeout=timeout_s, check=False).returncode
     except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout_s:.0f} s", "timed_out": True}
+        return {"error": f"timed out after {timeout_s:.3g} s", "timed_out": True}
     elapsed = time.perf_counter() - start
     if not part.exists():
         return {"error": f"exit code {code} after {elapsed:.1f} s, no result written"}
@@ -322,10 +322,12 @@ def main(argv=None) -> int:
         )
         write(report, args.out, start)
         if device["platform"] == "cpu" and not (args.quick or args.allow_cpu):
-            print(
-                "error: JAX sees no GPU; the GPU sizes would take far too long on a CPU "
+            report["aborted"] = (
+                "JAX sees no GPU; the GPU sizes would take far too long on a CPU "
                 "(use --quick, or --allow-cpu)"
             )
+            write(report, args.out, start)
+            print(f"error: {report['aborted']}")
             return 2
 
         for name in names:
@@ -336,11 +338,9 @@ def main(argv=None) -> int:
                 continue
             print(f"\n== {name} ==", flush=True)
             section_start, load_before = time.perf_counter(), os.getloadavg()[0]
-            if name == "bench_quick":
-                result, section_env = (
-                    bench_quick(args.quick, deadline, device["platform"], workdir),
-                    env,
-                )
+            if name == "bench_quick":  # runs its own processes; measured on the probe's machine
+                result = bench_quick(args.quick, deadline, device["platform"], workdir)
+                section_env = env
             else:
                 out = run_child(name, args.quick, min(TIMEOUTS_S[name], left), workdir)
                 result, section_env = out.get("result"), out.get("env", env)

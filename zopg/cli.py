@@ -124,6 +124,32 @@ def cmd_submit(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_tune(args) -> int:
+    from zopg.tuning.tune import tune
+
+    if args.trials is not None and args.trials < 1:
+        raise ConfigError(f"--trials = {args.trials}: must be an integer >= 1")
+    methods = None if args.methods is None else [m for m in args.methods.split(",") if m]
+    use_compilation_cache(not args.no_compilation_cache)
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    record = tune(
+        resolve_experiment(args.experiment),
+        args.out,
+        args.trials,
+        methods,
+        vmapped=not args.trial_by_trial,
+        log=log,
+    )
+    print(f"{record['experiment']}: {record['trials_per_method']} trials per method")
+    for label, chosen in record["chosen"].items():
+        low, high = chosen["ci95"]
+        print(
+            f"  {label:14} score {chosen['score']:.3f} [{low:.3f}, {high:.3f}]  {chosen['values']}"
+        )
+    print(f"trials in {record['out_dir']}/, chosen settings in {record['fragment']}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from zopg.analysis.report import format_summary, write_reports
 
@@ -158,6 +184,8 @@ def cmd_list(args) -> int:
         )
         print(f"  {name:14} {algo.description}")
         print(f"  {'':14} assumes: {algo.assumes or 'nothing'}; {kind}")
+        if algo.search_space is not None:
+            print(f"  {'':14} tunes: {algo.search_space.describe()}")
     tomls = sorted(EXPERIMENTS_DIR.glob("*.toml"))
     # rates_*.toml are rate sweeps for benchmarks/rates.py, not `zopg run` experiments.
     experiments = [p.stem for p in tomls if not p.stem.startswith("rates_")]
@@ -256,6 +284,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait", action="store_true", help="wait for the jobs, then write the reports"
     )
     sub_.set_defaults(func=cmd_submit)
+    tune = sub.add_parser(
+        "tune", help="tune every budget-matched method alike ([tune] in the experiment file)"
+    )
+    tune.add_argument("experiment")
+    tune.add_argument("--trials", type=int, help="trials per method (default: [tune] trials)")
+    tune.add_argument("--methods", help="comma-separated method labels (default: [tune] methods)")
+    tune.add_argument("--out", help="tuning folder (default results/tune/<experiment name>)")
+    tune.add_argument(
+        "--trial-by-trial",
+        action="store_true",
+        help="one compiled call per trial instead of a vmapped batch (slower; same scores)",
+    )
+    tune.add_argument("--quiet", action="store_true", help="no progress lines")
+    tune.add_argument("--no-compilation-cache", action="store_true")
+    tune.set_defaults(func=cmd_tune)
     report = sub.add_parser(
         "report", help="(re)write metrics.csv, summary.json, manifest.json and figures from runs/"
     )

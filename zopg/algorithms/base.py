@@ -251,7 +251,9 @@ class Algorithm:
 
     reference: reward access (an upper bound): never budget-matched, and shares one run across
     a panel's teacher links. assumes: the link the method assumes about the teacher, for
-    `zopg list` ("known" means it is told the teacher's link).
+    `zopg list` ("known" means it is told the teacher's link). search_space: the fields `zopg
+    tune` may set and their ranges (zopg.tuning.space.SearchSpace), checked against the config's
+    declared rules when the algorithm is registered.
     """
 
     name: str
@@ -260,8 +262,11 @@ class Algorithm:
     description: str
     reference: bool = False
     assumes: str = ""
+    search_space: Any = None
 
     def __post_init__(self):
+        if self.search_space is not None:
+            self.search_space.check(self.config, f"{self.name}.search_space")
         if not (dataclasses.is_dataclass(self.config) and issubclass(self.config, AlgorithmConfig)):
             raise bad_value(
                 f"{self.name}.config",

@@ -10,6 +10,7 @@ import jax
 from zopg.algorithms.base import Algorithm, Problem, Spent, Trainer, unit_cost
 from zopg.algorithms.dpo_losses import DPOSettings, make_core
 from zopg.algorithms.settings import integer
+from zopg.tuning.space import SearchSpace, log_range, one_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,10 +62,21 @@ def make_trainer(config: DPOOnlineConfig, problem: Problem) -> Trainer:
     )
 
 
+# What `zopg tune` may set (algorithms.md §10): continuous ranges cover the defaults and the
+# settings in benchmarks/ with a decade or more to spare; at most four structural combinations,
+# each of which compiles once per tuning env (the continuous values of its trials are vmapped).
+SEARCH_SPACE = SearchSpace(
+    log_range("learning_rate", 1e-3, 0.3),
+    log_range("beta", 1e-3, 1.0),
+    one_of("num_pairs", 25, 100),
+    one_of("updates_per_iteration", 1, 4),
+)
+
 ALGORITHM = Algorithm(
     "dpo-online",
     DPOOnlineConfig,
     make_trainer,
     "trajectory-level DPO on fresh pairs from the current policy",
     assumes="Bradley-Terry (the DPO loss)",
+    search_space=SEARCH_SPACE,
 )

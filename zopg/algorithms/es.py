@@ -20,6 +20,7 @@ from zopg.algorithms.exact_pg import OPTIMIZERS, make_optimizer
 from zopg.algorithms.settings import choice, integer, positive
 from zopg.errors import bad_value
 from zopg.rollout import rollout_batch
+from zopg.tuning.space import SearchSpace, log_range, one_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +108,15 @@ def make_trainer(config: ESConfig, problem: Problem) -> Trainer:
     return Trainer(init, iterate, lambda state: problem.unravel(state[0]))
 
 
+# What `zopg tune` may set (algorithms.md §10): continuous ranges cover the defaults and the
+# settings in benchmarks/ with a decade or more to spare; at most four structural combinations,
+# each of which compiles once per tuning env (the continuous values of its trials are vmapped).
+SEARCH_SPACE = SearchSpace(
+    log_range("learning_rate", 1e-3, 0.3),
+    log_range("sigma", 0.01, 1.0),
+    one_of("population_size", 16, 64),
+)
+
 ALGORITHM = Algorithm(
     "es",
     ESConfig,
@@ -114,4 +124,5 @@ ALGORITHM = Algorithm(
     "OpenAI-ES on true returns",
     reference=True,
     assumes="reward access",
+    search_space=SEARCH_SPACE,
 )

@@ -13,6 +13,7 @@ import optax
 
 from zopg.algorithms.base import Algorithm, AlgorithmConfig, Problem, Spent, Trainer, unit_cost
 from zopg.algorithms.settings import choice, integer, positive
+from zopg.tuning.space import SearchSpace, log_range, one_of
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -61,6 +62,13 @@ def make_trainer(config: ExactPGConfig, problem: Problem) -> Trainer:
     return Trainer(init, iterate, lambda state: problem.unravel(state[0]))
 
 
+# What `zopg tune` may set (algorithms.md §10): continuous ranges cover the defaults and the
+# settings in benchmarks/ with a decade or more to spare; at most four structural combinations,
+# each of which compiles once per tuning env (the continuous values of its trials are vmapped).
+SEARCH_SPACE = SearchSpace(
+    log_range("learning_rate", 1e-3, 1.0), one_of("optimizer", "sgd", "adam")
+)
+
 ALGORITHM = Algorithm(
     "exact-pg",
     ExactPGConfig,
@@ -68,4 +76,5 @@ ALGORITHM = Algorithm(
     "gradient ascent on the exact value (tabular)",
     reference=True,
     assumes="reward access",
+    search_space=SEARCH_SPACE,
 )

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from zopg.algorithms.base import Algorithm, Problem, Spent, Trainer, unit_cost
 from zopg.algorithms.dpo_losses import DPOSettings, make_core
 from zopg.algorithms.settings import integer
+from zopg.tuning.space import SearchSpace, log_range, one_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,10 +77,20 @@ def make_trainer(config: FedAvgDPOConfig, problem: Problem) -> Trainer:
     return Trainer(init, iterate, lambda state: problem.unravel(state["theta"]), core.diagnostics)
 
 
+# What `zopg tune` may set (algorithms.md §10): continuous ranges cover the defaults and the
+# settings in benchmarks/ with a decade or more to spare; at most four structural combinations,
+# each of which compiles once per tuning env (the continuous values of its trials are vmapped).
+SEARCH_SPACE = SearchSpace(
+    log_range("learning_rate", 1e-3, 0.3),
+    log_range("beta", 1e-3, 1.0),
+    one_of("local_steps", 1, 10),
+)
+
 ALGORITHM = Algorithm(
     "fedavg-dpo",
     FedAvgDPOConfig,
     make_trainer,
     "K agents running online DPO, parameters averaged every E steps (Par-S2ZPO's baseline)",
     assumes="Bradley-Terry (the DPO loss)",
+    search_space=SEARCH_SPACE,
 )

@@ -32,6 +32,7 @@ from zopg.networks import VALUE_HEADS, make_value_head
 from zopg.policies import TabularSoftmax
 from zopg.preferences.utilities import Return
 from zopg.rollout import Trajectory, masked_return, rollout_batch
+from zopg.tuning.space import SearchSpace, log_range, one_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,6 +268,15 @@ def make_trainer(config: PPOConfig, problem: Problem) -> Trainer:
     return Trainer(core.init, iterate, policy_params=lambda state: state.policy_params)
 
 
+# What `zopg tune` may set (algorithms.md §10): continuous ranges cover the defaults and the
+# settings in benchmarks/ with a decade or more to spare; at most four structural combinations,
+# each of which compiles once per tuning env (the continuous values of its trials are vmapped).
+SEARCH_SPACE = SearchSpace(
+    log_range("learning_rate", 1e-3, 0.3),
+    log_range("value_learning_rate", 1e-3, 0.3),
+    one_of("num_trajectories", 16, 64),
+)
+
 ALGORITHM = Algorithm(
     "ppo",
     PPOConfig,
@@ -274,4 +284,5 @@ ALGORITHM = Algorithm(
     "PPO on the true reward (algorithms.md §7)",
     reference=True,
     assumes="reward access",
+    search_space=SEARCH_SPACE,
 )

@@ -20,6 +20,7 @@ from zopg.algorithms.ppo import PPOConfig, make_ppo
 from zopg.algorithms.settings import choice, integer, nested
 from zopg.preferences import preference_rate
 from zopg.rollout import rollout_batch
+from zopg.tuning.space import SearchSpace, log_range, one_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,10 +154,22 @@ def make_trainer(config: RMPPOConfig, problem: Problem) -> Trainer:
     return Trainer(init, iterate, policy_params=lambda state: state[0].policy_params)
 
 
+# What `zopg tune` may set (algorithms.md §10): continuous ranges cover the defaults and the
+# settings in benchmarks/ with a decade or more to spare; at most four structural combinations,
+# each of which compiles once per tuning env (the continuous values of its trials are vmapped).
+# num_pairs (pairs per round) is left to the experiment: with the budget it sets the number of
+# rounds, and a round refits the reward model, so small values at 1M queries cost hours.
+SEARCH_SPACE = SearchSpace(
+    log_range("reward_model.learning_rate", 3e-3, 0.3),
+    log_range("ppo.learning_rate", 3e-3, 0.3),
+    one_of("ppo.num_iterations", 1, 3),
+)
+
 ALGORITHM = Algorithm(
     "rm-ppo",
     RMPPOConfig,
     make_trainer,
     "Bradley-Terry reward model r(s, a) + PPO on it, queries in rounds (PrefPPO style)",
     assumes="Bradley-Terry (reward-model likelihood)",
+    search_space=SEARCH_SPACE,
 )

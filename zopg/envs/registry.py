@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from zopg.envs.gridworld import make_gridworld
+from zopg.envs.random_layout import random_layout
 from zopg.errors import checked_int, unknown_name
 
 # Built-in layouts. Slip, horizon and rewards are OUR choice (the paper's grid is not known to us):
@@ -40,6 +41,15 @@ def _open_gridworld(size=5, horizon=None, **overrides):
     return make_gridworld(layout=open_layout(size), **fields)
 
 
+def _random_gridworld(seed=0, height=5, width=5, traps=2, horizon=None, **overrides):
+    """A random layout from a seed (see random_layout): for tuning on layouts that are not the
+    evaluation layouts. Horizon 3·max(height, width) + 1 by default (16 at 5 × 5)."""
+    layout = random_layout(seed, height, width, traps)
+    horizon = 3 * max(len(layout), len(layout[0])) + 1 if horizon is None else horizon
+    fields = {"horizon": horizon, **GRIDWORLD_DEFAULTS, **overrides}
+    return make_gridworld(layout=layout, **fields)
+
+
 _REGISTRY: dict[str, Callable] = {
     "gridworld/open-5x5": _gridworld(OPEN_5X5, horizon=16),
     # The cliff gets a longer horizon: at 16 steps the safe "stay up" plateau has a gradient
@@ -49,6 +59,8 @@ _REGISTRY: dict[str, Callable] = {
     "gridworld": _gridworld(None, horizon=16),
     # make("gridworld/open", size=n): an open n × n grid (see open_layout).
     "gridworld/open": _open_gridworld,
+    # make("gridworld/random", seed=s, height=h, width=w, traps=k): see random_layout.
+    "gridworld/random": _random_gridworld,
 }
 
 

@@ -65,7 +65,13 @@ TOP_KEYS = {
     "evaluation",
     "methods",
     "sweep",
+    # Tuned settings from TOML fragments (zopg tune), and how to tune ([tune], read by
+    # zopg.tuning.tune); `provenance` arrives with a fragment and only documents it.
+    "include",
+    "tune",
+    "provenance",
 }
+FRAGMENT_KEYS = {"methods", "provenance"}
 EVALUATION_KEYS = {"points", "chunk_iterations", "episodes", "threshold"}
 # Reserved in [[envs]]: not env field overrides.
 ENV_KEYS = ("policy", "policy_params", "label", "utility")
@@ -502,14 +508,22 @@ def teacher_utility(table, source: str, env_spec: EnvSpec, env, env_params):
         raise fail(source, f"envs ({env_spec.name}): {where}", str(err)) from None
 
 
-def load_experiment(path, overrides=(), seeds: int | None = None) -> Experiment:
-    """Read, override, parse and fully validate an experiment file (builds every run once)."""
+def load_experiment(
+    path, overrides=(), seeds: int | None = None, include: bool = True
+) -> Experiment:
+    """Read, include fragments, override, parse and fully validate an experiment file (builds
+    every run once). include=False leaves the `include` fragments out (zopg tune starts from the
+    untuned file)."""
     path = Path(path)
     source = str(path)
     if not path.exists():
         raise ConfigError(f"{source}: no such experiment file")
     raw = read_toml(path)
     raw = copy.deepcopy(raw)
+    if include:
+        apply_includes(raw, path)
+    else:
+        raw.pop("include", None)
     for assignment in overrides:
         apply_override(raw, assignment, source)
     if seeds is not None:
@@ -517,6 +531,46 @@ def load_experiment(path, overrides=(), seeds: int | None = None) -> Experiment:
     experiment = _parse(raw, source)
     built_runs(experiment)  # every run, built once: the file is valid only if they all build
     return experiment
+
+
+def apply_includes(raw: dict, path: Path) -> None:
+    """Merge the fragments named by `include` (paths relative to the experiment file) into the
+    experiment's method tables. A fragment may set fields the experiment leaves unset; a field
+    set in both is an error naming both files, and so is a method the experiment lacks."""
+    source = str(path)
+    names = raw.get("include", [])
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise fail(source, "include", f"= {names!r}: must be a list of TOML file paths")
+    methods = raw.get("methods")
+    for name in names:
+        fragment_path = path.parent / name
+        fragment = read_toml(fragment_path)
+        check_keys(str(fragment_path), "", fragment, FRAGMENT_KEYS)
+        for label, table in fragment.get("methods", {}).items():
+            if not isinstance(methods, dict) or label not in methods:
+                raise fail(
+                    source,
+                    f"include {name}",
+                    f"sets methods.{label}, which this experiment does not have",
+                )
+            _merge_method(methods[label], table, f"methods.{label}", source, name)
+        raw.setdefault("provenance", {}).update(fragment.get("provenance", {}))
+
+
+def _merge_method(target: dict, table: dict, where: str, source: str, name: str) -> None:
+    for key, value in table.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge_method(target[key], value, f"{where}.{key}", source, name)
+        elif key in target:
+            raise fail(
+                source,
+                f"{where}.{key}",
+                f"is set here and in the included {name}; remove one of them",
+            )
+        else:
+            target[key] = copy.deepcopy(value)
 
 
 # The runs of the last experiment built. load_experiment builds them all to validate the file

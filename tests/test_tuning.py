@@ -1,0 +1,199 @@
+"""Equal tuning effort: seeded sampler, vmapped trials = trial by trial, held-out envs, errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from zopg import ConfigError, cli
+from zopg.algorithms import registry
+from zopg.envs import make
+from zopg.experiments import load_experiment
+from zopg.experiments.schema import built_runs
+from zopg.tuning import trials as trial_runs
+from zopg.tuning.space import SearchSpace, log_range, one_of
+from zopg.tuning.tune import parse_tune, tuning_experiment
+
+TUNED = """
+name = "tuned"
+seeds = 2
+budget_queries = 1200
+[[envs]]
+id = "gridworld/open-5x5"
+[[links]]
+name = "bradley-terry"
+[evaluation]
+points = 3
+[methods.zpg]
+algorithm = "zpg"
+num_queries = 4
+[methods.dpo-online]
+algorithm = "dpo-online"
+num_queries = 4
+num_eval_pairs = 16
+[methods.es]
+algorithm = "es"
+num_iterations = 5
+[tune]
+trials = 4
+seeds = 2
+[[tune.envs]]
+id = "gridworld/random"
+seed = 3
+"""
+
+
+def write(tmp_path, text, name="tuned.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_sampler_is_reproducible_and_stratified():
+    space = SearchSpace(
+        log_range("step_size", 1e-3, 1.0),
+        log_range("mu", 0.1, 10.0),
+        one_of("optimizer", "sgd", "adam"),
+    )
+    a, b, c = space.sample(16, 0), space.sample(16, 0), space.sample(16, 1)
+    assert a == b and a != c
+    # One trial in each sixteenth of each log range (Latin hypercube), and equal shares of the
+    # choices.
+    for field, low, high in (("step_size", 1e-3, 1.0), ("mu", 0.1, 10.0)):
+        u = (np.log([t[field] for t in a]) - np.log(low)) / (np.log(high) - np.log(low))
+        strata = np.floor(np.clip(u, 0, 1 - 1e-9) * 16).astype(int)
+        assert sorted(strata) == list(range(16)), field
+    assert sorted(t["optimizer"] for t in a).count("adam") == 8
+
+
+def test_every_declared_space_fits_its_config():
+    """Registration checks each space against the config's field rules; every budget-matched
+    method declares one."""
+    for name, algorithm in registry.ALGORITHMS.items():
+        if not algorithm.reference:
+            assert algorithm.search_space is not None, name
+        if algorithm.search_space is not None:
+            algorithm.search_space.check(algorithm.config, name)
+
+
+@pytest.mark.parametrize(
+    "space, match",
+    [
+        (SearchSpace(log_range("step_size", -1.0, 1.0)), r"log range needs low > 0"),
+        (
+            SearchSpace(one_of("optimizer", "sgd", "lion")),
+            r"optimizer.*lion.*allowed|must be one of",
+        ),
+        (SearchSpace(log_range("no_such_field", 0.1, 1.0)), r"unknown field 'no_such_field'"),
+        (SearchSpace(one_of("num_pairs", 0, 4)), r"num_pairs"),
+    ],
+)
+def test_bad_search_spaces(space, match):
+    with pytest.raises(ConfigError, match=match):
+        space.check(registry.get("zpg").config, "zpg")
+
+
+def test_vmapped_trials_equal_trial_by_trial(tmp_path):
+    experiment = load_experiment(write(tmp_path, TUNED), include=False)
+    spec = parse_tune(experiment)
+    space = registry.get("zpg").search_space
+    points = [dict(p, num_pairs=25, optimizer="sgd") for p in space.sample(4, 5)]
+    variant = tuning_experiment(experiment, spec, "zpg", points[0])
+    ((*_, run),) = built_runs(variant)
+    keys = trial_runs.seed_keys(0, 2)
+    batch = trial_runs.score_group(run, points, space.traced_fields, keys, vmapped=True)
+    one_by_one = trial_runs.score_group(run, points, space.traced_fields, keys, vmapped=False)
+    assert batch.shape == (4, 2)
+    # The same program with and without the trial axis: equal up to float32 rounding.
+    np.testing.assert_allclose(batch, one_by_one, rtol=0, atol=1e-5)
+    assert len(np.unique(np.round(batch[:, 0], 6))) > 1  # the trials differ
+
+
+def test_zopg_tune_gives_every_method_the_same_trials_and_a_fragment(tmp_path, capsys):
+    path = write(tmp_path, TUNED)
+    out = tmp_path / "tune"
+    assert cli.main(["tune", str(path), "--out", str(out), "--quiet"]) == 0
+    record = json.loads((out / "trials.json").read_text())
+    counts = {m: sum(t["method"] == m for t in record["trials"]) for m in ("zpg", "dpo-online")}
+    assert counts == {"zpg": 4, "dpo-online": 4}  # es is a reference: not tuned by default
+    assert record["tuning_envs"] == [{"id": "gridworld/random", "seed": 3}]
+    for trial in record["trials"]:
+        assert set(trial["envs"]) == {"tune-0:gridworld/random"}
+        assert len(trial["per_seed"]) == 2
+    fragment = tmp_path / "tuned" / "tuned.toml"
+    assert fragment.exists() and (out / "chosen.toml").read_text() == fragment.read_text()
+    # An experiment that includes the fragment runs the chosen values.
+    included = write(tmp_path, 'include = ["tuned/tuned.toml"]\n' + TUNED, "with.toml")
+    experiment = load_experiment(included)
+    zpg = next(m for m in experiment.methods if m.label == "zpg")
+    assert zpg.params["step_size"] == record["chosen"]["zpg"]["values"]["step_size"]
+    assert "provenance" in experiment.raw and experiment.raw["provenance"]["zpg"]["trials"] == 4
+
+
+def test_tuning_envs_never_equal_evaluation_envs(tmp_path):
+    same = TUNED.replace('id = "gridworld/random"\nseed = 3', 'id = "gridworld/open-5x5"')
+    with pytest.raises(
+        ConfigError, match=r"tune.envs\[0\]: gridworld/open-5x5 is the evaluation env"
+    ):
+        parse_tune(load_experiment(write(tmp_path, same), include=False))
+    # The same layout under another name is caught too (its built parameters are compared).
+    layout = '["S....", ".....", ".....", ".....", "....G"]'
+    disguised = TUNED.replace(
+        'id = "gridworld/random"\nseed = 3',
+        f'id = "gridworld"\nlayout = {layout}\nhorizon = 16\nslip = 0.1\ntrap_reward = -1.0',
+    )
+    with pytest.raises(ConfigError, match=r"is the evaluation env gridworld/open-5x5"):
+        parse_tune(load_experiment(write(tmp_path, disguised), include=False))
+    # Random layouts are never the built-in evaluation layouts.
+    built_in = {make(i)[1].layout for i in ("gridworld/open-5x5", "gridworld/cliff-4x6")}
+    for seed in range(200):
+        for height, width in ((5, 5), (4, 6)):
+            assert (
+                make("gridworld/random", seed=seed, height=height, width=width)[1].layout
+                not in built_in
+            )
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (
+            lambda t: t.replace("trials = 4", "trials = 0"),
+            r"tune.trials: = 0: must be an integer >= 1",
+        ),
+        (lambda t: t.replace("seeds = 2\n[[tune", "seeds = 0\n[[tune"), r"tune.seeds"),
+        (
+            lambda t: t.replace("[tune]", '[tune]\nmethods = ["nope"]'),
+            r"tune.methods: 'nope' is not a method",
+        ),
+        (lambda t: t.replace("[tune]", '[tune]\nlink = "linear"'), r"tune.link: = 'linear'"),
+        (lambda t: t.replace("[tune]", "[tune]\nbudget = 3"), r"tune.budget: unknown key"),
+        (
+            lambda t: t.replace('[[tune.envs]]\nid = "gridworld/random"\nseed = 3\n', ""),
+            r"tune.envs",
+        ),
+    ],
+)
+def test_bad_tune_tables(tmp_path, edit, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_tune(load_experiment(write(tmp_path, edit(TUNED)), include=False))
+
+
+def test_bad_tune_input_exits_2_before_anything_runs(tmp_path, capsys):
+    path = write(tmp_path, TUNED)
+    assert cli.main(["tune", str(path), "--trials", "0"]) == 2
+    assert "--trials = 0" in capsys.readouterr().err
+    assert cli.main(["tune", str(path), "--methods", "nope", "--out", str(tmp_path / "t")]) == 2
+    assert not (tmp_path / "tuned").exists()
+
+
+def test_an_included_fragment_may_not_set_what_the_experiment_sets(tmp_path):
+    (tmp_path / "frag.toml").write_text("[methods.zpg]\nnum_queries = 7\n")
+    path = write(tmp_path, 'include = ["frag.toml"]\n' + TUNED)
+    with pytest.raises(
+        ConfigError, match=r"methods.zpg.num_queries: is set here and in the included"
+    ):
+        load_experiment(path)
+    (tmp_path / "frag.toml").write_text("[methods.ppo]\nnum_iterations = 7\n")
+    with pytest.raises(ConfigError, match=r"sets methods.ppo, which this experiment does not have"):
+        load_experiment(path)

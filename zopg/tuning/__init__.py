@@ -1,0 +1,1 @@
+"""Equal tuning effort: declared search spaces and `zopg tune` (algorithms.md §10)."""

@@ -1,0 +1,297 @@
+"""`zopg tune EXP`: the same number of trials for every budget-matched method, scored on tuning
+envs that are not the evaluation envs, and the chosen configuration written as a TOML fragment.
+
+An experiment's `[tune]` table says how:
+
+    [tune]
+    trials = 16            # per method, the same for every method
+    seed = 0               # the sampler's and the tuning seeds' root
+    seeds = 3              # training seeds per trial and tuning env
+    link = "bradley-terry" # the teacher panel to tune under (default: the experiment's first)
+    methods = ["zpg"]      # default: every budget-matched method of the experiment
+    fragment = "tuned/NAME.toml"   # where the choice goes, beside the experiment file
+    [[tune.envs]]          # tuning envs, written like [[envs]]; none may equal an evaluation env
+    id = "gridworld/random"
+    seed = 1
+
+A trial's score is the benchmark's statistic: the final normalised score (the final value where
+the env has no exact model), averaged over the tuning envs, mean over seeds, with a 95% seed
+bootstrap CI. Trials and choices go to results/tune/NAME/.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from zopg.algorithms import registry
+from zopg.analysis.stats import bootstrap_ci
+from zopg.errors import ConfigError
+from zopg.exact import normalized_score
+from zopg.experiments import store
+from zopg.experiments.schema import _parse, build_run, built_runs, load_experiment
+from zopg.experiments.tomlfile import check_keys, fail, positive_int, table_list
+from zopg.tuning import trials as trial_runs
+
+TUNE_KEYS = {"trials", "seed", "seeds", "link", "methods", "fragment", "envs"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneSpec:
+    trials: int
+    seed: int
+    seeds: int
+    link: str
+    methods: tuple[str, ...]
+    fragment: Path
+    envs: tuple[dict, ...]
+
+
+def parse_tune(experiment, trials: int | None = None, methods=None) -> TuneSpec:
+    """The experiment's [tune] table, checked (every error names the key)."""
+    source, raw = experiment.source, experiment.raw
+    table = raw.get("tune")
+    if table is None:
+        raise fail(source, "tune", "no [tune] table: say how to tune (see `zopg tune --help`)")
+    check_keys(source, "tune", table, TUNE_KEYS)
+    count = positive_int(
+        source, "tune.trials", table.get("trials", 16) if trials is None else trials
+    )
+    seed = positive_int(source, "tune.seed", table.get("seed", 0), low=0)
+    seeds = positive_int(source, "tune.seeds", table.get("seeds", 3))
+    panels = [link.panel for link in experiment.links]
+    link = table.get("link", panels[0])
+    if link not in panels:
+        raise fail(
+            source, "tune.link", f"= {link!r}: must be one of this experiment's links: {panels}"
+        )
+    matched = [m.label for m in experiment.methods if not registry.get(m.algorithm).reference]
+    chosen = table.get("methods", matched) if methods is None else methods
+    if not isinstance(chosen, list | tuple) or not chosen:
+        raise fail(source, "tune.methods", f"= {chosen!r}: must be a non-empty list of methods")
+    by_label = {m.label: m for m in experiment.methods}
+    for label in chosen:
+        if label not in by_label:
+            raise fail(
+                source,
+                "tune.methods",
+                f"{label!r} is not a method of this experiment: {sorted(by_label)}",
+            )
+        algorithm = registry.get(by_label[label].algorithm)
+        if algorithm.search_space is None:
+            raise fail(
+                source, "tune.methods", f"{label!r}: {algorithm.name} declares no search space"
+            )
+    fragment = table.get("fragment", f"tuned/{experiment.name}.toml")
+    if not isinstance(fragment, str) or not fragment.endswith(".toml"):
+        raise fail(source, "tune.fragment", f"= {fragment!r}: must be a path ending in .toml")
+    envs = tuple(table_list(source, "tune.envs", table.get("envs"), "id"))
+    spec = TuneSpec(count, seed, seeds, link, tuple(chosen), Path(source).parent / fragment, envs)
+    check_held_out(experiment, spec)
+    # Everything a trial could refuse, refused now: each method's every structural choice,
+    # built on the tuning envs (abstractly; nothing compiles).
+    for label in spec.methods:
+        space = registry.get(by_label[label].algorithm).search_space
+        for point in space.sample(spec.trials, spec.seed):
+            built_runs(tuning_experiment(experiment, spec, label, point))
+    return spec
+
+
+def check_held_out(experiment, spec: TuneSpec) -> None:
+    """No tuning env may be an evaluation env (same built parameters: the same layout, horizon,
+    slip and rewards, or the same physics), however it is named."""
+    from zopg.envs import make
+
+    evaluation = []
+    for env in experiment.envs:
+        evaluation.append((env.name, _fingerprint(*make(env.id, **env.overrides))))
+    for i, table in enumerate(spec.envs):
+        overrides = {
+            k: v
+            for k, v in table.items()
+            if k not in ("id", "label", "policy", "policy_params", "utility")
+        }
+        try:
+            built = make(table["id"], **overrides)
+        except ConfigError as err:
+            raise fail(experiment.source, f"tune.envs[{i}]", str(err)) from None
+        mark = _fingerprint(*built)
+        for name, other in evaluation:
+            if mark == other:
+                raise fail(
+                    experiment.source,
+                    f"tune.envs[{i}]",
+                    f"{table['id']} is the evaluation env {name}: "
+                    "tune on envs you do not evaluate on",
+                )
+
+
+def _fingerprint(env, params) -> tuple:
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    return (type(env).__name__, str(treedef), tuple(np.asarray(x).tobytes() for x in leaves))
+
+
+def tuning_experiment(experiment, spec: TuneSpec, method_label: str, values: dict):
+    """The experiment as tuning runs it: the tuning envs, one link, the tuning seeds, one
+    method with a trial's values set."""
+    raw = copy.deepcopy(experiment.raw)
+    for key in ("tune", "sweep", "include", "provenance"):
+        raw.pop(key, None)
+    # Labelled by position: two tuning envs may share an id (random layouts of two seeds).
+    raw["envs"] = [{"label": f"tune-{i}:{e['id']}", **e} for i, e in enumerate(spec.envs)]
+    raw["links"] = [next(l for l in raw["links"] if (l.get("label") or l["name"]) == spec.link)]
+    raw["seeds"] = spec.seeds
+    method = copy.deepcopy(raw["methods"][method_label])
+    method.pop("envs", None)
+    method.pop("links", None)
+    for field, value in values.items():
+        table = method
+        *heads, last = field.split(".")
+        for head in heads:
+            table = table.setdefault(head, {})
+        table[last] = value
+    raw["methods"] = {method_label: method}
+    return _parse(raw, experiment.source)
+
+
+def run_trials(
+    experiment, spec: TuneSpec, label: str, vmapped: bool = True, log=print
+) -> list[dict]:
+    """Every trial of one method: its values, per-env values [seeds] and its score."""
+    method = next(m for m in experiment.methods if m.label == label)
+    algorithm = registry.get(method.algorithm)
+    space = algorithm.search_space
+    points = space.sample(spec.trials, spec.seed)
+    structural = [d.field for d in space.dimensions if not d.traced]
+    groups: dict[tuple, list[int]] = {}
+    for i, point in enumerate(points):
+        groups.setdefault(tuple(point[f] for f in structural), []).append(i)
+    keys = trial_runs.seed_keys(spec.seed, spec.seeds)
+    results = [{"method": label, "trial": i, "values": p, "envs": {}} for i, p in enumerate(points)]
+    for members in groups.values():
+        first = points[members[0]]
+        # Built with the first member's values: validates the group's structure, derives the
+        # budget-set field; the members' traced values then replace the continuous ones.
+        variant = tuning_experiment(experiment, spec, label, first)
+        for env_spec in variant.envs:
+            run = build_run(variant, env_spec, variant.links[0], variant.methods[0])
+            t0 = time.perf_counter()
+            values = trial_runs.score_group(
+                run, [points[i] for i in members], space.traced_fields, keys, vmapped
+            )
+            low, high = run.evaluator.bounds
+            scores = (
+                normalized_score(values, low, high)
+                if np.isfinite(high - low) and high != low
+                else values
+            )
+            for row, i in enumerate(members):
+                results[i]["envs"][env_spec.name] = {
+                    "value": values[row].tolist(),
+                    "score": np.asarray(scores[row]).tolist(),
+                    "exact": bool(np.isfinite(high - low) and high != low),
+                }
+            shape = ", ".join(f"{f} {first[f]}" for f in structural)
+            log(
+                f"  {label} [{shape}] on {env_spec.name}: {len(members)} trials in "
+                f"{time.perf_counter() - t0:.1f}s"
+            )
+    for result in results:
+        per_seed = np.mean([np.asarray(e["score"]) for e in result["envs"].values()], axis=0)
+        result["per_seed"] = per_seed.tolist()
+        finite = np.all(np.isfinite(per_seed))
+        result["score"] = float(per_seed.mean()) if finite else None
+        result["ci95"] = list(bootstrap_ci(per_seed, np.mean)) if finite else [None, None]
+    return results
+
+
+def best(results: list[dict]) -> dict:
+    scored = [r for r in results if r["score"] is not None]
+    if not scored:
+        raise ConfigError(f"{results[0]['method']}: every trial diverged (non-finite scores)")
+    return max(scored, key=lambda r: r["score"])
+
+
+def fragment_text(experiment, spec: TuneSpec, chosen: dict[str, dict]) -> str:
+    """The TOML fragment: each method's chosen values, then its provenance."""
+    lines = [
+        f"# Chosen by `zopg tune {experiment.name}`: {spec.trials} trials per method, sampler",
+        f"# seed {spec.seed}, {spec.seeds} seeds on {len(spec.envs)} tuning envs (never the",
+        "# evaluation envs), teacher "
+        + spec.link
+        + ". Included by the experiment file; do not edit by hand.",
+        "",
+    ]
+    for label, result in chosen.items():
+        lines.append(f"[methods.{label}]")
+        for field, value in result["values"].items():
+            lines.append(f"{field} = {_toml_value(value)}")
+        lines.append("")
+    for label, result in chosen.items():
+        algorithm = registry.get(next(m.algorithm for m in experiment.methods if m.label == label))
+        lines.append(f"[provenance.{label}]")
+        lines.append(f"space = {_toml_value(algorithm.search_space.describe())}")
+        lines.append(f"trials = {spec.trials}")
+        lines.append(f"seed = {spec.seed}")
+        lines.append(f"trial = {result['trial']}")
+        lines.append(f"score = {result['score']:.6g}")
+        lines.append(f"ci95 = [{result['ci95'][0]:.6g}, {result['ci95'][1]:.6g}]")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)  # sampled values have 4 significant digits: written exactly
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def tune(path, out_dir=None, trials=None, methods=None, vmapped=True, log=print) -> dict:
+    """Run `zopg tune`: every trial of every chosen method; write trials.json, choices and the
+    fragment. Returns the record written to trials.json."""
+    experiment = load_experiment(path, include=False)
+    spec = parse_tune(experiment, trials, methods)
+    out_dir = Path(out_dir) if out_dir else Path("results") / "tune" / experiment.name
+    started = time.perf_counter()
+    record = {
+        "experiment": experiment.name,
+        "source": experiment.source,
+        "trials_per_method": spec.trials,
+        "seed": spec.seed,
+        "seeds": spec.seeds,
+        "link": spec.link,
+        "tuning_envs": list(spec.envs),
+        "vmapped": vmapped,
+        "spaces": {},
+        "trials": [],
+        "chosen": {},
+        "seconds": {},
+    }
+    for label in spec.methods:
+        algorithm = registry.get(next(m.algorithm for m in experiment.methods if m.label == label))
+        record["spaces"][label] = algorithm.search_space.describe()
+        log(f"{label}: {spec.trials} trials ({algorithm.search_space.describe()})")
+        t0 = time.perf_counter()
+        results = run_trials(experiment, spec, label, vmapped, log)
+        record["seconds"][label] = time.perf_counter() - t0
+        record["trials"].extend(results)
+        chosen = best(results)
+        record["chosen"][label] = chosen
+        log(f"  chosen: trial {chosen['trial']} {chosen['values']} score {chosen['score']:.3f}")
+        store.write_json_atomic(out_dir / "trials.json", record)  # as it goes: resumable by eye
+    record["wall_s"] = time.perf_counter() - started
+    record["out_dir"], record["fragment"] = str(out_dir), str(spec.fragment)
+    store.write_json_atomic(out_dir / "trials.json", record)
+    text = fragment_text(experiment, spec, record["chosen"])
+    store.write_bytes_atomic(spec.fragment, text.encode())
+    store.write_bytes_atomic(out_dir / "chosen.toml", text.encode())
+    return record
