@@ -9,7 +9,7 @@ EXTRAS := dev$(if $(JAX_EXTRA),$(comma)$(JAX_EXTRA))
 # One stamp per extra, so a change of JAX_EXTRA re-installs.
 STAMP  := $(VENV)/.installed$(if $(JAX_EXTRA),-$(JAX_EXTRA))
 
-.PHONY: regimes sign rates bench bench-quick bench-control bench-control-probe bench-throughput bench-sample-efficiency test test-all lint format clean-venv
+.PHONY: tune regimes sign rates bench bench-quick bench-control bench-control-probe bench-throughput bench-sample-efficiency test test-all lint format clean-venv
 
 # Re-install whenever pyproject.toml is newer than the last install.
 $(STAMP): pyproject.toml
@@ -52,6 +52,15 @@ SIGN := sign_unknown_link sign_d_by_n par_s2zpo sign_cartpole
 sign: $(STAMP)
 	for experiment in $(SIGN); do $(VENV)/bin/zopg run $$experiment || exit 1; done
 	$(PY) benchmarks/results_tables.py sign
+
+# Equal tuning effort (zopg tune): every budget-matched method of the paper comparison and of
+# the control benchmark gets the same trials on tuning envs -> benchmarks/tuned/*.toml (which
+# make bench and make bench-control include) and results/tune/*/trials.json; then the speed of
+# a vmapped batch of trials against trial by trial -> results/tune_speed.json.
+tune: $(STAMP)
+	$(VENV)/bin/zopg tune paper_gridworld
+	$(VENV)/bin/zopg tune control
+	$(PY) benchmarks/tune_speed.py
 
 # Rollout and ZPG throughput against NumPy baselines -> results/throughput.json.
 bench-throughput: $(STAMP)

@@ -12,7 +12,7 @@ from zopg.experiments import load_experiment
 from zopg.experiments.schema import built_runs
 from zopg.tuning import trials as trial_runs
 from zopg.tuning.space import SearchSpace, log_range, one_of
-from zopg.tuning.tune import parse_tune, tuning_experiment
+from zopg.tuning.tune import parse_tune, tune, tuning_experiment
 
 TUNED = """
 name = "tuned"
@@ -120,6 +120,11 @@ def test_zopg_tune_gives_every_method_the_same_trials_and_a_fragment(tmp_path, c
     for trial in record["trials"]:
         assert set(trial["envs"]) == {"tune-0:gridworld/random"}
         assert len(trial["per_seed"]) == 2
+    # Run again: every method's trials are reused, not rerun, and the choice is the same.
+    messages = []
+    again = tune(path, out, log=messages.append)
+    assert sum("reused" in m for m in messages) == 2
+    assert again["chosen"] == record["chosen"]
     fragment = tmp_path / "tuned" / "tuned.toml"
     assert fragment.exists() and (out / "chosen.toml").read_text() == fragment.read_text()
     # An experiment that includes the fragment runs the chosen values.

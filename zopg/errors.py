@@ -84,6 +84,10 @@ def checked_float(
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise bad_value(field, value, "must be a real number") from None
+    except OverflowError:  # an int beyond a float's range (10**400)
+        raise bad_value(
+            field, value, f"must be in {interval(low, high, low_open, high_open)}"
+        ) from None
     check_range(field, number, low, high, low_open=low_open, high_open=high_open)
     return number
 

@@ -54,7 +54,8 @@ def get(name: str) -> Algorithm:
     """A registered algorithm, or one imported from "package.module:NAME"."""
     if isinstance(name, str) and ":" in name:
         return _import(name)
-    if name not in ALGORITHMS:
+    # A non-string (a list from TOML) is no name; `in` would fail on it unhashed.
+    if not isinstance(name, str) or name not in ALGORITHMS:
         raise unknown_name("algorithm", name, ALGORITHMS)
     return ALGORITHMS[name]
 

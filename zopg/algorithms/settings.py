@@ -18,6 +18,10 @@ from typing import Any, ClassVar
 from zopg.errors import bad_value, checked_bool, checked_choice, checked_float, checked_int
 from zopg.preferences import make_link
 
+# Counts become JAX scalars, indices and shapes, and JAX's default integer is int32: a count
+# beyond it overflows while the trainer is traced, whatever the field's declared bounds.
+INT32_MAX = 2**31 - 1
+
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
@@ -42,7 +46,11 @@ class Rule:
         if value is None and self.optional:
             return None
         if self.kind == "integer":
-            return checked_int(name, value, self.low, self.high)
+            value = checked_int(name, value, self.low, self.high)
+            if abs(value) > INT32_MAX:
+                low = -INT32_MAX if self.low is None else self.low
+                raise bad_value(name, value, f"must be an integer in [{low}, {INT32_MAX}] (int32)")
+            return value
         if self.kind == "real":
             if self.schedule and callable(value):
                 return value
@@ -55,9 +63,10 @@ class Rule:
             return checked_choice(name, value, self.choices)
         if self.kind == "sizes":
             if not isinstance(value, tuple) or not all(
-                isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in value
+                isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= INT32_MAX
+                for h in value
             ):
-                raise bad_value(name, value, "must be a tuple of integers >= 1")
+                raise bad_value(name, value, f"must be a tuple of integers in [1, {INT32_MAX}]")
             return value
         if self.kind == "link":
             if not (callable(getattr(value, "prob", None)) and hasattr(value, "inverse")):
@@ -74,6 +83,13 @@ class Rule:
         """A TOML value for this field as the config expects it."""
         if value is None:
             return value
+        if self.kind == "real" and isinstance(value, int) and not isinstance(value, bool):
+            # TOML writes 2 for 2.0. Kept an int, a value past int32 (sigma = 3e9 written out)
+            # would overflow as a JAX scalar inside the trainer; checked_float also refuses an
+            # int too large for a float.
+            return checked_float(
+                name, value, self.low, self.high, low_open=self.low_open, high_open=self.high_open
+            )
         if self.kind == "sizes" and isinstance(value, list):
             return tuple(value)
         if self.kind == "link" and isinstance(value, str | dict):

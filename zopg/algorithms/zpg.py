@@ -61,7 +61,7 @@ def make_trainer(config: ZPGConfig, problem):
 SEARCH_SPACE = SearchSpace(
     log_range("step_size", 1e-3, 1.0),
     log_range("mu", 0.1, 10.0),
-    one_of("num_pairs", 25, 100),
+    one_of("num_pairs", 5, 50),
     one_of("optimizer", "sgd", "adam"),
 )
 

@@ -99,16 +99,22 @@ def validate_params(params: GridWorldParams) -> GridWorldParams:
         raise bad_value("horizon", params.horizon, "must be an integer >= 1")
     if params.horizon < 1:
         raise bad_value("horizon", params.horizon, "must be an integer >= 1")
+    numbers = {}
     for field in ("slip", "goal_reward", "trap_reward", "step_reward"):
         value = getattr(params, field)
+        if isinstance(value, bool):
+            raise bad_value(field, value, "must be a real number, not a bool")
         try:
-            float(value)
+            numbers[field] = float(value)
         except (TypeError, ValueError):
             raise bad_value(field, value, "must be a real number") from None
-        if not np.isfinite(float(value)):
+        except OverflowError:  # an int beyond a float's range (10**400)
+            raise bad_value(field, value, "must be finite") from None
+        if not np.isfinite(numbers[field]):
             raise bad_value(field, value, "must be finite")
-    check_range("slip", float(params.slip), 0.0, 1.0)
-    return params.replace(layout=layout, horizon=int(params.horizon))
+    check_range("slip", numbers["slip"], 0.0, 1.0)
+    # Stored as floats: an int reward past int32 (10**12) would overflow as a JAX scalar.
+    return params.replace(layout=layout, horizon=int(params.horizon), **numbers)
 
 
 @lru_cache(maxsize=64)

@@ -39,17 +39,19 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from zopg.algorithms import Problem, Training, build, registry
 from zopg.envs import make as make_env
+from zopg.envs import registered_envs
 from zopg.errors import ConfigError
 from zopg.evaluation import Evaluator, make_evaluator
 from zopg.experiments.tomlfile import check_keys, fail, positive_int, read_toml, table_list
 from zopg.policies import POLICIES, make_policy
-from zopg.preferences import Oracle, Teacher, make_link, make_utility
+from zopg.preferences import LINKS, Oracle, Teacher, make_link, make_utility
 
 TOP_KEYS = {
     "name",
@@ -197,7 +199,8 @@ def parse_value(text: str) -> Any:
     """A TOML value (number, bool, string, array, inline table), or the bare text as a string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, ValueError):
+        # ValueError: an integer of more than 4300 digits (Python's int-string limit).
         return text
 
 
@@ -217,7 +220,8 @@ def set_path(raw: dict, path: str, value: Any, where_prefix: str) -> None:
         last = i == len(keys) - 1
         where = ".".join(keys[: i + 1])
         if isinstance(node, list):
-            if not key.isdigit() or int(key) >= len(node):
+            # isdecimal, not isdigit: int() refuses digits such as '²'.
+            if not key.isdecimal() or int(key) >= len(node):
                 raise ConfigError(f"{where_prefix}: {where!r} must index 0..{len(node) - 1}")
             key = int(key)
         elif not isinstance(node, dict):
@@ -248,9 +252,12 @@ def _parse(raw: dict, source: str) -> Experiment:
     check_keys(source, "evaluation", evaluation, EVALUATION_KEYS)
     threshold = evaluation.get("threshold")
     if threshold is not None and (
-        isinstance(threshold, bool) or not isinstance(threshold, int | float)
+        isinstance(threshold, bool)
+        or not isinstance(threshold, int | float)
+        # NaN would never be reached; an int too big for a float (10**400) is no score.
+        or not _is_finite(threshold)
     ):
-        raise fail(source, "evaluation.threshold", f"= {threshold!r}: must be a number")
+        raise fail(source, "evaluation.threshold", f"= {threshold!r}: must be a finite number")
     counts = {k: v for k, v in evaluation.items() if k != "threshold"}
     evaluation = Evaluation(
         **{k: positive_int(source, f"evaluation.{k}", v) for k, v in counts.items()},
@@ -267,12 +274,8 @@ def _parse(raw: dict, source: str) -> Experiment:
             source, "envs", f"each env id (or label) may appear once; got {env_ids}; give a label"
         )
     links = tuple(
-        LinkSpec(
-            name=l["name"],
-            params={k: v for k, v in l.items() if k not in ("name", "label")},
-            label=l.get("label"),
-        )
-        for l in table_list(source, "links", raw["links"], "name")
+        _link_spec(source, i, l)
+        for i, l in enumerate(table_list(source, "links", raw["links"], "name"))
     )
     panels = [link.panel for link in links]
     if len(set(panels)) != len(panels):
@@ -293,7 +296,10 @@ def _parse(raw: dict, source: str) -> Experiment:
         ):
             chosen = table.get(key)
             if chosen is not None and (
-                not isinstance(chosen, list) or not chosen or not set(chosen) <= set(known)
+                not isinstance(chosen, list)
+                or not chosen
+                # Names are strings: anything else (a list, a table) is not one of them.
+                or not all(isinstance(c, str) and c in known for c in chosen)
             ):
                 raise fail(
                     source,
@@ -328,6 +334,13 @@ def _parse(raw: dict, source: str) -> Experiment:
     )
 
 
+def _is_finite(number: int | float) -> bool:
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an int too big for a float
+        return False
+
+
 def _sweeps(source: str, tables) -> tuple[SweepSpec, ...]:
     """The [[sweep]] tables: at most two, each a field path with a non-empty list of values."""
     if not isinstance(tables, list) or len(tables) > MAX_SWEEPS:
@@ -355,7 +368,23 @@ def _sweeps(source: str, tables) -> tuple[SweepSpec, ...]:
     return tuple(sweeps)
 
 
+def _link_spec(source: str, index: int, table: dict) -> LinkSpec:
+    name, label = table["name"], table.get("label")
+    if not isinstance(name, str):
+        raise fail(source, f"links[{index}].name", f"= {name!r}: allowed: {', '.join(LINKS)}")
+    if label is not None and (not isinstance(label, str) or not label):
+        raise fail(source, f"links[{index}].label", f"= {label!r}: must be a non-empty name")
+    params = {k: v for k, v in table.items() if k not in ("name", "label")}
+    return LinkSpec(name=name, params=params, label=label)
+
+
 def _env_spec(source: str, index: int, table: dict) -> EnvSpec:
+    if not isinstance(table["id"], str):
+        raise fail(
+            source,
+            f"envs[{index}].id",
+            f"= {table['id']!r}: must be an environment id: {', '.join(registered_envs())}",
+        )
     policy, params = table.get("policy"), table.get("policy_params")
     if policy is not None and policy not in POLICIES:
         raise fail(source, f"envs[{index}].policy", f"= {policy!r}: allowed: {', '.join(POLICIES)}")
@@ -478,7 +507,11 @@ def build_run(
         problem = Problem.build(env, policy, oracle, env_params)
         training = build(algo, config, problem)
     except ConfigError as err:
-        raise fail(source, f"methods.{method.label}", str(err)) from None
+        message = str(err)
+        if not algo.reference and message.startswith(f"{algo.config.budget_field} = "):
+            # The field is derived, not written in the file: name what it came from.
+            message += f" (derived from budget_queries = {experiment.budget_queries})"
+        raise fail(source, f"methods.{method.label}", message) from None
     evaluator = make_evaluator(
         env, env_params, policy, training.problem.oracle.utility, experiment.evaluation.episodes
     )
@@ -541,22 +574,38 @@ def apply_includes(raw: dict, path: Path) -> None:
     names = raw.get("include", [])
     if isinstance(names, str):
         names = [names]
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
         raise fail(source, "include", f"= {names!r}: must be a list of TOML file paths")
     methods = raw.get("methods")
     for name in names:
         fragment_path = path.parent / name
-        fragment = read_toml(fragment_path)
+        try:
+            fragment = read_toml(fragment_path)
+        except ConfigError as err:
+            # Say which include it was: the path alone may be the experiment's own folder.
+            raise fail(source, f"include {name}", str(err)) from None
         check_keys(str(fragment_path), "", fragment, FRAGMENT_KEYS)
-        for label, table in fragment.get("methods", {}).items():
+        tables = fragment.get("methods", {})
+        if not isinstance(tables, dict):
+            raise fail(str(fragment_path), "methods", "must be a table of [methods.LABEL] tables")
+        for label, table in tables.items():
             if not isinstance(methods, dict) or label not in methods:
                 raise fail(
                     source,
                     f"include {name}",
                     f"sets methods.{label}, which this experiment does not have",
                 )
+            if not isinstance(table, dict):
+                raise fail(str(fragment_path), f"methods.{label}", "must be a table")
+            if not isinstance(methods[label], dict):
+                raise fail(source, f"methods.{label}", "must be a table with an 'algorithm' key")
             _merge_method(methods[label], table, f"methods.{label}", source, name)
-        raw.setdefault("provenance", {}).update(fragment.get("provenance", {}))
+        provenance = fragment.get("provenance", {})
+        if not isinstance(provenance, dict):
+            raise fail(str(fragment_path), "provenance", "must be a table")
+        if not isinstance(raw.setdefault("provenance", {}), dict):
+            raise fail(source, "provenance", "must be a table")
+        raw["provenance"].update(provenance)
 
 
 def _merge_method(target: dict, table: dict, where: str, source: str, name: str) -> None:

@@ -3,6 +3,7 @@ and what is allowed."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -13,10 +14,19 @@ def read_toml(path) -> dict:
     """The file's tables, or a ConfigError saying it is missing or not valid TOML."""
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text())
+        # TOML files are UTF-8 whatever the locale says.
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
-    except tomllib.TOMLDecodeError as err:
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 ({err})") from None
+    except (OSError, ValueError) as err:
+        # A folder, no permission, or a NUL in the name (ValueError).
+        raise ConfigError(f"{path}: cannot read: {err}") from None
+    try:
+        return tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, ValueError) as err:
+        # ValueError: an integer of more than 4300 digits (Python's int-string limit).
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
 
 
@@ -24,14 +34,23 @@ def fail(source: str, key: str, message: str) -> ConfigError:
     return ConfigError(f"{source}: {key}: {message}")
 
 
+BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def key_text(key: str) -> str:
+    """A key as a message shows it: bare, or quoted when blank or odd (`"" = 1`, `"a.b" = 1`)."""
+    return key if BARE_KEY.fullmatch(key) else repr(key)
+
+
 def check_keys(source, where, table, allowed) -> None:
     if not isinstance(table, dict):
         raise fail(source, where, f"must be a table, got {table!r}")
     unknown = sorted(set(table) - set(allowed))
     if unknown:
+        key = key_text(unknown[0])
         raise fail(
             source,
-            f"{where}.{unknown[0]}" if where else unknown[0],
+            f"{where}.{key}" if where else key,
             f"unknown key; allowed: {', '.join(sorted(allowed))}",
         )
 

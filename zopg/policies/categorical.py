@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from zopg.errors import bad_value
+from zopg.errors import bad_value, checked_float
 
 
 def sample_categorical(key, log_probs: jax.Array):
@@ -84,8 +85,9 @@ class TabularSoftmax(CategoricalPolicy):
             value = getattr(self, field)
             if not isinstance(value, int) or value < 1:
                 raise bad_value(field, value, "must be an integer >= 1")
-        if not self.init_scale >= 0:
-            raise bad_value("init_scale", self.init_scale, "must be >= 0")
+        # Stored as a float: an int past int32 (10**12) would overflow as a JAX scalar.
+        scale = checked_float("init_scale", self.init_scale, 0.0, math.inf, high_open=True)
+        object.__setattr__(self, "init_scale", scale)
 
     def init(self, key):
         shape = (self.num_states, self.num_actions)
@@ -106,6 +108,17 @@ class TabularSoftmax(CategoricalPolicy):
             return action.astype(jnp.int32), log_probs[obs, action]
 
         return sample
+
+
+def checked_sizes(hidden_sizes) -> tuple[int, ...]:
+    """Layer widths as a tuple of ints in [1, 2**31 - 1] (a wider layer is no array shape)."""
+    try:
+        sizes = tuple(hidden_sizes)
+    except TypeError:
+        raise bad_value("hidden_sizes", hidden_sizes, "must be a list of integers >= 1") from None
+    if not all(isinstance(h, int) and not isinstance(h, bool) and 1 <= h < 2**31 for h in sizes):
+        raise bad_value("hidden_sizes", hidden_sizes, "must be integers in [1, 2147483647]")
+    return sizes
 
 
 class _MLP(nn.Module):
@@ -136,10 +149,7 @@ class MLPCategorical(CategoricalPolicy):
     def __post_init__(self):
         if not isinstance(self.num_actions, int) or self.num_actions < 1:
             raise bad_value("num_actions", self.num_actions, "must be an integer >= 1")
-        sizes = tuple(self.hidden_sizes)
-        if not all(isinstance(h, int) and h >= 1 for h in sizes):
-            raise bad_value("hidden_sizes", self.hidden_sizes, "must be integers >= 1")
-        object.__setattr__(self, "hidden_sizes", sizes)
+        object.__setattr__(self, "hidden_sizes", checked_sizes(self.hidden_sizes))
         if self.num_states is None and not self.obs_shape:
             raise bad_value("obs_shape", self.obs_shape, "needed when num_states is not given")
 

@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import jax.scipy.special as jsp
 import numpy as np
 
-from zopg.errors import bad_value, unknown_name
+from zopg.errors import bad_value, checked_float, unknown_name
+from zopg.policies.categorical import checked_sizes
 
 BOUNDS = ("clip", "tanh")
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -85,17 +86,17 @@ class MLPGaussian:
         pairs = zip(low, high, strict=True)
         if not all(math.isfinite(lo) and math.isfinite(hi) and lo < hi for lo, hi in pairs):
             raise bad_value("low/high", (low, high), "must be finite with low < high everywhere")
-        sizes = tuple(self.hidden_sizes)
-        if not all(isinstance(h, int) and h >= 1 for h in sizes):
-            raise bad_value("hidden_sizes", self.hidden_sizes, "must be integers >= 1")
-        object.__setattr__(self, "hidden_sizes", sizes)
+        object.__setattr__(self, "hidden_sizes", checked_sizes(self.hidden_sizes))
         object.__setattr__(self, "obs_shape", tuple(int(n) for n in self.obs_shape))
         if len(self.obs_shape) != 1:
             raise bad_value("obs_shape", self.obs_shape, "must be 1-D (a vector observation)")
         if self.bound not in BOUNDS:
             raise unknown_name("bound", self.bound, BOUNDS)
-        if not math.isfinite(self.init_log_std):
-            raise bad_value("init_log_std", self.init_log_std, "must be finite")
+        # checked_float also refuses a string or an int beyond a float (10**400).
+        log_std = checked_float(
+            "init_log_std", self.init_log_std, -math.inf, math.inf, low_open=True, high_open=True
+        )
+        object.__setattr__(self, "init_log_std", log_std)
 
     # -- shapes and the affine map to the env's bounds ---------------------------------------
     @property

@@ -97,8 +97,13 @@ def parse_tune(experiment, trials: int | None = None, methods=None) -> TuneSpec:
     # built on the tuning envs (abstractly; nothing compiles).
     for label in spec.methods:
         space = registry.get(by_label[label].algorithm).search_space
+        structural = [d.field for d in space.dimensions if not d.traced]
+        seen = set()
         for point in space.sample(spec.trials, spec.seed):
-            built_runs(tuning_experiment(experiment, spec, label, point))
+            shape = tuple(point[f] for f in structural)
+            if shape not in seen:  # traced values are range-checked by the space itself
+                seen.add(shape)
+                built_runs(tuning_experiment(experiment, spec, label, point))
     return spec
 
 
@@ -251,8 +256,26 @@ def _toml_value(value) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return repr(value)  # sampled values have 4 significant digits: written exactly
+        return repr(value)  # round-trips: the fragment holds exactly the value a trial ran with
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def finished_methods(path: Path, record: dict) -> dict:
+    """Methods whose trials a previous run of the same tuning (same experiment, trials, seed,
+    seeds, teacher and tuning envs) wrote completely: label -> space, trials, seconds."""
+    try:
+        old = store.read_json(path)
+    except (OSError, ValueError):
+        return {}
+    same = ("experiment", "trials_per_method", "seed", "seeds", "link", "tuning_envs", "vmapped")
+    if not isinstance(old, dict) or any(old.get(k) != record[k] for k in same):
+        return {}
+    done = {}
+    for label, seconds in old.get("seconds", {}).items():
+        trials = [t for t in old.get("trials", []) if t.get("method") == label]
+        if len(trials) == record["trials_per_method"]:
+            done[label] = {"space": old["spaces"].get(label), "trials": trials, "seconds": seconds}
+    return done
 
 
 def tune(path, out_dir=None, trials=None, methods=None, vmapped=True, log=print) -> dict:
@@ -276,13 +299,21 @@ def tune(path, out_dir=None, trials=None, methods=None, vmapped=True, log=print)
         "chosen": {},
         "seconds": {},
     }
+    earlier = finished_methods(out_dir / "trials.json", record)
     for label in spec.methods:
         algorithm = registry.get(next(m.algorithm for m in experiment.methods if m.label == label))
         record["spaces"][label] = algorithm.search_space.describe()
-        log(f"{label}: {spec.trials} trials ({algorithm.search_space.describe()})")
-        t0 = time.perf_counter()
-        results = run_trials(experiment, spec, label, vmapped, log)
-        record["seconds"][label] = time.perf_counter() - t0
+        if label in earlier and earlier[label]["space"] == record["spaces"][label]:
+            # An interrupted `zopg tune` resumes: a method whose trials all finished under the
+            # same space, trials, seeds, envs and teacher is not run again.
+            log(f"{label}: {spec.trials} trials finished earlier, reused")
+            results = earlier[label]["trials"]
+            record["seconds"][label] = earlier[label]["seconds"]
+        else:
+            log(f"{label}: {spec.trials} trials ({algorithm.search_space.describe()})")
+            t0 = time.perf_counter()
+            results = run_trials(experiment, spec, label, vmapped, log)
+            record["seconds"][label] = time.perf_counter() - t0
         record["trials"].extend(results)
         chosen = best(results)
         record["chosen"][label] = chosen
