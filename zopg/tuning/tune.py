@@ -225,11 +225,11 @@ def best(results: list[dict]) -> dict:
 def fragment_text(experiment, spec: TuneSpec, chosen: dict[str, dict]) -> str:
     """The TOML fragment: each method's chosen values, then its provenance."""
     lines = [
-        f"# Chosen by `zopg tune {experiment.name}`: {spec.trials} trials per method, sampler",
-        f"# seed {spec.seed}, {spec.seeds} seeds on {len(spec.envs)} tuning envs (never the",
-        "# evaluation envs), teacher "
-        + spec.link
-        + ". Included by the experiment file; do not edit by hand.",
+        f"# Chosen by `zopg tune {experiment.name}`: {spec.trials} trials per method (sampler",
+        f"# seed {spec.seed}), each scored with {spec.seeds} seeds on {len(spec.envs)} tuning envs "
+        "that are not",
+        f"# the evaluation envs, teacher {spec.link}. The experiment file includes this file;",
+        "# rerun `zopg tune` rather than editing it.",
         "",
     ]
     for label, result in chosen.items():
