@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zopg import cli
@@ -30,6 +30,7 @@ budget_queries = 2_000
 budget_unit = "queries"
 policy = "tabular"
 policy_params = { init_scale = 0.0 }
+include = ["tuned.toml"]
 
 [[envs]]
 id = "gridworld"
@@ -172,13 +173,60 @@ field = "methods.zpg.num_queries"
 values = [2]
 """
 
+# A tuned-settings fragment (zopg tune) beside every fuzzed file; fuzz_zo includes it.
+FRAGMENT = """
+[provenance]
+tuned_by = "zopg tune"
+
+[methods.zpg]
+step_size = 0.05
+"""
+
+CONTROL = """
+name = "fuzz_control"
+seeds = 2
+budget_queries = 600
+policy = "mlp"
+policy_params = { hidden_sizes = [4] }
+
+[[envs]]
+id = "gymnax/CartPole-v1"
+horizon = 50
+
+[[links]]
+name = "bradley-terry"
+scale = 20.0
+
+[teacher]
+utility = { name = "action-switches", c = 0.25 }
+
+[evaluation]
+points = 4
+chunk_iterations = 10
+episodes = 4
+
+[methods.zpg]
+algorithm = "zpg"
+num_pairs = 2
+num_queries = 5
+optimizer = "adam"
+
+[methods.ppo]
+algorithm = "ppo"
+num_iterations = 3
+num_trajectories = 4
+value_hidden_sizes = [4]
+"""
+
 BASES = {
     "zo": tomllib.loads(ZO),
     "sign": tomllib.loads(SIGN),
     "reference": tomllib.loads(REFERENCE),
     "sweep": tomllib.loads(SWEEP),
-    # Four runs of a real benchmark: slow profile only (about 3 s per dry run).
+    # Slow profile only: four runs of a real benchmark (about 3 s per dry run), and gymnax
+    # (seconds to import) with an MLP policy and a Monte Carlo evaluation.
     "quick": tomllib.loads((ROOT / "benchmarks" / "quick_gridworld.toml").read_text("utf-8")),
+    "control": tomllib.loads(CONTROL),
 }
 FAST_BASES = ("zo", "sign", "reference", "sweep")
 
@@ -339,13 +387,22 @@ def set_paths(base: dict) -> st.SearchStrategy[str]:
     invalid = ["nope", "envs.9.slip", "envs.-1.slip", "envs.².slip", "envs.٣.slip", "envs.x",
                "name.x", "methods.nope.algorithm", "sweep.0.values", "teacher.utility.name",
                "", ".", "..", "a..b", "evaluation.threshold", "seeds", "budget_unit"]  # fmt: skip
-    dotted = st.lists(st.one_of(keys, st.sampled_from(["0", "1", "envs", "methods"])), max_size=3)
-    return st.one_of(st.sampled_from(valid), st.sampled_from(invalid), dotted.map(".".join), texts)
+    parts = st.one_of(keys, st.sampled_from(["0", "1", "envs", "methods"]))
+    dotted = st.lists(parts, min_size=1, max_size=3).map(".".join)
+    # Hypothesis favours the first branch and the simplest values (an empty path): the valid
+    # paths come first and twice, so that most cases reach the deeper checks.
+    return st.one_of(
+        st.sampled_from(valid),
+        st.sampled_from(valid),
+        st.sampled_from(invalid),
+        dotted,
+        st.text(alphabet=st.sampled_from(ALPHABET), min_size=1, max_size=12),
+    )
 
 
 value_texts = st.one_of(
-    st.sampled_from(["nan", "inf", "-inf", "+inf", "1e400", "-1e400", "1e-400", "[1, 2]",
-                     "{a = 1}", "", '""', "true", "false", "0", "-1", "10**30",
+    st.sampled_from(["2", "0.1", "nan", "inf", "-inf", "+inf", "1e400", "-1e400", "1e-400",
+                     "[1, 2]", "{a = 1}", "", '""', "true", "false", "0", "-1", "10**30",
                      "1000000000000000000000000000000", "0x10", "1_000", "0.5", '"é"', "[]",
                      "{}", "[[1]]", "{name = 'hard'}", "'bradley-terry'", "tabular", "[{}]",
                      "1979-05-27", "é", "🙂", "\x00", "1\nw = 2", "= 1", "[1, 'a']"]),
@@ -365,7 +422,10 @@ def set_overrides(draw, bases):
             assignments.append(path)  # no "=": malformed
         else:
             assignments.append(f"{path}={draw(value_texts)}")
-    seeds = draw(st.one_of(st.none(), st.sampled_from([0, -1, 1, 3, 10**9])))
+    # Mostly none: a bad --seeds is refused before any --set is looked at.
+    seeds = None
+    if draw(st.integers(0, 4)) == 0:
+        seeds = draw(st.sampled_from([1, 3, 10**9, 0, -1]))
     return name, assignments, seeds
 
 
@@ -392,10 +452,11 @@ def mutated_bytes(draw, bases):
 # -- the property -------------------------------------------------------------------------------
 
 
-def dry_run(content: dict | bytes, args=()) -> tuple[int, str, str]:
-    """`zopg run FILE --dry-run` in process on the data (or the file's raw bytes):
-    (exit code, stderr, the file's path)."""
+def dry_run(content: dict | bytes, args=(), fragment: str = FRAGMENT) -> tuple[int, str, str]:
+    """`zopg run FILE --dry-run` in process on the data (or the file's raw bytes), with the
+    fragment beside it as tuned.toml: (exit code, stderr, the file's path)."""
     with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "tuned.toml").write_text(fragment, encoding="utf-8")
         path = Path(tmp) / "experiment.toml"
         if isinstance(content, dict):
             text = to_toml(content)
@@ -538,3 +599,122 @@ def test_bases_are_valid_and_round_trip(name):
     """Every base is a valid experiment as written by the test's TOML writer."""
     code, stderr, _ = dry_run(BASES[name])
     assert code == 0, stderr
+
+
+# -- what the fuzzing found, each as its smallest case ------------------------------------------
+
+
+def mutated(base: str, *changes) -> dict:
+    """The base with (path, value) changes."""
+    data = copy.deepcopy(BASES[base])
+    for path, value in changes:
+        lookup(data, path[:-1])[path[-1]] = value
+    return data
+
+
+HUGE = 10**400  # beyond a float
+BIG = "1" + "0" * 400
+
+# (file data, --set arguments, fragment, exit code, message pattern); exit 1 (a traceback) before.
+REGRESSIONS = {
+    # Unhashable names: TypeError in set() or dict lookups.
+    "env id a list": (mutated("sign", (("envs", 0, "id"), [])), [], FRAGMENT, 2,
+                      r"envs\[0\]\.id: = \[\]: must be an environment id: .*gridworld/open-5x5"),
+    "method envs [[]]": (mutated("zo", (("methods", "zbcpg", "envs"), [[]])), [], FRAGMENT, 2,
+                         r"methods\.zbcpg\.envs: = \[\[\]\]: must be a non-empty list of env"),
+    "algorithm a table": (mutated("zo", (("methods", "zpg", "algorithm"), {})), [], FRAGMENT, 2,
+                          r"methods\.zpg\.algorithm: unknown algorithm \{\}; known algorithms"),
+    "link name a list": (mutated("sign", (("links", 0, "name"), [])), [], FRAGMENT, 2,
+                         r"links\[0\]\.name: = \[\]: allowed: bradley-terry"),
+    # Ints too big for int32 (JAX's default) or for a float, used inside a trainer or env.
+    "es sigma 10**30": (mutated("reference", (("methods", "es", "sigma"), 10**30)), [], FRAGMENT,
+                        0, ""),
+    "es sigma 10**400": (mutated("reference", (("methods", "es", "sigma"), HUGE)), [], FRAGMENT,
+                         2, rf"methods\.es: sigma = {BIG}: must be in \(0, inf\)"),
+    "buffer_size 2**63-1": (
+        mutated("reference", (("methods", "rm-ppo", "buffer_size"), 2**63 - 1)), [], FRAGMENT, 2,
+        r"methods\.rm-ppo: buffer_size = 9223372036854775807: must be an integer in "
+        r"\[1, 2147483647\] \(int32\)",
+    ),
+    "reward model width 2**40": (
+        mutated("reference", (("methods", "rm-ppo", "reward_model", "hidden_sizes"), [2**40])),
+        [], FRAGMENT, 2,
+        r"reward_model\.hidden_sizes = \(1099511627776,\): must be a tuple of integers in "
+        r"\[1, 2147483647\]",
+    ),
+    "policy width 2**40": (
+        mutated("zo", (("policy",), "mlp"), (("policy_params",), {"hidden_sizes": [2**40]})),
+        [], FRAGMENT, 2, r"policy: hidden_sizes = \[1099511627776\]: must be integers in \[1, ",
+    ),
+    "init_scale 10**30": (mutated("zo", (("policy_params", "init_scale"), 10**30)), [], FRAGMENT,
+                          0, ""),
+    "goal_reward 10**12": (mutated("zo", (("envs", 0, "goal_reward"), 10**12)), [], FRAGMENT, 0,
+                           ""),
+    "goal_reward 10**400": (mutated("zo", (("envs", 0, "goal_reward"), HUGE)), [], FRAGMENT, 2,
+                            rf"envs \(corridor\): goal_reward = {BIG}: must be finite"),
+    "threshold 10**400": (mutated("sign", (("evaluation", "threshold"), HUGE)), [], FRAGMENT, 2,
+                          rf"evaluation\.threshold: = {BIG}: must be a finite number"),
+    "seeds 10**400": (mutated("zo", (("seeds",), HUGE)), [], FRAGMENT, 2,
+                      rf"seeds: = {BIG}: must be an integer in \[1, 2147483647\]"),
+    # Ran out of memory building the exact model over 2**31 steps.
+    "horizon 2**31": (mutated("zo", (("envs", 0, "horizon"), 2**31)), [], FRAGMENT, 2,
+                      r"horizon = 2147483648: must be an integer in \[1, 10000\]"),
+    # Exit 0 but NaN utilities (inf x 0 switches), and a threshold no score ever reaches.
+    "switch penalty inf": (
+        mutated("zo", (("teacher", "utility"), {"name": "action-switches", "c": math.inf})), [],
+        FRAGMENT, 2, r"teacher\.utility: action-switches\.c = inf: must be in \[0, inf\)",
+    ),
+    "threshold nan": (mutated("sign", (("evaluation", "threshold"), math.nan)), [], FRAGMENT, 2,
+                      r"evaluation\.threshold: = nan: must be a finite number"),
+    # Exit 2, but the message named a derived field only, or a blank key not at all.
+    "budget 2**31": (mutated("zo", (("budget_queries",), 2**31)), [], FRAGMENT, 2,
+                     r"methods\.zpg: num_iterations = \d+: .*\(derived from budget_queries = "
+                     r"2147483648\)"),
+    "blank key": (mutated("zo", (("",), 1)), [], FRAGMENT, 2, r"experiment\.toml: '': unknown key"),
+    # --set: int('²') after '²'.isdigit(); int() of more than 4300 digits.
+    "--set index ²": (BASES["sweep"], ["--set=envs.².slip=0.1"], FRAGMENT, 2,
+                      r"--set envs\.²\.slip: 'envs\.²' must index 0\.\.0"),
+    "--set 5000 digits": (BASES["zo"], ["--set=seeds=" + "9" * 5000], FRAGMENT, 2,
+                          r"seeds: = '9+': must be an integer >= 1"),
+    # include: a folder, a NUL in the name, fragments and experiments of the wrong shape.
+    "include a folder": (mutated("zo", (("include",), ["."])), [], FRAGMENT, 2,
+                         r"experiment\.toml: include \.: .*cannot read: .*Is a directory"),
+    "include a NUL": (mutated("zo", (("include",), ["a\x00b"])), [], FRAGMENT, 2,
+                      r"experiment\.toml: include a\x00b: .*cannot read: embedded null byte"),
+    "fragment methods 5": (BASES["zo"], [], "methods = 5", 2,
+                           r"tuned\.toml: methods: must be a table of \[methods\.LABEL\] tables"),
+    "fragment method 5": (BASES["zo"], [], "methods = { zpg = 5 }", 2,
+                          r"tuned\.toml: methods\.zpg: must be a table"),
+    "fragment provenance 5": (BASES["zo"], [], "provenance = 5", 2,
+                              r"tuned\.toml: provenance: must be a table"),
+    "provenance 5": (mutated("zo", (("provenance",), 5)), [], FRAGMENT, 2,
+                     r"experiment\.toml: provenance: must be a table"),
+    "included method 5": (mutated("zo", (("methods", "zpg"), 5)), [], FRAGMENT, 2,
+                          r"experiment\.toml: methods\.zpg: must be a table with an 'algorithm'"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(REGRESSIONS))
+def test_regression(name):
+    data, args, fragment, expected_code, pattern = REGRESSIONS[name]
+    code, stderr, _ = dry_run(data, args=args, fragment=fragment)
+    assert code == expected_code, stderr
+    assert re.search(pattern, stderr), stderr
+
+
+ZO_TEXT = to_toml(BASES["zo"]).encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("content", "pattern"),
+    [
+        # UnicodeDecodeError, and a locale's encoding instead of TOML's UTF-8.
+        (ZO_TEXT + b"# \xff\n", r"not valid TOML: not UTF-8"),
+        # ValueError of int() past 4300 digits, inside tomllib.
+        (ZO_TEXT + b"extra = " + b"9" * 5000 + b"\n", r"not valid TOML: Exceeds the limit"),
+    ],
+)
+def test_regression_bytes(content, pattern):
+    code, stderr, _ = dry_run(content)
+    assert code == 2, stderr
+    assert re.search(pattern, stderr), stderr

@@ -23,6 +23,9 @@ from flax import struct
 from zopg.errors import ConfigError, bad_value, check_range
 
 CELLS = "SGX#."
+# Building a run works through the exact model step by step (about a minute at 10,000 steps;
+# 2**31 steps ran out of memory), and no layout needs longer episodes.
+MAX_HORIZON = 10_000
 NUM_ACTIONS = 4
 # (d_row, d_col) for up, right, down, left.
 MOVES = ((-1, 0), (0, 1), (1, 0), (0, -1))
@@ -99,6 +102,8 @@ def validate_params(params: GridWorldParams) -> GridWorldParams:
         raise bad_value("horizon", params.horizon, "must be an integer >= 1")
     if params.horizon < 1:
         raise bad_value("horizon", params.horizon, "must be an integer >= 1")
+    if params.horizon > MAX_HORIZON:
+        raise bad_value("horizon", params.horizon, f"must be an integer in [1, {MAX_HORIZON}]")
     numbers = {}
     for field in ("slip", "goal_reward", "trap_reward", "step_reward"):
         value = getattr(params, field)

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from zopg.algorithms import Problem, Training, build, registry
+from zopg.algorithms.settings import INT32_MAX
 from zopg.envs import make as make_env
 from zopg.envs import registered_envs
 from zopg.errors import ConfigError
@@ -252,11 +253,11 @@ def _parse(raw: dict, source: str) -> Experiment:
     check_keys(source, "evaluation", evaluation, EVALUATION_KEYS)
     threshold = evaluation.get("threshold")
     if threshold is not None and (
-        isinstance(threshold, bool)
-        or not isinstance(threshold, int | float)
-        # NaN would never be reached; an int too big for a float (10**400) is no score.
-        or not _is_finite(threshold)
+        isinstance(threshold, bool) or not isinstance(threshold, int | float)
     ):
+        raise fail(source, "evaluation.threshold", f"= {threshold!r}: must be a number")
+    if threshold is not None and not _is_finite(threshold):
+        # NaN would never be reached; an int too big for a float (10**400) is no score.
         raise fail(source, "evaluation.threshold", f"= {threshold!r}: must be a finite number")
     counts = {k: v for k, v in evaluation.items() if k != "threshold"}
     evaluation = Evaluation(
@@ -318,7 +319,8 @@ def _parse(raw: dict, source: str) -> Experiment:
     return Experiment(
         name=name,
         description=str(raw.get("description", "")),
-        seeds=positive_int(source, "seeds", raw.get("seeds", 10)),
+        # Seeds are split into a JAX array of keys, sized in int32.
+        seeds=positive_int(source, "seeds", raw.get("seeds", 10), high=INT32_MAX),
         budget_queries=positive_int(source, "budget_queries", raw["budget_queries"]),
         budget_unit=_budget_unit(source, raw.get("budget_unit", "queries")),
         policy=policy,

@@ -55,9 +55,11 @@ def check_keys(source, where, table, allowed) -> None:
         )
 
 
-def positive_int(source, key, value, low: int = 1) -> int:
+def positive_int(source, key, value, low: int = 1, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise fail(source, key, f"= {value!r}: must be an integer >= {low}")
+    if high is not None and value > high:
+        raise fail(source, key, f"= {value!r}: must be an integer in [{low}, {high}]")
     return value
 
 

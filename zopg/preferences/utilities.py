@@ -25,6 +25,7 @@ cell, a step enters s' when it moves there from another cell):
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import ClassVar
 
 import jax
@@ -302,7 +303,9 @@ class RevisitPenalty(Utility):
     name: ClassVar[str] = "revisit-penalty"
 
     def __post_init__(self):
-        object.__setattr__(self, "c", checked_float("revisit-penalty.c", self.c, 0.0))
+        # Finite: an infinite c gives inf × 0 = NaN for a trajectory with no revisit.
+        c = checked_float("revisit-penalty.c", self.c, 0.0, math.inf, high_open=True)
+        object.__setattr__(self, "c", c)
 
     def bind(self, env, env_params):
         return dataclasses.replace(self, grid=Grid.of(env, env_params, self.name))
@@ -326,7 +329,9 @@ class ActionSwitches(Utility):
     name: ClassVar[str] = "action-switches"
 
     def __post_init__(self):
-        object.__setattr__(self, "c", checked_float("action-switches.c", self.c, 0.0))
+        # Finite: an infinite c gives inf × 0 = NaN for a trajectory with no switch.
+        c = checked_float("action-switches.c", self.c, 0.0, math.inf, high_open=True)
+        object.__setattr__(self, "c", c)
 
     def bind(self, env, env_params):
         kind = getattr(env, "action_kind", None)
