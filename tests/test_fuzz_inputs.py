@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Small valid experiments between them covering every table of the schema: sweeps, a teacher
 # with a utility, per-env utility and policy, method env/link lists, nested method tables and
-# several algorithms. Budgets are tiny: a dry run builds (traces) every run, twice.
+# several algorithms. Budgets are tiny: a dry run builds (traces) every run.
 ZO = """
 name = "fuzz_zo"
 description = "ZPG and ZBCPG on a corridor"
@@ -288,7 +288,7 @@ def comparable(value):
 
 # -- strategies ---------------------------------------------------------------------------------
 
-# Characters that have broken parsers before: controls, quotes, separators of our own formats
+# Characters that trip parsers and messages: controls, quotes, separators of our own formats
 # (".", "/", "=", "__"), non-ASCII digits that str.isdigit accepts, combining marks, RTL text,
 # zero-width and non-breaking spaces, astral-plane emoji. No surrogates: TOML files are UTF-8.
 ALPHABET = (
@@ -300,14 +300,14 @@ odd_strings = st.sampled_from(
      "gridworld", "gridworld/open-5x5", "gymnax/CartPole-v1", "a/b", "a__b", "nan", "inf",
      "judged_trajectories", "deadline", "S..G", "ünïcødé", "🙂", "\x00", "1e400"]
 )  # fmt: skip
-huge_numbers = st.sampled_from(
+edge_ints = st.sampled_from(
     [0, -1, 1, 2, 2**31 - 1, 2**31, 2**63 - 1, 2**63, 10**30, -(10**30), 10**400]
 )
 floats = st.one_of(
     st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-320, 1e308, 0.5, -2.5]),
     st.floats(allow_nan=True, allow_infinity=True),
 )
-scalars = st.one_of(texts, odd_strings, st.booleans(), st.integers(-10, 1000), huge_numbers, floats)
+scalars = st.one_of(texts, odd_strings, st.booleans(), st.integers(-10, 1000), edge_ints, floats)
 keys = st.one_of(
     st.sampled_from(["extra", "nmae", "seed", "Name", "id", "name", "algorithm", "num_pairs",
                      "utility", "label", "values", "include", "tune", "provenance", "ünïcødé",
@@ -317,7 +317,7 @@ keys = st.one_of(
 values = st.one_of(
     scalars,
     # Extremes again, so that most leaves meet them next to their own type.
-    huge_numbers,
+    edge_ints,
     floats,
     st.lists(scalars, max_size=3),
     st.dictionaries(keys, scalars, max_size=2),
@@ -353,8 +353,8 @@ def lookup(node, path):
 
 @st.composite
 def mutated_files(draw, bases):
-    """(base name, mutated data, [(kind, path, old value)]): one or two replaced, deleted or
-    added keys (an added key that exists is a replaced one)."""
+    """(base name, mutated data, [(kind, path, old value, new value)]): one or two replaced,
+    deleted or added keys (an added key that exists is a replaced one)."""
     name = draw(st.sampled_from(bases))
     data = copy.deepcopy(BASES[name])
     mutations = []
@@ -364,20 +364,20 @@ def mutated_files(draw, bases):
             table = lookup(data, where := draw(st.sampled_from(table_paths(data))))
             key = draw(keys)
             old = table.get(key)
-            table[key] = draw(values)
-            mutations.append(("add" if old is None else "replace", (*where, key), old))
+            table[key] = new = draw(values)
+            mutations.append(("add" if old is None else "replace", (*where, key), old, new))
             continue
         candidates = node_paths(data)
         if not candidates:
             break
         path = draw(st.sampled_from(candidates))
         parent = lookup(data, path[:-1])
-        old = parent[path[-1]]
+        old, new = parent[path[-1]], None
         if kind == "delete":
             del parent[path[-1]]
         else:
-            parent[path[-1]] = draw(values)
-        mutations.append((kind, path, old))
+            parent[path[-1]] = new = draw(values)
+        mutations.append((kind, path, old, new))
     return name, data, mutations
 
 
@@ -480,14 +480,16 @@ def spellings(segment) -> list[str]:
     return [segment, repr(segment)[1:-1]]
 
 
-def expected_names(kind: str, path: tuple, old) -> list[str]:
+def expected_names(kind: str, path: tuple, old, new) -> list[str]:
     """Text of which a message about this mutation must contain one piece.
 
     An added key must be named itself. A replaced value is named by its key or by the table
     (or array) holding it, since a bad value may be refused where it is used, but a message
-    about another table does not count. A deleted key likewise, or by its old value, since a
-    deletion may break a reference to it (a method's `links` list naming a deleted label).
-    Under [[sweep]], a swept value is refused where it is set: "(at the sweep point ...)".
+    about another table does not count; a table replaced by another may be refused for a key
+    of the new one ("unknown option(s) ['x'] for policy ..."). A deleted key likewise, or by its
+    old value, since a deletion may break a reference to it (a method's `links` list naming a
+    deleted label). Under [[sweep]], a swept value is refused where it is set: "(at the sweep
+    point ...)".
     """
     key = path[-1]
     if kind == "add" and isinstance(key, str) and key.strip():
@@ -496,6 +498,8 @@ def expected_names(kind: str, path: tuple, old) -> list[str]:
     names = spellings(key) + (spellings(tables[-1]) if tables else [])
     if kind == "delete" and isinstance(old, str | int | float):
         names.append(repr(old))
+    if isinstance(new, dict):
+        names.extend(n for k in new for n in spellings(k))
     if path[0] == "sweep":
         names.append("sweep")
     return names
@@ -536,9 +540,11 @@ def check_set_case(case) -> None:
         if "=" not in assignment:
             names.append(f"--set {assignment!r}")
             continue
+        # The path itself, or (as for a file) its key or the table holding it.
         path = assignment.split("=", 1)[0].strip()
         names.append(f"--set {path}")
-        names.extend(n for segment in path.split(".") for n in spellings(segment))
+        keys = [k for k in path.split(".") if not k.isdecimal()] or [""]
+        names.extend(n for k in keys[-2:] for n in spellings(k))
     if seeds is not None:
         args += ["--seeds", str(seeds)]
         names.append("seeds")
@@ -656,6 +662,14 @@ REGRESSIONS = {
                           rf"evaluation\.threshold: = {BIG}: must be a finite number"),
     "seeds 10**400": (mutated("zo", (("seeds",), HUGE)), [], FRAGMENT, 2,
                       rf"seeds: = {BIG}: must be an integer in \[1, 2147483647\]"),
+    "gymnax gravity 3e9": (mutated("control", (("envs", 0, "gravity"), 3_000_000_000)), [],
+                           FRAGMENT, 0, ""),
+    "gymnax gravity 10**400": (mutated("control", (("envs", 0, "gravity"), HUGE)), [], FRAGMENT,
+                               2, rf"gravity = {BIG}: must be a real number"),
+    "gymnax max_steps 10**30": (
+        mutated("control", (("envs", 0, "max_steps_in_episode"), 10**30)), [], FRAGMENT, 2,
+        r"max_steps_in_episode = 10{30}: must be an integer in \[1, 2147483647\]",
+    ),
     # Ran out of memory building the exact model over 2**31 steps.
     "horizon 2**31": (mutated("zo", (("envs", 0, "horizon"), 2**31)), [], FRAGMENT, 2,
                       r"horizon = 2147483648: must be an integer in \[1, 10000\]"),
@@ -666,6 +680,19 @@ REGRESSIONS = {
     ),
     "threshold nan": (mutated("sign", (("evaluation", "threshold"), math.nan)), [], FRAGMENT, 2,
                       r"evaluation\.threshold: = nan: must be a finite number"),
+    # Exit 0, then the runs were written outside the results folder (runs/../../escape__...),
+    # or failed to be written (a NUL in a file name).
+    "method label ../../escape": (
+        mutated("sign", (("methods",), {"../../escape": BASES["sign"]["methods"]["zspo"]})),
+        [],
+        FRAGMENT, 2, r"methods\.'\.\./\.\./escape': the label must be a file name",
+    ),
+    "link label a/b": (mutated("sign", (("links", 0, "label"), "a/b")), [], FRAGMENT, 2,
+                       r"links\[0\]\.label: = 'a/b': must be a file name"),
+    "env label NUL": (mutated("zo", (("envs", 0, "label"), "a\x00")), [], FRAGMENT, 2,
+                      r"envs\[0\]\.label: = 'a\\x00': must be a name without '__'"),
+    "name ..": (mutated("zo", (("name",), "..")), [], FRAGMENT, 2,
+                r"name: = '\.\.': must be a folder name"),
     # Exit 2, but the message named a derived field only, or a blank key not at all.
     "budget 2**31": (mutated("zo", (("budget_queries",), 2**31)), [], FRAGMENT, 2,
                      r"methods\.zpg: num_iterations = \d+: .*\(derived from budget_queries = "
@@ -718,3 +745,14 @@ def test_regression_bytes(content, pattern):
     code, stderr, _ = dry_run(content)
     assert code == 2, stderr
     assert re.search(pattern, stderr), stderr
+
+
+def test_regression_brax_n_frames():
+    """n_frames = 10**30 went to brax's constructor and the dry run passed."""
+    data = mutated("control", (("envs",), [{"id": "brax/inverted_pendulum", "n_frames": 10**30}]))
+    data["policy"] = "gaussian"
+    data["methods"] = {"zpg": data["methods"]["zpg"]}
+    del data["teacher"]
+    code, stderr, _ = dry_run(data)
+    assert code == 2, stderr
+    assert re.search(r"n_frames = 10{30}: must be an integer in \[-2147483647, ", stderr), stderr

@@ -214,10 +214,12 @@ def check_budget_fits(config: AlgorithmConfig, horizon: int) -> None:
     }
     for what, total in totals.items():
         if total > INT32_MAX:
+            # Env steps grow with the horizon too: say so, it may be what is too big.
+            at = f" at horizon {horizon:,}" if what == "env steps" else ""
             raise bad_value(
                 field,
                 units,
-                f"budget counters would exceed int32 ({what}: {total:,} > {INT32_MAX:,}); "
+                f"budget counters would exceed int32 ({what}{at}: {total:,} > {INT32_MAX:,}); "
                 "split the run",
             )
 

@@ -182,6 +182,10 @@ def make_brax(
         raise ConfigError(f"unknown {env_id} field(s) {unknown}; allowed: {allowed}")
     if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1:
         raise bad_value("horizon", horizon, "must be an integer >= 1")
+    for name, value in overrides.items():
+        # Beyond int32 a count (n_frames = 10**30) overflows or never ends inside the step.
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**31 - 1:
+            raise bad_value(name, value, "must be an integer in [-2147483647, 2147483647]")
     kwargs = tuple(sorted((k, _freeze(v)) for k, v in overrides.items()))
     try:
         hash(kwargs)

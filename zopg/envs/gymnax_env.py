@@ -153,20 +153,30 @@ def make_gymnax(env_id: str, horizon: int | None = None, **overrides):
     if unknown:
         allowed = ", ".join(("horizon", *sorted(fields)))
         raise ConfigError(f"unknown {env_id} field(s) {unknown}; allowed: {allowed}")
+    overrides = dict(overrides)
     for name, value in overrides.items():
         default = getattr(base, name)
         if name == "max_steps_in_episode":
+            # gymnax counts steps in int32 (time >= max_steps_in_episode).
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
                 raise bad_value(name, value, "must be an integer >= 1")
+            if value > 2**31 - 1:
+                raise bad_value(name, value, "must be an integer in [1, 2147483647]")
             continue
         if np.shape(value) != np.shape(default):
             raise bad_value(name, value, f"must have shape {np.shape(default)} like the default")
+        if np.asarray(value).dtype == bool:
+            raise bad_value(name, value, "must be a real number, not a bool")
         try:
-            finite = bool(np.all(np.isfinite(np.asarray(value, dtype=float))))
-        except (TypeError, ValueError):
+            number = np.asarray(value, dtype=float)
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int past a float
             raise bad_value(name, value, "must be a real number") from None
-        if not finite:
+        if not np.all(np.isfinite(number)):
             raise bad_value(name, value, "must be finite")
+        if np.issubdtype(np.asarray(default).dtype, np.floating):
+            # A float field stays a float: an int past int32 (gravity = 3e9 written out) would
+            # overflow as a JAX scalar inside gymnax's step.
+            overrides[name] = number
     max_steps = int(overrides.get("max_steps_in_episode", base.max_steps_in_episode))
     given = horizon
     if horizon is None:

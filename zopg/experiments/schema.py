@@ -50,7 +50,14 @@ from zopg.envs import make as make_env
 from zopg.envs import registered_envs
 from zopg.errors import ConfigError
 from zopg.evaluation import Evaluator, make_evaluator
-from zopg.experiments.tomlfile import check_keys, fail, positive_int, read_toml, table_list
+from zopg.experiments.tomlfile import (
+    check_keys,
+    fail,
+    key_text,
+    positive_int,
+    read_toml,
+    table_list,
+)
 from zopg.policies import POLICIES, make_policy
 from zopg.preferences import LINKS, Oracle, Teacher, make_link, make_utility
 
@@ -244,8 +251,8 @@ def _parse(raw: dict, source: str) -> Experiment:
         if required not in raw:
             raise fail(source, required, "is required")
     name = raw["name"]
-    if not isinstance(name, str) or not name or "/" in name:
-        raise fail(source, "name", f"= {name!r}: must be a non-empty string without '/'")
+    if not isinstance(name, str) or not _file_name(name):
+        raise fail(source, "name", f"= {name!r}: must be a folder name: {FILE_NAME}")
     policy = raw.get("policy", "tabular")
     if policy not in POLICIES:
         raise fail(source, "policy", f"= {policy!r}: allowed: {', '.join(POLICIES)}")
@@ -286,6 +293,9 @@ def _parse(raw: dict, source: str) -> Experiment:
         raise fail(source, "methods", "must contain at least one [methods.LABEL] table")
     methods = []
     for label, table in methods_raw.items():
+        if not _file_name(label):
+            where = f"methods.{key_text(label)}"
+            raise fail(source, where, f"the label must be a file name: {FILE_NAME}")
         if not isinstance(table, dict) or "algorithm" not in table:
             raise fail(source, f"methods.{label}", "must be a table with an 'algorithm' key")
         params = {k: v for k, v in table.items() if k not in ("algorithm", "envs", "links")}
@@ -336,6 +346,19 @@ def _parse(raw: dict, source: str) -> Experiment:
     )
 
 
+# Labels and the experiment's name become file and folder names (results/<name>/runs/<method>__
+# <env>__<link>.json): "../x" would write outside the results folder, a NUL fails the write.
+FILE_NAME = "not empty or only dots, no '/' or control characters"
+
+
+def _file_name(text: str) -> bool:
+    return (
+        bool(text.strip("."))
+        and "/" not in text
+        and not any(ord(c) < 32 or ord(c) == 127 for c in text)
+    )
+
+
 def _is_finite(number: int | float) -> bool:
     try:
         return math.isfinite(number)
@@ -374,8 +397,9 @@ def _link_spec(source: str, index: int, table: dict) -> LinkSpec:
     name, label = table["name"], table.get("label")
     if not isinstance(name, str):
         raise fail(source, f"links[{index}].name", f"= {name!r}: allowed: {', '.join(LINKS)}")
-    if label is not None and (not isinstance(label, str) or not label):
-        raise fail(source, f"links[{index}].label", f"= {label!r}: must be a non-empty name")
+    if label is not None and (not isinstance(label, str) or not _file_name(label)):
+        where = f"links[{index}].label"
+        raise fail(source, where, f"= {label!r}: must be a file name: {FILE_NAME}")
     params = {k: v for k, v in table.items() if k not in ("name", "label")}
     return LinkSpec(name=name, params=params, label=label)
 
@@ -393,8 +417,13 @@ def _env_spec(source: str, index: int, table: dict) -> EnvSpec:
     if params is not None and not isinstance(params, dict):
         raise fail(source, f"envs[{index}].policy_params", "must be a table")
     label = table.get("label")
-    if label is not None and (not isinstance(label, str) or not label or "__" in label):
-        raise fail(source, f"envs[{index}].label", f"= {label!r}: must be a name without '__'")
+    if label is not None and (
+        not isinstance(label, str) or not _file_name(label.replace("/", "-")) or "__" in label
+    ):
+        where = f"envs[{index}].label"
+        # A '/' is fine here: the env's slug replaces it.
+        message = "must be a name without '__' or control characters, not empty or only dots"
+        raise fail(source, where, f"= {label!r}: {message}")
     reserved = ("id", *ENV_KEYS)
     overrides = {k: v for k, v in table.items() if k not in reserved}
     return EnvSpec(
