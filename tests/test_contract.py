@@ -132,8 +132,9 @@ def test_config_of_another_algorithm_is_refused(problem):
 
 
 def test_counters_that_would_overflow_are_refused_before_running(problem):
-    with pytest.raises(ConfigError, match=r"num_iterations = 3000000000: budget counters would"):
-        build(algorithm(good_iterate), StepConfig(num_iterations=3 * 10**9), problem)
+    # Below int32 itself (the field's own bound), but 2 trajectories per iteration overflow.
+    with pytest.raises(ConfigError, match=r"num_iterations = 2000000000: budget counters would"):
+        build(algorithm(good_iterate), StepConfig(num_iterations=2 * 10**9), problem)
 
 
 def test_registry_names_imports_and_duplicates():

@@ -540,9 +540,11 @@ def check_set_case(case) -> None:
         if "=" not in assignment:
             names.append(f"--set {assignment!r}")
             continue
-        # The path itself, or (as for a file) its key or the table holding it.
+        # The path itself, or (as for a file) its key or the table holding it, or its first
+        # part refused as an unknown top-level key (--set creates the tables on its way).
         path = assignment.split("=", 1)[0].strip()
-        names.append(f"--set {path}")
+        first = path.split(".")[0]
+        names += [f"--set {path}", f": {first}: unknown key", f": {first!r}: unknown key"]
         keys = [k for k in path.split(".") if not k.isdecimal()] or [""]
         names.extend(n for k in keys[-2:] for n in spellings(k))
     if seeds is not None:

@@ -151,5 +151,6 @@ def test_non_finite_runs_are_flagged_not_averaged(uninterrupted, tmp_path):
     }
     assert result["score"]["mean"] is None and result["value"]["mean"] is None
     text = format_summary(summary)
-    assert f"non-finite in 1 of 2 seeds from iteration {int(iterations[3])}" in text
+    assert f"eval/value non-finite in 1 of 2 seeds from iteration {int(iterations[3])}" in text
+    assert "its value statistics are n/a" in text
     assert "non_finite" not in store.read_json(uninterrupted / "summary.json")["results"][0]

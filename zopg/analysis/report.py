@@ -261,9 +261,14 @@ def format_summary(summary: dict) -> str:
     for r in summary["results"]:
         broken = r.get("non_finite")
         if broken:
+            # Only the value decides whether the table's statistics are n/a; an algorithm's
+            # diagnostic may be undefined on its own (a label accuracy over no strict pairs).
+            consequence = (
+                "; its value statistics are n/a" if "eval/value" in broken["metrics"] else ""
+            )
             lines.append(
-                f"! {r['method']} on {r['env']} ({r['link']}): non-finite in {broken['seeds']} of "
-                f"{r['seeds']} seeds from iteration {broken['from_iteration']} "
-                f"({', '.join(broken['metrics'])}); its statistics are n/a"
+                f"! {r['method']} on {r['env']} ({r['link']}): {', '.join(broken['metrics'])} "
+                f"non-finite in {broken['seeds']} of {r['seeds']} seeds from iteration "
+                f"{broken['from_iteration']}{consequence}"
             )
     return "\n".join(lines)

@@ -276,6 +276,10 @@ def run_experiment(
         "config_hash": experiment.config_hash(),
         "runs": entries,
     }
+    try:
+        previous = store.read_experiment(out_dir)
+    except (OSError, ValueError):
+        previous = None
     # Written first, so that `zopg report` knows every run of the experiment (and which are
     # missing) while shards are still running. Every shard writes the same text.
     store.write_experiment(out_dir, record)
@@ -298,9 +302,13 @@ def run_experiment(
                 else:
                     execute_and_store(p, runs_dir, quiet, log)
                     done["ran"].append(p.run_id)
-    if shard is None:
-        # Only a process that saw every run may speak for the whole experiment's wall time.
+    if shard is None and done["ran"]:
+        # Only a process that saw every run may speak for the whole experiment's wall time, and
+        # one that skipped every run would only overwrite the time of the run that did them.
         record["wall_s_this_invocation"] = time.perf_counter() - started
+        store.write_experiment(out_dir, record)
+    elif shard is None and previous is not None:
+        record["wall_s_this_invocation"] = previous.get("wall_s_this_invocation")
         store.write_experiment(out_dir, record)
     return {**record, "done": done}
 
