@@ -62,9 +62,7 @@ def make_trainer(config: DPOOnlineConfig, problem: Problem) -> Trainer:
     )
 
 
-# What `zopg tune` may set (algorithms.md §10): continuous ranges cover the defaults and the
-# settings in benchmarks/ with a decade or more to spare; at most four structural combinations,
-# each of which compiles once per tuning env (the continuous values of its trials are vmapped).
+# What `zopg tune` may set (the ranges are chosen as zopg/tuning/space.py says).
 SEARCH_SPACE = SearchSpace(
     log_range("learning_rate", 1e-3, 0.3),
     log_range("beta", 1e-3, 1.0),

@@ -22,14 +22,14 @@ import optax
 from zopg.algorithms.base import Algorithm, Problem, Trainer
 from zopg.algorithms.settings import integer
 from zopg.algorithms.sign_zo import (
+    SIGN_SEARCH_SPACE,
     SignConfig,
     make_optimizer,
     make_sign_step,
-    schedule_value,
     unit_rademacher,
 )
+from zopg.algorithms.zeroth_order import schedule_value
 from zopg.errors import bad_value
-from zopg.tuning.space import SearchSpace, log_range, one_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,21 +94,11 @@ def make_trainer(config: ParS2ZPOConfig, problem: Problem) -> Trainer:
     return Trainer(init, iterate, lambda state: problem.unravel(state[0]))
 
 
-# What `zopg tune` may set (algorithms.md §10): continuous ranges cover the defaults and the
-# settings in benchmarks/ with a decade or more to spare; at most four structural combinations,
-# each of which compiles once per tuning env (the continuous values of its trials are vmapped).
-SEARCH_SPACE = SearchSpace(
-    log_range("step_size", 1e-3, 1.0),
-    log_range("mu", 0.1, 10.0),
-    one_of("batch_size", 1, 8),
-    one_of("optimizer", "sgd", "adam"),
-)
-
 ALGORITHM = Algorithm(
     "par-s2zpo",
     ParS2ZPOConfig,
     make_trainer,
     "K agents, one block of θ each, one sign bit per agent and round (algorithms.md §6)",
     assumes="no link (sign of the majority)",
-    search_space=SEARCH_SPACE,
+    search_space=SIGN_SEARCH_SPACE,
 )

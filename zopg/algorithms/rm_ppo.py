@@ -154,9 +154,7 @@ def make_trainer(config: RMPPOConfig, problem: Problem) -> Trainer:
     return Trainer(init, iterate, policy_params=lambda state: state[0].policy_params)
 
 
-# What `zopg tune` may set (algorithms.md §10): continuous ranges cover the defaults and the
-# settings in benchmarks/ with a decade or more to spare; at most four structural combinations,
-# each of which compiles once per tuning env (the continuous values of its trials are vmapped).
+# What `zopg tune` may set (the ranges are chosen as zopg/tuning/space.py says).
 # num_pairs (pairs per round) is left to the experiment: with the budget it sets the number of
 # rounds, and a round refits the reward model, so small values at 1M queries cost hours.
 SEARCH_SPACE = SearchSpace(

@@ -19,6 +19,7 @@ import optax
 from zopg.algorithms.base import AlgorithmConfig, Problem, Spent, unit_cost
 from zopg.algorithms.settings import choice, flag, integer, positive
 from zopg.rollout import rollout_batch
+from zopg.tuning.space import SearchSpace, log_range, one_of
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -58,10 +59,6 @@ class SignConfig(AlgorithmConfig):
             trajectories=2 * votes * self.batch_size,
             judged_per_query=2 * self.batch_size,
         )
-
-
-def schedule_value(value_or_schedule, step):
-    return value_or_schedule(step) if callable(value_or_schedule) else value_or_schedule
 
 
 def make_optimizer(config: SignConfig) -> optax.GradientTransformation:
@@ -112,3 +109,12 @@ def unit_rademacher(key, dim: int, mask=None, scale: float | None = None) -> jax
     z = jax.random.rademacher(key, (dim,), dtype=jnp.float32)
     z = z if mask is None else jnp.where(mask, z, 0.0)
     return z / (math.sqrt(dim) if scale is None else scale)
+
+
+# What `zopg tune` may set for the methods built on these settings (see zopg/tuning/space.py).
+SIGN_SEARCH_SPACE = SearchSpace(
+    log_range("step_size", 1e-3, 1.0),
+    log_range("mu", 0.1, 10.0),
+    one_of("batch_size", 1, 8),
+    one_of("optimizer", "sgd", "adam"),
+)

@@ -20,6 +20,7 @@ from zopg.errors import ConfigError
 from zopg.estimators import DIRECTIONS, PARTITIONS, SPENDS, EstimatorConfig
 from zopg.preferences import WithMistakes, preference_rate, value_difference
 from zopg.rollout import rollout_batch
+from zopg.tuning.space import SearchSpace, log_range, one_of
 
 DIFFERENCES = ("preference", "return", "exact")
 OPTIMIZERS = ("sgd", "adam")
@@ -145,3 +146,12 @@ def make_zo_trainer(config: ZOConfig, problem: Problem, estimate) -> Trainer:
         return (optax.apply_updates(theta, updates), opt_state), spent, metrics
 
     return Trainer(init=init, iterate=iterate, policy_params=lambda s: problem.unravel(s[0]))
+
+
+# What `zopg tune` may set for the methods built on these settings (see zopg/tuning/space.py).
+ZO_SEARCH_SPACE = SearchSpace(
+    log_range("step_size", 1e-3, 1.0),
+    log_range("mu", 0.1, 10.0),
+    one_of("num_pairs", 5, 50),
+    one_of("optimizer", "sgd", "adam"),
+)

@@ -11,13 +11,13 @@ import dataclasses
 from zopg.algorithms.base import Algorithm
 from zopg.algorithms.settings import integer
 from zopg.algorithms.zeroth_order import (
+    ZO_SEARCH_SPACE,
     ZOConfig,
     estimator_config,
     make_difference_fn,
     make_zo_trainer,
 )
 from zopg.estimators import zo_gradient
-from zopg.tuning.space import SearchSpace, log_range, one_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,21 +55,11 @@ def make_trainer(config: ZPGConfig, problem):
     return make_zo_trainer(config, problem, estimate)
 
 
-# What `zopg tune` may set (algorithms.md §10): continuous ranges cover the defaults and the
-# settings in benchmarks/ with a decade or more to spare; at most four structural combinations,
-# each of which compiles once per tuning env (the continuous values of its trials are vmapped).
-SEARCH_SPACE = SearchSpace(
-    log_range("step_size", 1e-3, 1.0),
-    log_range("mu", 0.1, 10.0),
-    one_of("num_pairs", 5, 50),
-    one_of("optimizer", "sgd", "adam"),
-)
-
 ALGORITHM = Algorithm(
     "zpg",
     ZPGConfig,
     make_trainer,
     "zeroth-order policy gradient from preferences, link inverted (algorithms.md §3)",
     assumes="known link (or `link`)",
-    search_space=SEARCH_SPACE,
+    search_space=ZO_SEARCH_SPACE,
 )

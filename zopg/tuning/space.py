@@ -5,6 +5,10 @@ are reviewed like code and printed by `zopg list`. A dimension is continuous (a 
 or linear scale) or a list of choices. Continuous dimensions of fields the trainer uses only in
 arithmetic are `traced`: a batch of trials differing in them runs as one vmapped call; the
 others (sizes, optimizers) are structural and each combination compiles once.
+
+How the built-in spaces are chosen: continuous ranges cover the defaults and the settings in
+benchmarks/ with a decade or more to spare; at most four structural combinations per method,
+each of which compiles once per tuning env (the continuous values of its trials are vmapped).
 """
 
 from __future__ import annotations
