@@ -3,8 +3,9 @@
 Link shape: on a short risky route beside traps and a long safe route that may time out, the
 two routes' exact E[u] and outcome distributions, and the probability that a teacher of each
 link prefers a risky trajectory to a safe one (the win rate that win-rate learners follow).
-Non-Markov: exact E[u] of the direct and the waypoint route under the waypoint utility, and of
-the safe and the risky route on the cliff under the deadline. Route policies are deterministic
+Non-Markov: exact E[u] of the direct and the waypoint route under the waypoint utility, of
+the safe and the risky route on the cliff under the deadline, and of cell policies that mix
+in and out of a dead-end waypoint. Route policies are deterministic
 maps from cells to actions (slip still applies); values come from zopg.exact. Writes
 results/regimes/design.json; trains nothing.
 
@@ -155,7 +156,49 @@ def non_markov() -> dict:
             "return": float(utility_value(*cliff, make_utility("return"), probs)),
         }
     out["deadline"]["optimum (deadline)"] = float(optimal_utility_value(*cliff, deadline))
+    out["dead_end_waypoint"] = dead_end_waypoint()
     return out
+
+
+DEAD_END = ("#.###", "S...G")
+
+
+def dead_end_waypoint() -> dict:
+    """The waypoint in a dead end: the route enters it and leaves through the same cell, so a
+    policy of the cell alone must mix there. Values of the family "up with probability p in the
+    dead end's column, right elsewhere on the corridor, down in the dead end", against V* (the
+    product model's optimum, over policies that see the waypoint bit)."""
+    env, params = make("gridworld", layout=list(DEAD_END), horizon=12, slip=0.1)
+    waypoint = make_utility("waypoint-goal", waypoint=(0, 1))
+    width = len(DEAD_END[0])
+
+    def mixing(p):
+        probs = np.zeros((2 * width, 4))
+        probs[:width, DOWN] = 1.0
+        probs[width:, RIGHT] = 1.0
+        probs[width + 1, [UP, RIGHT]] = p, 1.0 - p
+        return jnp.asarray(probs)
+
+    ps = [round(p, 2) for p in np.linspace(0.0, 1.0, 21)]
+    values = {p: float(utility_value(env, params, waypoint, mixing(p))) for p in ps}
+    best = max(values, key=values.get)
+    uniform = jnp.full((2 * width, 4), 0.25)
+    return {
+        "layout": list(DEAD_END),
+        "horizon": 12,
+        "slip": 0.1,
+        "waypoint": [0, 1],
+        "value by p (up in the dead end's column)": values,
+        "best p": best,
+        "best cell policy of the family": values[best],
+        "loop (p = 1)": values[1.0],
+        "direct (p = 0)": values[0.0],
+        "return of the loop (p = 1)": float(
+            utility_value(env, params, make_utility("return"), mixing(1.0))
+        ),
+        "uniform": float(utility_value(env, params, waypoint, uniform)),
+        "optimum (sees the bit)": float(optimal_utility_value(env, params, waypoint)),
+    }
 
 
 def main() -> int:

@@ -6,6 +6,7 @@ import pytest
 
 from zopg import ConfigError, cli
 from zopg.experiments import load_experiment, store
+from zopg.experiments.runner import plan_runs
 
 SWEPT = """
 name = "swept"
@@ -147,24 +148,26 @@ num_queries = 5
 
 
 def test_labels_per_env_utilities_and_method_link_lists(tmp_path):
+    """Planned, not run: the runner's own plan is what it would run (the swept fixture above runs
+    an experiment end to end), and planning builds every run with its evaluator."""
     path = tmp_path / "labelled.toml"
     path.write_text(LABELLED)
     experiment = load_experiment(path)
     assert [e.name for e in experiment.envs] == ["corridor", "corridor-late"]
     assert [link.panel for link in experiment.links] == ["bradley-terry", "sharp-bt", "hard"]
-    out = tmp_path / "out"
-    assert cli.main(["run", str(path), "--out", str(out), "--quiet"]) == 0
-    results = store.read_json(out / "summary.json")["results"]
-    known = {(r["env"], r["link"]) for r in results if r["method"] == "zpg-known"}
+    planned = plan_runs(experiment)[0]
+    known = {
+        (p.labels["env"], p.labels["link"]) for p in planned if p.labels["method"] == "zpg-known"
+    }
     # The hard link is not invertible: zpg-known is restricted to the other two panels.
     assert known == {
         (e, l) for e in ("corridor", "corridor-late") for l in ("bradley-terry", "sharp-bt")
     }
-    assert len([r for r in results if r["method"] == "zpg-bt"]) == 6
+    assert len([p for p in planned if p.labels["method"] == "zpg-bt"]) == 6
     # Each env is scored by its own utility, exactly: V* differs between the two.
-    optimum = {r["env"]: r["optimal_value"] for r in results}
+    optimum = {p.labels["env"]: p.run.evaluator.bounds[1] for p in planned}
     assert optimum["corridor"] != optimum["corridor-late"]
-    assert all(r["evaluation"] == "exact" for r in results)
+    assert all(p.run.evaluator.kind == "exact" for p in planned)
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,7 @@ def cmd_run(args) -> int:
     experiment = load_experiment(resolve_experiment(args.experiment), args.set, args.seeds)
     out = Path(args.out) if args.out else Path("results") / experiment.name
     if args.dry_run:
-        return print_plan(experiment, plan_runs(experiment)[0], shard)
+        return print_plan(experiment, plan_runs(experiment)[0], shard, out)
     use_compilation_cache(not args.no_compilation_cache)
     record = run_experiment(experiment, out, quiet=args.quiet, shard=shard)
     if shard is None:
@@ -57,17 +57,25 @@ def cmd_run(args) -> int:
     return 0
 
 
-def print_plan(experiment, planned, shard) -> int:
-    """`zopg run --dry-run`: the runs the experiment (or the shard) would run; nothing runs."""
+def print_plan(experiment, planned, shard, out: Path) -> int:
+    """`zopg run --dry-run`: the runs the experiment (or the shard) would run, each marked
+    "finished" when OUT already holds it with the same run hash (a real run would skip it);
+    nothing runs."""
+    from zopg.experiments import store
     from zopg.experiments.memory import check_fits
 
     mine = [p for p in planned if shard is None or shard.owns(p.run_id)]
     check_fits([(p.run_id, p.run) for p in mine], experiment.seeds, experiment.evaluation.points)
+    finished = {
+        p.run_id for p in mine if store.finished_run_hash(out / "runs", p.run_id) == p.run_hash
+    }
     print(f"{experiment.name}: {len(planned)} runs x {experiment.seeds} seeds")
     if shard is not None:
         print(f"shard {shard} owns {len(mine)} of them")
     for p in mine:
-        print(f"  {p.run_id}  ({p.run.training.num_iterations} iterations)")
+        mark = ", finished" if p.run_id in finished else ""
+        print(f"  {p.run_id}  ({p.run.training.num_iterations} iterations{mark})")
+    print(f"{len(finished)} of {len(mine)} finished in {out}/, {len(mine) - len(finished)} to run")
     return 0
 
 
