@@ -133,6 +133,16 @@ def test_a_run_held_by_another_process_is_left_to_it(small_file, single, tmp_pat
         assert (out / name).read_bytes() == (single / name).read_bytes(), name
 
 
+def test_dry_run_marks_the_runs_finished_in_the_folder(small_file, single, tmp_path, capsys):
+    """A run counts as finished only with the same run hash, as a real run would decide."""
+    total = len(plan_runs(load_experiment(small_file))[0])
+    assert cli.main(["run", str(small_file), "--out", str(single), "--dry-run"]) == 0
+    assert f"{total} of {total} finished in {single}/, 0 to run" in capsys.readouterr().out
+    argv = ["run", str(small_file), "--out", str(single), "--dry-run", "--set", "seeds=3"]
+    assert cli.main(argv) == 0
+    assert f"0 of {total} finished in {single}/, {total} to run" in capsys.readouterr().out
+
+
 def test_report_before_any_run_has_finished_is_a_clear_error(small_file, tmp_path, capsys):
     out = tmp_path / "small"
     assert cli.main(["run", str(small_file), "--out", str(out), "--shard", "0/1", "--dry-run"]) == 0
