@@ -38,9 +38,10 @@ bench-control-probe: $(STAMP)
 	$(VENV)/bin/zopg run control_probe
 
 # Where reward inference fails (benchmarks/regime_*.toml): the layouts' computation
-# (results/regimes/design.json), then six experiments -> results/regime_*/. Each alone:
-# `zopg run regime_link_shape` etc.
-REGIMES := link_shape non_markov stochasticity overoptimisation dimension smoothness
+# (results/regimes/design.json), then six experiments with every method's defaults and one
+# panel of each GridWorld regime again with the paper comparison's tuned settings
+# (regime_tuned) -> results/regime_*/. Each alone: `zopg run regime_link_shape` etc.
+REGIMES := link_shape non_markov stochasticity overoptimisation dimension smoothness tuned
 regimes: $(STAMP)
 	$(PY) benchmarks/regime_design.py
 	for regime in $(REGIMES); do $(VENV)/bin/zopg run regime_$$regime || exit 1; done

@@ -30,6 +30,7 @@ GROUPS = {
             "overoptimisation",
             "dimension",
             "smoothness",
+            "tuned",
         )
     ],
     "sign": ["sign_unknown_link", "sign_d_by_n", "par_s2zpo", "sign_cartpole"],
@@ -73,8 +74,8 @@ def extra_cell(result: dict) -> str:
     return ", ".join(notes)
 
 
-def experiment_table(name: str, summary: dict) -> list[str]:
-    lines = [f"## {name}: {summary['experiment']}", ""]
+def experiment_table(name: str, summary: dict, description: str = "") -> list[str]:
+    lines = [f"## {name}: {description or summary['experiment']}", ""]
     panels: dict[str, list[dict]] = {}
     for result in summary["results"]:
         panels.setdefault(panel_of(result), []).append(result)
@@ -106,7 +107,8 @@ def main(argv=None) -> int:
         for name in GROUPS[group]:
             path = RESULTS / name / "summary.json"
             if path.exists():
-                lines += experiment_table(name, read_json(path))
+                record = read_json(RESULTS / name / "experiment.json")
+                lines += experiment_table(name, read_json(path), record.get("description", ""))
             else:
                 lines += [f"## {name}: not run yet", ""]
         out = RESULTS / group / "summary.md"

@@ -154,3 +154,29 @@ def test_non_finite_runs_are_flagged_not_averaged(uninterrupted, tmp_path):
     assert f"eval/value non-finite in 1 of 2 seeds from iteration {int(iterations[3])}" in text
     assert "its value statistics are n/a" in text
     assert "non_finite" not in store.read_json(uninterrupted / "summary.json")["results"][0]
+
+
+def test_metrics_declared_nan_when_undefined_are_not_flagged(uninterrupted, tmp_path):
+    """An accuracy over a batch of ties is NaN by definition: declared by the algorithm (DPO's
+    are), it is not taken for divergence; undeclared, or in another metric, it still is."""
+    from zopg.algorithms import get
+
+    for name in ("dpo-online", "dpo-offline", "fedavg-dpo"):
+        assert "dpo/label_accuracy" in get(name).nan_when_undefined
+    (rid,) = {p.stem for p in (uninterrupted / "runs").glob("*.json")}
+    run = store.load_run(uninterrupted / "runs", rid)
+    metrics, iterations = dict(run.pop("metrics")), run.pop("iterations")
+    assert run["nan_when_undefined"] == []  # written by the runner; ZPG declares none
+    metrics["dpo/label_accuracy"] = np.full_like(metrics["eval/value"], np.nan)
+    flagged = {}
+    for declared in ([], ["dpo/label_accuracy"]):
+        out = tmp_path / f"declared-{len(declared)}"
+        (out / "runs").mkdir(parents=True)
+        (out / "experiment.json").write_bytes((uninterrupted / "experiment.json").read_bytes())
+        store.write_run(
+            out / "runs", rid, {**run, "nan_when_undefined": declared}, iterations, metrics
+        )
+        (result,) = write_reports(out)["results"]
+        flagged[len(declared)] = result.get("non_finite")
+    assert flagged[0]["metrics"] == ["dpo/label_accuracy"]
+    assert flagged[1] is None

@@ -255,7 +255,9 @@ class Algorithm:
     a panel's teacher links. assumes: the link the method assumes about the teacher, for
     `zopg list` ("known" means it is told the teacher's link). search_space: the fields `zopg
     tune` may set and their ranges (zopg.tuning.space.SearchSpace), checked against the config's
-    declared rules when the algorithm is registered.
+    declared rules when the algorithm is registered. nan_when_undefined: metrics that are NaN by
+    definition when there is nothing to measure (an accuracy over informative pairs, in a batch
+    of ties); the report does not flag those as non-finite.
     """
 
     name: str
@@ -265,6 +267,7 @@ class Algorithm:
     reference: bool = False
     assumes: str = ""
     search_space: Any = None
+    nan_when_undefined: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.search_space is not None:

@@ -175,6 +175,11 @@ def trajectory_kl(model, log_probs: jax.Array, ref_log_probs: jax.Array) -> jax.
     return jnp.sum(occupancy(model, probs) @ per_state)
 
 
+# Accuracies over informative pairs: NaN when a batch (or the held-out set) has none. Declared
+# to the runner (Algorithm.nan_when_undefined), so the report does not take them for divergence.
+NAN_WHEN_UNDEFINED = ("dpo/label_accuracy", "rewards/accuracies")
+
+
 def mean_where(values, mask):
     """Mean of values where mask holds; NaN when it holds nowhere (undefined, not 0 or ½)."""
     count = jnp.sum(mask)

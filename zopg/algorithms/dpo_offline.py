@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from zopg.algorithms.base import Algorithm, Problem, Spent, Trainer, unit_cost
-from zopg.algorithms.dpo_losses import DPOSettings, make_core
+from zopg.algorithms.dpo_losses import NAN_WHEN_UNDEFINED, DPOSettings, make_core
 from zopg.algorithms.settings import integer
 from zopg.errors import bad_value
 from zopg.tuning.space import SearchSpace, log_range, one_of
@@ -108,4 +108,5 @@ ALGORITHM = Algorithm(
     "trajectory-level DPO on a fixed dataset of pairs from the reference policy",
     assumes="Bradley-Terry (the DPO loss)",
     search_space=SEARCH_SPACE,
+    nan_when_undefined=NAN_WHEN_UNDEFINED,
 )

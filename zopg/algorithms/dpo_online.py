@@ -8,7 +8,7 @@ import dataclasses
 import jax
 
 from zopg.algorithms.base import Algorithm, Problem, Spent, Trainer, unit_cost
-from zopg.algorithms.dpo_losses import DPOSettings, make_core
+from zopg.algorithms.dpo_losses import NAN_WHEN_UNDEFINED, DPOSettings, make_core
 from zopg.algorithms.settings import integer
 from zopg.tuning.space import SearchSpace, log_range, one_of
 
@@ -77,4 +77,5 @@ ALGORITHM = Algorithm(
     "trajectory-level DPO on fresh pairs from the current policy",
     assumes="Bradley-Terry (the DPO loss)",
     search_space=SEARCH_SPACE,
+    nan_when_undefined=NAN_WHEN_UNDEFINED,
 )

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from zopg.algorithms.base import Algorithm, Problem, Spent, Trainer, unit_cost
-from zopg.algorithms.dpo_losses import DPOSettings, make_core
+from zopg.algorithms.dpo_losses import NAN_WHEN_UNDEFINED, DPOSettings, make_core
 from zopg.algorithms.settings import integer
 from zopg.tuning.space import SearchSpace, log_range, one_of
 
@@ -91,4 +91,5 @@ ALGORITHM = Algorithm(
     "K agents running online DPO, parameters averaged every E steps (Par-S2ZPO's baseline)",
     assumes="Bradley-Terry (the DPO loss)",
     search_space=SEARCH_SPACE,
+    nan_when_undefined=NAN_WHEN_UNDEFINED,
 )

@@ -106,7 +106,11 @@ def non_finite(run: dict) -> dict | None:
     (seed_statistics never averages a NaN away), and this says why."""
     iterations = np.asarray(run["iterations"])
     bad, names = None, []
+    # Metrics the algorithm declares NaN when undefined (e.g. an accuracy over a batch of ties).
+    undefined = set(run.get("nan_when_undefined", ()))
     for name, values in run["metrics"].items():
+        if name in undefined:
+            continue
         flags = ~np.isfinite(np.asarray(values, dtype=float))
         if flags.any():
             names.append(name)

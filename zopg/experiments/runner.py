@@ -349,6 +349,7 @@ def execute_and_store(planned: PlannedRun, runs_dir: Path, quiet: bool, log) -> 
         "uniform_value": uniform,
         "optimal_value": optimal,
         "config": run.config.to_data(),
+        "nan_when_undefined": list(run.algorithm.nan_when_undefined),
     }
     store.write_run(runs_dir, rid, meta, logged, result["metrics"])
     (runs_dir / f"{rid}.ckpt").unlink(missing_ok=True)
