@@ -25,7 +25,7 @@ except ImportError:  # run as a script: benchmarks/ itself is on sys.path
 
 from zopg.algorithms import registry
 from zopg.experiments import load_experiment
-from zopg.experiments.schema import built_runs
+from zopg.experiments.build import built_runs
 from zopg.tuning import trials as trial_runs
 from zopg.tuning.tune import parse_tune, tuning_experiment
 

@@ -250,7 +250,7 @@ def test_the_readme_shows_the_whole_plugin_file():
 def test_links_named_in_a_file_are_built_or_refused(tmp_path):
     """methods.zpg.link = "linear" used to pass validation and crash at run time."""
     from zopg.experiments import load_experiment
-    from zopg.experiments.schema import build_run
+    from zopg.experiments.build import build_run
 
     text = PLUGIN_EXPERIMENT.replace(
         'algorithm = "plugin_random_search:ALGORITHM"\nnum_queries = 3\nsigma = 1.0',

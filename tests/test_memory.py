@@ -9,6 +9,7 @@ import pytest
 
 from zopg import ConfigError
 from zopg.experiments import load_experiment
+from zopg.experiments.build import build_run
 from zopg.experiments.memory import (
     ENV_VAR,
     check_fits,
@@ -16,7 +17,6 @@ from zopg.experiments.memory import (
     memory_limit,
     parse_bytes,
 )
-from zopg.experiments.schema import build_run
 
 SMALL = """
 name = "memory"

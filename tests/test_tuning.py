@@ -9,7 +9,7 @@ from zopg import ConfigError, cli
 from zopg.algorithms import registry
 from zopg.envs import make
 from zopg.experiments import load_experiment
-from zopg.experiments.schema import built_runs
+from zopg.experiments.build import built_runs
 from zopg.tuning import trials as trial_runs
 from zopg.tuning.space import SearchSpace, log_range, one_of
 from zopg.tuning.tune import parse_tune, tune, tuning_experiment

@@ -98,8 +98,8 @@ def cmd_submit(args) -> int:
     from zopg.analysis.report import format_summary, write_reports
     from zopg.experiments import load_experiment
     from zopg.experiments.memory import check_fits
+    from zopg.experiments.overrides import parse_value
     from zopg.experiments.runner import plan_runs
-    from zopg.experiments.schema import parse_value
     from zopg.experiments.submit import submit
 
     path = resolve_experiment(args.experiment)

@@ -24,9 +24,10 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from zopg.evaluation import make_evaluator
 from zopg.experiments import store
+from zopg.experiments.build import BuiltRun, built_runs
 from zopg.experiments.memory import check_fits
 from zopg.experiments.progress import Progress
-from zopg.experiments.schema import BuiltRun, Experiment, LinkSpec, built_runs
+from zopg.experiments.schema import Experiment, LinkSpec
 from zopg.experiments.shards import RunLock, Shard
 
 SEED_BASE = 0  # seed i of every run uses split(key(SEED_BASE), seeds)[i], see seed_keys

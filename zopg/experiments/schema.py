@@ -1,4 +1,4 @@
-"""The experiment file (TOML): a frozen dataclass schema, `--set` overrides and full validation.
+"""The experiment file (TOML): its frozen dataclass schema and the validation of every field.
 
 Everything is checked before anything runs: unknown keys, unknown names and out-of-range values
 raise a ConfigError that names the file, the key and what is allowed.
@@ -29,7 +29,9 @@ raise a ConfigError that names the file, the key and what is allowed.
     label = "slip"                    # optional column name (default: the path's last part)
 
 An [[envs]] entry may carry a `label` (default: its id) so that one env id can appear twice
-with different fields; runs, metrics.csv and method `envs` lists use the label.
+with different fields; runs, metrics.csv and method `envs` lists use the label. Reading a file
+(includes, `--set`, then building every run once) is zopg.experiments.loading; `--set` paths are
+zopg.experiments.overrides; the runs themselves zopg.experiments.build.
 """
 
 from __future__ import annotations
@@ -40,26 +42,19 @@ import hashlib
 import itertools
 import json
 import math
-import tomllib
-from pathlib import Path
-from typing import Any
 
-from zopg.algorithms import Problem, Training, build, registry
 from zopg.algorithms.settings import INT32_MAX
-from zopg.envs import make as make_env
 from zopg.envs import registered_envs
-from zopg.errors import ConfigError
-from zopg.evaluation import Evaluator, make_evaluator
+from zopg.experiments.overrides import set_path
 from zopg.experiments.tomlfile import (
     check_keys,
     fail,
     key_text,
     positive_int,
-    read_toml,
     table_list,
 )
-from zopg.policies import POLICIES, make_policy
-from zopg.preferences import LINKS, Oracle, Teacher, make_link, make_utility
+from zopg.policies import POLICIES
+from zopg.preferences import LINKS
 
 TOP_KEYS = {
     "name",
@@ -81,7 +76,6 @@ TOP_KEYS = {
     "tune",
     "provenance",
 }
-FRAGMENT_KEYS = {"methods", "provenance"}
 EVALUATION_KEYS = {"points", "chunk_iterations", "episodes", "threshold"}
 # Reserved in [[envs]]: not env field overrides.
 ENV_KEYS = ("policy", "policy_params", "label", "utility")
@@ -193,59 +187,21 @@ class Experiment:
         for sweep in self.sweeps:
             set_path(raw, sweep.field, point[sweep.label], f"{self.source}: sweep {sweep.field}")
         raw.pop("sweep", None)
-        return dataclasses.replace(_parse(raw, self.source), sweeps=self.sweeps, raw=self.raw)
+        return dataclasses.replace(
+            parse_experiment(raw, self.source), sweeps=self.sweeps, raw=self.raw
+        )
 
     def config_hash(self) -> str:
         canonical = json.dumps(self.to_dict(), sort_keys=True, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-# -- --set overrides ----------------------------------------------------------------------------
-
-
-def parse_value(text: str) -> Any:
-    """A TOML value (number, bool, string, array, inline table), or the bare text as a string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except (tomllib.TOMLDecodeError, ValueError):
-        # ValueError: an integer of more than 4300 digits (Python's int-string limit).
-        return text
-
-
-def apply_override(raw: dict, assignment: str, source: str) -> None:
-    """Apply `path.to.field=value` to the raw TOML data; list items are addressed by index."""
-    if "=" not in assignment:
-        raise ConfigError(f"--set {assignment!r}: expected path.to.field=value")
-    path, text = assignment.split("=", 1)
-    set_path(raw, path.strip(), parse_value(text.strip()), f"{source}: --set {path.strip()}")
-
-
-def set_path(raw: dict, path: str, value: Any, where_prefix: str) -> None:
-    """raw[path] = value for a dotted path; list items are addressed by index."""
-    keys = path.split(".")
-    node: Any = raw
-    for i, key in enumerate(keys):
-        last = i == len(keys) - 1
-        where = ".".join(keys[: i + 1])
-        if isinstance(node, list):
-            # isdecimal, not isdigit: int() refuses digits such as '²'.
-            if not key.isdecimal() or int(key) >= len(node):
-                raise ConfigError(f"{where_prefix}: {where!r} must index 0..{len(node) - 1}")
-            key = int(key)
-        elif not isinstance(node, dict):
-            raise ConfigError(f"{where_prefix}: {where!r} is not a table or array")
-        if last:
-            node[key] = value
-        else:
-            if isinstance(node, dict) and key not in node:
-                node[key] = {}
-            node = node[key]
-
-
 # -- validation ---------------------------------------------------------------------------------
 
 
-def _parse(raw: dict, source: str) -> Experiment:
+def parse_experiment(raw: dict, source: str) -> Experiment:
+    """The Experiment of raw TOML data (includes and overrides already applied), every field
+    checked; the runs are built (and so checked) by zopg.experiments.build."""
     check_keys(source, "", raw, TOP_KEYS)
     for required in ("name", "budget_queries", "envs", "links", "methods"):
         if required not in raw:
@@ -436,249 +392,7 @@ def _env_spec(source: str, index: int, table: dict) -> EnvSpec:
     )
 
 
-def run_policy(experiment: Experiment, env_spec: EnvSpec) -> tuple[str, dict]:
-    """(policy name, policy params) for runs on this env: the env's own, else the experiment's."""
-    if env_spec.policy is None:
-        return experiment.policy, (
-            experiment.policy_params if env_spec.policy_params is None else env_spec.policy_params
-        )
-    return env_spec.policy, env_spec.policy_params or {}
-
-
 def _budget_unit(source: str, unit) -> str:
     if unit not in BUDGET_UNITS:
         raise fail(source, "budget_unit", f"= {unit!r}: must be one of {', '.join(BUDGET_UNITS)}")
     return unit
-
-
-def method_config(
-    spec: MethodSpec, budget_queries: int, source: str = "<experiment>", unit: str = "queries"
-):
-    """(algorithm, config): the method's config from its table, its budget field derived from
-    budget_queries when it is budget-matched. Fields are checked against their declared rules
-    when the run is built (build_run), where the env and policy are known."""
-    where = f"methods.{spec.label}"
-    try:
-        algo = registry.get(spec.algorithm)
-    except ConfigError as err:
-        raise fail(source, f"{where}.algorithm", str(err)) from None
-    derived = algo.config.budget_field
-    if not algo.reference and derived in spec.params:
-        raise fail(
-            source,
-            f"{where}.{derived}",
-            "is derived from budget_queries for budget-matched methods; remove it",
-        )
-    try:
-        config = algo.config.from_data(spec.params)
-        if not algo.reference:
-            # Field rules first, so a bad per-unit count is named before it is used.
-            config.validate()
-            config = config.with_budget(budget_queries, unit)
-    except ConfigError as err:
-        raise fail(source, where, str(err)) from None
-    except TypeError as err:
-        raise fail(source, where, f"bad field value: {err}") from None
-    return algo, config
-
-
-@dataclasses.dataclass(frozen=True)
-class BuiltRun:
-    """One (env, link, method) of an experiment, validated and ready to run."""
-
-    env: Any
-    env_params: Any
-    policy: Any
-    oracle: Oracle
-    algorithm: Any
-    config: Any
-    training: Training
-    evaluator: Evaluator
-
-
-def build_run(
-    experiment: Experiment, env_spec: EnvSpec, link_spec: LinkSpec, method: MethodSpec
-) -> BuiltRun:
-    """Build and validate one run (nothing compiles)."""
-    source = experiment.source
-    try:
-        env, env_params = make_env(env_spec.id, **env_spec.overrides)
-    except ConfigError as err:
-        raise fail(source, f"envs ({env_spec.name})", str(err)) from None
-    try:
-        link = make_link(link_spec.name, **link_spec.params)
-    except ConfigError as err:
-        raise fail(source, f"links ({link_spec.name})", str(err)) from None
-    except TypeError as err:
-        raise fail(source, f"links ({link_spec.name})", f"bad parameter: {err}") from None
-    imperfections = {k: v for k, v in experiment.teacher.items() if k != "utility"}
-    try:
-        teacher = Teacher(**imperfections)
-    except ConfigError as err:
-        raise fail(source, "teacher", str(err)) from None
-    except TypeError as err:
-        fields = ", ".join(f.name for f in dataclasses.fields(Teacher))
-        raise fail(source, "teacher", f"{err}; allowed: {fields}, utility") from None
-    table = experiment.teacher.get("utility") if env_spec.utility is None else env_spec.utility
-    utility = teacher_utility(table, source, env_spec, env, env_params)
-    name, params = run_policy(experiment, env_spec)
-    where = "policy" if env_spec.policy is None else f"envs ({env_spec.name}).policy"
-    try:
-        policy = make_policy(name, env, env_params, **params)
-    except ConfigError as err:
-        raise fail(source, where, str(err)) from None
-    except TypeError as err:
-        raise fail(source, where + "_params", str(err)) from None
-    algo, config = method_config(method, experiment.budget_queries, source, experiment.budget_unit)
-    try:
-        oracle = Oracle(link, teacher, utility)
-    except ConfigError as err:
-        raise fail(source, "teacher", str(err)) from None
-    try:
-        problem = Problem.build(env, policy, oracle, env_params)
-        training = build(algo, config, problem)
-    except ConfigError as err:
-        message = str(err)
-        if not algo.reference and message.startswith(f"{algo.config.budget_field} = "):
-            # The field is derived, not written in the file: name what it came from.
-            message += f" (derived from budget_queries = {experiment.budget_queries})"
-        raise fail(source, f"methods.{method.label}", message) from None
-    evaluator = make_evaluator(
-        env, env_params, policy, training.problem.oracle.utility, experiment.evaluation.episodes
-    )
-    return BuiltRun(env, env_params, policy, oracle, algo, config, training, evaluator)
-
-
-def teacher_utility(table, source: str, env_spec: EnvSpec, env, env_params):
-    """The teacher's utility from [teacher.utility] (a name, or a table with name and
-    parameters), bound to this env; None for the return (the default)."""
-    if table is None:
-        return None
-    where = "teacher.utility"
-    if isinstance(table, str):
-        table = {"name": table}
-    if not isinstance(table, dict) or not isinstance(table.get("name"), str):
-        raise fail(source, where, f"= {table!r}: must be a utility name or a table with 'name'")
-    params = {k: v for k, v in table.items() if k != "name"}
-    try:
-        utility = make_utility(table["name"], **params)
-    except ConfigError as err:
-        raise fail(source, where, str(err)) from None
-    except TypeError as err:
-        raise fail(source, where, f"bad parameter: {err}") from None
-    try:
-        return utility.bind(env, env_params)
-    except ConfigError as err:
-        raise fail(source, f"envs ({env_spec.name}): {where}", str(err)) from None
-
-
-def load_experiment(
-    path, overrides=(), seeds: int | None = None, include: bool = True
-) -> Experiment:
-    """Read, include fragments, override, parse and fully validate an experiment file (builds
-    every run once). include=False leaves the `include` fragments out (zopg tune starts from the
-    untuned file)."""
-    path = Path(path)
-    source = str(path)
-    if not path.exists():
-        raise ConfigError(f"{source}: no such experiment file")
-    raw = read_toml(path)
-    raw = copy.deepcopy(raw)
-    if include:
-        apply_includes(raw, path)
-    else:
-        raw.pop("include", None)
-    for assignment in overrides:
-        apply_override(raw, assignment, source)
-    if seeds is not None:
-        raw["seeds"] = seeds
-    experiment = _parse(raw, source)
-    built_runs(experiment)  # every run, built once: the file is valid only if they all build
-    return experiment
-
-
-def apply_includes(raw: dict, path: Path) -> None:
-    """Merge the fragments named by `include` (paths relative to the experiment file) into the
-    experiment's method tables. A fragment may set fields the experiment leaves unset; a field
-    set in both is an error naming both files, and so is a method the experiment lacks."""
-    source = str(path)
-    names = raw.get("include", [])
-    if isinstance(names, str):
-        names = [names]
-    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-        raise fail(source, "include", f"= {names!r}: must be a list of TOML file paths")
-    methods = raw.get("methods")
-    for name in names:
-        fragment_path = path.parent / name
-        try:
-            fragment = read_toml(fragment_path)
-        except ConfigError as err:
-            # Say which include it was: the path alone may be the experiment's own folder.
-            raise fail(source, f"include {name}", str(err)) from None
-        check_keys(str(fragment_path), "", fragment, FRAGMENT_KEYS)
-        tables = fragment.get("methods", {})
-        if not isinstance(tables, dict):
-            raise fail(str(fragment_path), "methods", "must be a table of [methods.LABEL] tables")
-        for label, table in tables.items():
-            if not isinstance(methods, dict) or label not in methods:
-                raise fail(
-                    source,
-                    f"include {name}",
-                    f"sets methods.{label}, which this experiment does not have",
-                )
-            if not isinstance(table, dict):
-                raise fail(str(fragment_path), f"methods.{label}", "must be a table")
-            if not isinstance(methods[label], dict):
-                raise fail(source, f"methods.{label}", "must be a table with an 'algorithm' key")
-            _merge_method(methods[label], table, f"methods.{label}", source, name)
-        provenance = fragment.get("provenance", {})
-        if not isinstance(provenance, dict):
-            raise fail(str(fragment_path), "provenance", "must be a table")
-        if not isinstance(raw.setdefault("provenance", {}), dict):
-            raise fail(source, "provenance", "must be a table")
-        raw["provenance"].update(provenance)
-
-
-def _merge_method(target: dict, table: dict, where: str, source: str, name: str) -> None:
-    for key, value in table.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _merge_method(target[key], value, f"{where}.{key}", source, name)
-        elif key in target:
-            raise fail(
-                source,
-                f"{where}.{key}",
-                f"is set here and in the included {name}; remove one of them",
-            )
-        else:
-            target[key] = copy.deepcopy(value)
-
-
-# The runs of the last experiment built. load_experiment builds them all to validate the file
-# and the runner runs the same ones: building twice cost 14 s of a 6-minute `make bench`.
-_BUILT: dict[str, list] = {}
-
-
-def built_runs(experiment: Experiment) -> list[tuple]:
-    """(point, variant, env spec, link spec, method spec, BuiltRun) for every run of every
-    sweep point, in the file's order; errors name the sweep point they come from."""
-    key = experiment.source + experiment.config_hash()
-    if key in _BUILT:
-        return _BUILT[key]
-    result = []
-    for point in experiment.points():
-        try:
-            variant = experiment.variant(point)
-            for env_spec in variant.envs:
-                for link_spec in variant.links:
-                    for method in variant.methods:
-                        if method.runs_on(env_spec.name, link_spec.panel):
-                            run = build_run(variant, env_spec, link_spec, method)
-                            result.append((point, variant, env_spec, link_spec, method, run))
-        except ConfigError as err:
-            if not point:
-                raise
-            where = ", ".join(f"{k} = {v!r}" for k, v in point.items())
-            raise ConfigError(f"{err} (at the sweep point {where})") from None
-    _BUILT.clear()
-    _BUILT[key] = result
-    return result

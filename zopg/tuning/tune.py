@@ -34,7 +34,9 @@ from zopg.analysis.stats import bootstrap_ci
 from zopg.errors import ConfigError
 from zopg.exact import normalized_score
 from zopg.experiments import store
-from zopg.experiments.schema import _parse, build_run, built_runs, load_experiment
+from zopg.experiments.build import build_run, built_runs
+from zopg.experiments.loading import load_experiment
+from zopg.experiments.schema import parse_experiment
 from zopg.experiments.tomlfile import check_keys, fail, positive_int, table_list
 from zopg.tuning import trials as trial_runs
 
@@ -161,7 +163,7 @@ def tuning_experiment(experiment, spec: TuneSpec, method_label: str, values: dic
             table = table.setdefault(head, {})
         table[last] = value
     raw["methods"] = {method_label: method}
-    return _parse(raw, experiment.source)
+    return parse_experiment(raw, experiment.source)
 
 
 def run_trials(
