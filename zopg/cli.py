@@ -61,14 +61,12 @@ def print_plan(experiment, planned, shard, out: Path) -> int:
     """`zopg run --dry-run`: the runs the experiment (or the shard) would run, each marked
     "finished" when OUT already holds it with the same run hash (a real run would skip it);
     nothing runs."""
-    from zopg.experiments import store
     from zopg.experiments.memory import check_fits
+    from zopg.experiments.runner import is_finished
 
     mine = [p for p in planned if shard is None or shard.owns(p.run_id)]
     check_fits([(p.run_id, p.run) for p in mine], experiment.seeds, experiment.evaluation.points)
-    finished = {
-        p.run_id for p in mine if store.finished_run_hash(out / "runs", p.run_id) == p.run_hash
-    }
+    finished = {p.run_id for p in mine if is_finished(out / "runs", p)}
     print(f"{experiment.name}: {len(planned)} runs x {experiment.seeds} seeds")
     if shard is not None:
         print(f"shard {shard} owns {len(mine)} of them")

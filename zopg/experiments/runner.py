@@ -254,6 +254,11 @@ def plan_runs(experiment: Experiment) -> tuple[list[PlannedRun], list[dict]]:
     return planned, entries
 
 
+def is_finished(runs_dir: Path, planned: PlannedRun) -> bool:
+    """Whether runs_dir holds the run finished with the same run hash (then it is not rerun)."""
+    return store.finished_run_hash(runs_dir, planned.run_id) == planned.run_hash
+
+
 def run_experiment(
     experiment: Experiment, out_dir, quiet: bool = False, log=None, shard: Shard | None = None
 ) -> dict:
@@ -288,7 +293,7 @@ def run_experiment(
     for p in planned:
         if shard is not None and not shard.owns(p.run_id):
             done["other_shards"].append(p.run_id)
-        elif store.finished_run_hash(runs_dir, p.run_id) == p.run_hash:
+        elif is_finished(runs_dir, p):
             log(f"{p.run_id}: finished earlier, skipped")
             done["finished_earlier"].append(p.run_id)
         else:
@@ -297,7 +302,7 @@ def run_experiment(
                 if not held:
                     log(f"{p.run_id}: running in {lock.holder}, skipped")
                     done["held_elsewhere"].append(p.run_id)
-                elif store.finished_run_hash(runs_dir, p.run_id) == p.run_hash:
+                elif is_finished(runs_dir, p):
                     # Another process finished it between our first look and the lock.
                     done["finished_earlier"].append(p.run_id)
                 else:
