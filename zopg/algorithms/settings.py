@@ -80,7 +80,8 @@ class Rule:
         raise AssertionError(f"unknown rule kind {self.kind}")
 
     def from_data(self, name: str, value, field_type):
-        """A TOML value for this field as the config expects it."""
+        """A TOML value for this field as the config expects it; for a nested config,
+        field_type is the parent's default instance of it."""
         if value is None:
             return value
         if self.kind == "real" and isinstance(value, int) and not isinstance(value, bool):
@@ -95,7 +96,9 @@ class Rule:
         if self.kind == "link" and isinstance(value, str | dict):
             return link_from_data(name, value)
         if self.kind == "config" and isinstance(value, dict):
-            return field_type.from_data(value, prefix=f"{name}.")
+            # field_type is the parent's default for this nested config (an instance): the
+            # table overrides only the fields it names, on top of that default.
+            return field_type.from_data(value, prefix=f"{name}.", base=field_type)
         return value
 
 
@@ -188,9 +191,14 @@ class Settings:
         return self
 
     @classmethod
-    def from_data(cls, data: dict, prefix: str = ""):
+    def from_data(cls, data: dict, prefix: str = "", base: Settings | None = None):
         """The config from a table of field values (TOML): unknown keys are refused, nested
-        tables become nested configs, link names become links, lists become tuples."""
+        tables become nested configs, link names become links, lists become tuples.
+
+        Fields the table leaves out keep their value in `base` (default: the class's defaults).
+        A nested table starts from the parent's default for that nested config, not from the
+        nested class's own defaults: RMPPOConfig's ppo defaults to one PPO iteration per round,
+        and `[ppo] num_trajectories = 16` must keep that one iteration."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         for name, reason in cls.refused.items():
             if name in data:
@@ -205,13 +213,15 @@ class Settings:
         values = {}
         for name, value in data.items():
             rule = fields[name].metadata.get("rule")
-            nested_type = None
+            nested_default = None
             if rule is not None and rule.kind == "config":
-                nested_type = type(fields[name].default_factory())
+                nested_default = (
+                    getattr(base, name) if base is not None else fields[name].default_factory()
+                )
             values[name] = (
-                rule.from_data(prefix + name, value, nested_type) if rule is not None else value
+                rule.from_data(prefix + name, value, nested_default) if rule is not None else value
             )
-        return cls(**values)
+        return cls(**values) if base is None else dataclasses.replace(base, **values)
 
     def to_data(self) -> dict:
         """The inverse of from_data: plain JSON/TOML data (links as tables with their name,
