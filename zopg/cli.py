@@ -225,6 +225,22 @@ def cmd_summarize(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from zopg.analysis.compare import (
+        COMPARISONS_FILE,
+        compare_folder,
+        format_comparisons,
+        write_comparisons,
+    )
+
+    out = Path(args.dir)
+    result = compare_folder(out, args.baseline, args.metric, test_references=args.test_references)
+    path = write_comparisons(Path(args.out) if args.out else out / COMPARISONS_FILE, result)
+    print(format_comparisons(result))
+    print(f"comparisons in {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from zopg import __version__
 
@@ -313,6 +329,32 @@ def build_parser() -> argparse.ArgumentParser:
     summ = sub.add_parser("summarize", help="print the summary table of a results folder")
     summ.add_argument("dir")
     summ.set_defaults(func=cmd_summarize)
+    comp = sub.add_parser(
+        "compare",
+        help="paired comparisons of a results folder's methods over shared seeds (CI, "
+        "sign-flip p, Holm); writes comparisons.json",
+    )
+    comp.add_argument("dir", metavar="RESULTS")
+    comp.add_argument(
+        "--baseline",
+        metavar="METHOD",
+        help="compare every method with this one (default: each panel's best budget-matched "
+        "method by mean)",
+    )
+    comp.add_argument(
+        "--metric",
+        choices=("score", "value"),
+        help="normalised score or value (default: score where the panel has one, else value)",
+    )
+    comp.add_argument(
+        "--out", metavar="FILE", help="where to write the JSON (default RESULTS/comparisons.json)"
+    )
+    comp.add_argument(
+        "--test-references",
+        action="store_true",
+        help="also test reward-access reference methods (they join the Holm family)",
+    )
+    comp.set_defaults(func=cmd_compare)
     return parser
 
 

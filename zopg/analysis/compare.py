@@ -1,0 +1,510 @@
+"""`zopg compare`: paired comparisons of the methods of a results folder over their shared seeds,
+from the final logged value of each seed in metrics.csv, Holm-adjusted over the whole folder;
+writes comparisons.json, from which README verdicts and tables are generated.
+
+Panels are (env, link, sweep point). In each, every method is compared with a baseline (the
+best budget-matched method by mean unless one is named), and a method is called best only if
+every other budget-matched method is significantly worse than it. Where an experiment sweeps a
+field, each method is also compared across sweep points with its own best point (the seeds are
+shared there too). Reference methods (reward access) are shown, not tested, unless asked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from zopg.analysis.paired import (
+    CI_DESCRIPTIONS,
+    CI_METHOD,
+    compare_paired,
+    holm,
+    minimum_detectable_difference,
+    paired_differences,
+    smallest_attainable_p,
+    verdict,
+)
+from zopg.errors import ConfigError, checked_choice, unknown_name
+
+COMPARISONS_FILE = "comparisons.json"
+METRICS = ("score", "value")
+ALPHA = 0.05
+POWER = 0.8
+NUM_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0
+
+
+# -- reading a results folder -------------------------------------------------------------------
+
+
+def read_final_values(results_dir) -> tuple[dict, list[dict]]:
+    """(experiment record, groups): one group per (method, env, link, sweep point) of
+    metrics.csv, with `reference`, and `value` and `score` as [seeds] arrays of each seed's last
+    logged iteration (NaN where a seed has no finite value there, or no row at all)."""
+    from zopg.experiments import store
+
+    results_dir = Path(results_dir)
+    if not (results_dir / store.EXPERIMENT_FILE).exists():
+        raise ConfigError(
+            f"{results_dir}: not a results folder (no {store.EXPERIMENT_FILE}); run `zopg run`"
+        )
+    if not (results_dir / "metrics.csv").exists():
+        raise ConfigError(
+            f"{results_dir}: no metrics.csv; write it with `zopg report {results_dir}`"
+        )
+    record = store.read_experiment(results_dir)
+    columns = store.read_tidy(results_dir / "metrics.csv")
+    sweeps = record.get("sweeps", [])
+    labels = [s["label"] for s in sweeps]
+    needed = ("method", "reference", "env", "link", "seed", "iteration", "value", "score")
+    missing = [c for c in (*needed, *labels) if c not in columns]
+    if missing:
+        raise ConfigError(
+            f"{results_dir}/metrics.csv: no column {', '.join(missing)}; columns are "
+            f"{', '.join(columns)} (rewrite it with `zopg report {results_dir}`)"
+        )
+    num_seeds = int(record.get("seeds") or 0)
+    seeds = columns["seed"].astype(int)
+    if seeds.size:
+        num_seeds = max(num_seeds, int(seeds.max()) + 1)
+    groups: dict[tuple, dict] = {}
+    for row in range(seeds.size):
+        point = tuple(_sweep_value(sweep, columns[sweep["label"]][row]) for sweep in sweeps)
+        key = (columns["method"][row], columns["env"][row], columns["link"][row], point)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = {
+                "method": key[0],
+                "env": key[1],
+                "link": key[2],
+                "sweep": dict(zip(labels, point, strict=True)),
+                "reference": bool(columns["reference"][row]),
+                "last": np.full(num_seeds, -1.0),
+                "value": np.full(num_seeds, np.nan),
+                "score": np.full(num_seeds, np.nan),
+            }
+        seed, iteration = seeds[row], columns["iteration"][row]
+        # Each seed's last logged iteration, whatever order the rows come in.
+        if iteration > group["last"][seed]:
+            group["last"][seed] = iteration
+            group["value"][seed] = columns["value"][row]
+            group["score"][seed] = columns["score"][row]
+    if not groups:
+        raise ConfigError(f"{results_dir}/metrics.csv: no rows")
+    for group in groups.values():
+        group["run_id"] = _run_id(record, group)
+        del group["last"]
+    return record, list(groups.values())
+
+
+def _sweep_value(sweep: dict, cell):
+    """A sweep column's cell as the experiment wrote the value (metrics.csv reads 1 as 1.0)."""
+    for value in sweep.get("values", []):
+        if str(value) == str(cell):
+            return value
+        try:
+            if float(value) == float(cell):
+                return value
+        except (TypeError, ValueError):
+            pass
+    return cell
+
+
+def _run_id(record: dict, group: dict) -> str | None:
+    """The id of the run behind a group, from experiment.json: the runner reuses one run for
+    every sweep point its swept field does not touch, and such points must not be compared."""
+    slug = group["env"].replace("/", "-")
+    for entry in record.get("runs", []):
+        if (
+            entry.get("link") == group["link"]
+            and entry.get("sweep", {}) == group["sweep"]
+            and entry.get("run_id", "").startswith(f"{group['method']}__{slug}__")
+        ):
+            return entry["run_id"]
+    return None
+
+
+# -- comparing ----------------------------------------------------------------------------------
+
+
+def compare_folder(
+    results_dir,
+    baseline: str | None = None,
+    metric: str | None = None,
+    *,
+    test_references: bool = False,
+    num_resamples: int = NUM_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    alpha: float = ALPHA,
+) -> dict:
+    """Every paired comparison of a results folder, Holm-adjusted together (the folder is the
+    family): the record comparisons.json holds (see write_comparisons).
+
+    `baseline`: the method each panel's methods are compared with (default: the panel's best
+    budget-matched method by mean). `metric`: "score" or "value" (default: the normalised score
+    where the panel has one, else the value). Deterministic: the bootstrap and any Monte Carlo
+    sign flips use `seed`.
+    """
+    if metric is not None:
+        metric = checked_choice("--metric", metric, METRICS)
+    record, groups = read_final_values(results_dir)
+    known = sorted({g["method"] for g in groups})
+    if len(known) < 2:
+        raise ConfigError(
+            f"{results_dir}: one method ({', '.join(known)}) in metrics.csv: nothing to compare"
+        )
+    if baseline is not None and baseline not in known:
+        raise unknown_name("baseline method", baseline, known)
+    settings = {"num_resamples": num_resamples, "seed": seed, "alpha": alpha, "power": POWER}
+
+    panels = []
+    for key, members in _by_panel(groups).items():
+        panels.append(_panel(key, members, baseline, metric, test_references, settings))
+    sweep_comparisons = _sweep_comparisons(groups, panels, test_references, settings)
+
+    # The family: every tested comparison of the folder.
+    family = [c for p in panels for c in p["comparisons"] if c["tested"]]
+    family += [c for c in sweep_comparisons if c["tested"]]
+    adjusted = holm([c["p"] for c in family]) if family else []
+    for comparison, p_holm in zip(family, adjusted, strict=True):
+        comparison["p_holm"] = float(p_holm)
+    for comparison in [c for p in panels for c in p["comparisons"]] + sweep_comparisons:
+        comparison.setdefault("p_holm", None)
+        comparison["verdict"] = verdict(comparison["mean_difference"], comparison["p_holm"], alpha)
+    for panel in panels:
+        panel["best"] = _best(panel, alpha)
+
+    seeds_per_comparison = sorted({c["n"] for c in family})
+    floor = max((smallest_attainable_p(n) for n in seeds_per_comparison), default=None)
+    notes = []
+    if family and floor is not None and floor * len(family) >= alpha:
+        notes.append(
+            f"with {min(seeds_per_comparison)} paired seeds the smallest attainable sign-flip p "
+            f"is {floor:.3g}, so Holm over {len(family)} comparisons needs the strongest one to "
+            f"reach {alpha / len(family):.3g}: this folder can reject none"
+        )
+    return {
+        "experiment": record.get("name"),
+        "results_dir": str(results_dir),
+        "seeds": record.get("seeds"),
+        "statistics": {
+            "paired": "d_i = method(seed i) - baseline(seed i), over the seed indices both have "
+            "a finite final value for (seeds share PRNG keys across methods)",
+            "final": "each seed's value at its last logged iteration in metrics.csv",
+            "ci": f"95% {CI_DESCRIPTIONS[CI_METHOD]}",
+            "ci_method": CI_METHOD,
+            "ci_coverage": "measured: results/ci_coverage.json (python -m zopg.analysis.coverage)",
+            "resamples": num_resamples,
+            "bootstrap_seed": seed,
+            "p_value": "two-sided paired sign-flip permutation test of mean difference 0; exact "
+            "over all 2^n sign patterns for n <= 20, else Monte Carlo (seeded, +1 correction)",
+            "adjustment": "Holm over every tested comparison of the folder",
+            "family_size": len(family),
+            "alpha": alpha,
+            "verdict": f"better / worse: Holm-adjusted p < {alpha}; else no detectable difference",
+            "best": "the top budget-matched method by mean, if every other budget-matched "
+            "method is significantly worse than it; else not resolved, with the methods tied",
+            "mdd": f"(t(1-α/2, n-1) + t({POWER}, n-1)) · sd(d) / √n at α = {alpha}, "
+            f"power {POWER}, unadjusted; the panel's from the root-mean-square sd of its "
+            "tested comparisons",
+            "references": "tested" if test_references else "shown, not tested, not in the family",
+            "smallest_attainable_p": floor,
+        },
+        "baseline_requested": baseline,
+        "metric_requested": metric,
+        "notes": notes,
+        "panels": panels,
+        "sweep_comparisons": sweep_comparisons,
+    }
+
+
+def _by_panel(groups: list[dict]) -> dict[tuple, list[dict]]:
+    panels: dict[tuple, list[dict]] = {}
+    for group in groups:
+        key = (group["env"], group["link"], tuple(group["sweep"].items()))
+        panels.setdefault(key, []).append(group)
+    return panels
+
+
+def _panel_metric(members: list[dict], metric: str | None, name: str) -> str:
+    has_score = any(np.isfinite(g["score"]).any() for g in members)
+    if metric == "score" and not has_score:
+        raise ConfigError(
+            f"--metric score: panel {name} has no normalised score (no exact optimum, e.g. Monte "
+            "Carlo evaluation); use --metric value or leave --metric out"
+        )
+    return metric or ("score" if has_score else "value")
+
+
+def _panel_name(env: str, link: str, sweep: dict) -> str:
+    point = ", ".join(f"{k}={v}" for k, v in sweep.items())
+    return f"{env} · {link}" + (f" · {point}" if point else "")
+
+
+def _mean(values: np.ndarray) -> float | None:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else None
+
+
+def _panel(key, members, baseline, metric, test_references, settings) -> dict:
+    env, link, point = key
+    sweep = dict(point)
+    name = _panel_name(env, link, sweep)
+    metric = _panel_metric(members, metric, name)
+    notes = []
+    methods = [
+        {
+            "method": g["method"],
+            "reference": g["reference"],
+            "seeds": int(np.isfinite(g[metric]).sum()),
+            "mean": _mean(g[metric]),
+        }
+        for g in members
+    ]
+    by_name = {g["method"]: g for g in members if np.isfinite(g[metric]).any()}
+    for g in members:
+        if g["method"] not in by_name:
+            notes.append(f"{g['method']}: no seed has a finite final {metric}; left out")
+    matched = [m for m in methods if not m["reference"] and m["method"] in by_name]
+    top = max(matched, key=lambda m: m["mean"])["method"] if matched else None
+    chosen = baseline if baseline in by_name else top
+    if baseline is not None and baseline not in by_name:
+        notes.append(
+            f"baseline {baseline} has no runs in this panel: compared with the best "
+            f"budget-matched method {top} instead"
+        )
+    rule = "requested" if chosen == baseline else "best budget-matched mean"
+    if chosen is None:
+        # Only references: nothing budget-matched to decide between.
+        chosen = next(iter(by_name), None)
+        rule = "first method (no budget-matched method in this panel)"
+    comparisons = []
+    for other in by_name:
+        if other == chosen:
+            continue
+        # References are context, not competitors: tested only on request, or when one is the
+        # named baseline (then the question is how far each method is from it).
+        either_reference = by_name[other]["reference"] or by_name[chosen]["reference"]
+        tested = (
+            test_references
+            or not either_reference
+            or (chosen == baseline and by_name[chosen]["reference"])
+        )
+        comparisons.append(
+            _comparison(by_name[other], by_name[chosen], metric, "panel", tested, settings)
+        )
+    # The best decision needs every budget-matched method against the top one; with a named
+    # baseline that is not the top these are extra comparisons (and in the family).
+    if top is not None and top != chosen:
+        for m in matched:
+            if m["method"] not in (top, chosen):
+                comparisons.append(
+                    _comparison(by_name[m["method"]], by_name[top], metric, "best", True, settings)
+                )
+    tested = [c for c in comparisons if c["tested"] and c["sd_difference"] is not None]
+    mdd = None
+    if tested:
+        rms_sd = float(np.sqrt(np.mean([c["sd_difference"] ** 2 for c in tested])))
+        mdd = minimum_detectable_difference(
+            rms_sd, min(c["n"] for c in tested), settings["alpha"], settings["power"]
+        )
+    return {
+        "panel": name,
+        "env": env,
+        "link": link,
+        "sweep": sweep,
+        "metric": metric,
+        "baseline": chosen,
+        "baseline_rule": rule,
+        "top": top,
+        "methods": methods,
+        "comparisons": comparisons,
+        "mdd": mdd,
+        "notes": notes,
+    }
+
+
+def _comparison(group, baseline_group, metric, kind, tested, settings) -> dict:
+    d, kept, dropped = paired_differences(group[metric], baseline_group[metric])
+    notes = []
+    if dropped:
+        notes.append(
+            f"seeds {', '.join(map(str, dropped))} left out: no finite final {metric} for "
+            f"{group['method']} or {baseline_group['method']} there"
+        )
+    record = {
+        "method": group["method"],
+        "baseline": baseline_group["method"],
+        "kind": kind,
+        "reference": group["reference"],
+        "tested": bool(tested) and d.size > 0,
+        "seeds_used": kept,
+        "seeds_dropped": dropped,
+    }
+    if kind == "sweep":
+        record["sweep"] = group["sweep"]
+        record["baseline_sweep"] = baseline_group["sweep"]
+    if d.size == 0:
+        notes.append("no seed with a finite value for both: not compared")
+        return {
+            **record,
+            "n": 0,
+            "mean_difference": None,
+            "sd_difference": None,
+            "ci": [None, None],
+            "p": None,
+            "mdd": None,
+            "notes": notes,
+        }
+    stats = compare_paired(
+        d,
+        num_resamples=settings["num_resamples"],
+        seed=settings["seed"],
+        alpha=settings["alpha"],
+        power=settings["power"],
+    )
+    return {**record, **stats, "notes": notes + stats["notes"]}
+
+
+def _best(panel: dict, alpha: float) -> dict:
+    """The best budget-matched method of a panel, if every other one is significantly worse."""
+    top = panel["top"]
+    matched = [
+        m["method"] for m in panel["methods"] if not m["reference"] and m["mean"] is not None
+    ]
+    if top is None:
+        return {"status": "none", "method": None, "tied": []}
+    if len(matched) == 1:
+        return {"status": "single", "method": top, "tied": []}
+    against_top = {}
+    for c in panel["comparisons"]:
+        if not c["tested"] or c["p_holm"] is None:
+            continue
+        if c["baseline"] == top:
+            against_top[c["method"]] = c["mean_difference"] < 0 and c["p_holm"] < alpha
+        elif c["method"] == top:
+            against_top[c["baseline"]] = c["mean_difference"] > 0 and c["p_holm"] < alpha
+    tied = [m for m in matched if m != top and not against_top.get(m, False)]
+    if tied:
+        return {"status": "not resolved", "method": None, "tied": [top, *tied]}
+    return {"status": "best", "method": top, "tied": []}
+
+
+def _sweep_comparisons(groups, panels, test_references, settings) -> list[dict]:
+    """Each method against its own best sweep point (by mean), per (env, link), where the
+    sweep gave it distinct runs; in the panels' metric."""
+    metric_of = {(p["env"], p["link"], tuple(p["sweep"].items())): p["metric"] for p in panels}
+    lines: dict[tuple, list[dict]] = {}
+    for g in groups:
+        if g["sweep"]:
+            lines.setdefault((g["method"], g["env"], g["link"]), []).append(g)
+    comparisons = []
+    for (_, env, link), points in lines.items():
+        metrics = {metric_of[(env, link, tuple(g["sweep"].items()))] for g in points}
+        metric = "score" if metrics == {"score"} else "value"
+        finite = [g for g in points if np.isfinite(g[metric]).any()]
+        runs = {g["run_id"] for g in finite}
+        if len(finite) < 2 or (None not in runs and len(runs) < 2):
+            continue  # one run serves every point: nothing to compare
+        best = max(finite, key=lambda g: _mean(g[metric]))
+        for g in finite:
+            if g is best or (g["run_id"] is not None and g["run_id"] == best["run_id"]):
+                continue
+            tested = test_references or not g["reference"]
+            comparisons.append(_comparison(g, best, metric, "sweep", tested, settings))
+    return comparisons
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+def write_comparisons(path, result: dict) -> Path:
+    """Atomically: a reader never sees half a file."""
+    from zopg.experiments import store
+
+    return store.write_json_atomic(path, result)
+
+
+def _fmt(x, spec: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def _ci_text(c: dict) -> str:
+    low, high = c["ci"]
+    if c.get("unbounded"):
+        return "unbounded"
+    if low is None:
+        return "n/a"
+    text = f"[{low:+.3f}, {high:+.3f}]"
+    return text + " zero width" if c.get("zero_width") else text
+
+
+def _p_text(x) -> str:
+    return "n/a" if x is None else f"{x:.3g}"
+
+
+def _comparison_line(label: str, mean, c: dict) -> str:
+    return (
+        f"  {label:24} {_fmt(mean):>8} {_fmt(c['mean_difference'], '+.3f'):>8} "
+        f"{_ci_text(c):30} {_p_text(c['p']):>9} {_p_text(c['p_holm']):>9} "
+        f"{_fmt(c['mdd']):>6}  {c['verdict']}"
+    )
+
+
+def format_comparisons(result: dict) -> str:
+    """The comparisons as text, numbers as in comparisons.json."""
+    s = result["statistics"]
+    lines = [
+        f"{result['experiment']}: {result['seeds']} seeds; differences to the baseline paired "
+        f"over shared seeds; CI: {s['ci_method']} bootstrap ({s['resamples']:,} resamples, seed "
+        f"{s['bootstrap_seed']}); p: two-sided sign-flip test, Holm-adjusted over "
+        f"{s['family_size']} comparisons; MDD at α = {s['alpha']}, power {POWER}",
+    ]
+    header = (
+        f"  {'method':24} {'mean':>8} {'diff':>8} {'95% CI of diff':30} {'p':>9} "
+        f"{'p (Holm)':>9} {'MDD':>6}  verdict"
+    )
+    for panel in result["panels"]:
+        lines += [
+            "",
+            f"{panel['panel']} ({panel['metric']}); baseline {panel['baseline']} "
+            f"({panel['baseline_rule']})",
+            header,
+        ]
+        means = {m["method"]: m["mean"] for m in panel["methods"]}
+        by_method = {c["method"]: c for c in panel["comparisons"] if c["kind"] == "panel"}
+        for m in panel["methods"]:
+            label = m["method"] + (" (reference)" if m["reference"] else "")
+            if m["method"] == panel["baseline"]:
+                lines.append(f"  {label:24} {_fmt(m['mean']):>8} {'baseline':>8}")
+            elif m["method"] in by_method:
+                lines.append(_comparison_line(label, m["mean"], by_method[m["method"]]))
+        for c in panel["comparisons"]:
+            if c["kind"] == "best":
+                label = f"{c['method']} vs {c['baseline']}"
+                lines.append(_comparison_line(label, means.get(c["method"]), c))
+        best = panel["best"]
+        if best["status"] == "best":
+            decision = f"{best['method']} (every other budget-matched method significantly worse)"
+        elif best["status"] == "not resolved":
+            decision = "not resolved; tied with the top: " + ", ".join(best["tied"])
+        elif best["status"] == "single":
+            decision = f"{best['method']} (the only budget-matched method)"
+        else:
+            decision = "none (no budget-matched method)"
+        lines.append(f"  panel MDD {_fmt(panel['mdd'])}; best: {decision}")
+        for note in panel["notes"] + [
+            f"{c['method']}: {n}" for c in panel["comparisons"] for n in c["notes"]
+        ]:
+            lines.append(f"  ! {note}")
+    if result["sweep_comparisons"]:
+        lines += ["", "across sweep points (each method against its own best point)", header]
+        for c in result["sweep_comparisons"]:
+            point = ",".join(f"{k}={v}" for k, v in c["sweep"].items())
+            best_point = ",".join(f"{k}={v}" for k, v in c["baseline_sweep"].items())
+            label = f"{c['method']} {point} vs {best_point}"
+            lines.append(_comparison_line(label, None, c))
+            lines += [f"  ! {n}" for n in c["notes"]]
+    lines += [f"! {n}" for n in result["notes"]]
+    return "\n".join(lines)
