@@ -169,20 +169,28 @@ def compare_folder(
     adjusted = holm([c["p"] for c in family]) if family else []
     for comparison, p_holm in zip(family, adjusted, strict=True):
         comparison["p_holm"] = float(p_holm)
+    # Holm's adjusted p is at least m times the smallest p, and at least the comparison's own;
+    # the sign-flip p is at least 2/2^n. Where that already reaches alpha no outcome of the seeds
+    # could have been significant, and "no detectable difference" would misread that.
+    floor = min((smallest_attainable_p(c["n"]) for c in family), default=None)
+    resolvable = floor is not None and floor * len(family) < alpha
     for comparison in [c for p in panels for c in p["comparisons"]] + sweep_comparisons:
         comparison.setdefault("p_holm", None)
         comparison["verdict"] = verdict(comparison["mean_difference"], comparison["p_holm"], alpha)
+        if comparison["p_holm"] is not None and (
+            not resolvable or smallest_attainable_p(comparison["n"]) >= alpha
+        ):
+            comparison["verdict"] = "not resolvable"
     for panel in panels:
-        panel["best"] = _best(panel, alpha)
-
-    seeds_per_comparison = sorted({c["n"] for c in family})
-    floor = max((smallest_attainable_p(n) for n in seeds_per_comparison), default=None)
+        panel["best"] = _best(panel, alpha, resolvable)
     notes = []
-    if family and floor is not None and floor * len(family) >= alpha:
+    if family and not resolvable:
+        largest_n = max(c["n"] for c in family)
         notes.append(
-            f"with {min(seeds_per_comparison)} paired seeds the smallest attainable sign-flip p "
-            f"is {floor:.3g}, so Holm over {len(family)} comparisons needs the strongest one to "
-            f"reach {alpha / len(family):.3g}: this folder can reject none"
+            f"with {largest_n} paired seeds the smallest attainable sign-flip p is {floor:.3g}; "
+            f"Holm over {len(family)} comparisons needs the strongest to reach "
+            f"{alpha / len(family):.3g}, so this folder can reject none (at most "
+            f"{int(alpha / floor - 1e-9)} comparisons, or more seeds, could)"
         )
     return {
         "experiment": record.get("name"),
@@ -202,9 +210,16 @@ def compare_folder(
             "adjustment": "Holm over every tested comparison of the folder",
             "family_size": len(family),
             "alpha": alpha,
-            "verdict": f"better / worse: Holm-adjusted p < {alpha}; else no detectable difference",
+            "verdict": f"better / worse: Holm-adjusted p < {alpha}; else no detectable "
+            "difference, or not resolvable where no outcome of the seeds could have reached "
+            f"p < {alpha} (2/2^n times the family size, or 2/2^n alone, >= {alpha}); not tested: "
+            "references",
             "best": "the top budget-matched method by mean, if every other budget-matched "
-            "method is significantly worse than it; else not resolved, with the methods tied",
+            "method is significantly worse than it; else not resolved, with the methods tied; "
+            "decided only where the baseline is that top method",
+            "clipped": "the studentised interval reached beyond the observed paired differences "
+            "and was cut to their range: the seeds bound the mean difference no better than "
+            "their extremes",
             "mdd": f"(t(1-α/2, n-1) + t({POWER}, n-1)) · sd(d) / √n at α = {alpha}, "
             f"power {POWER}, unadjusted; the panel's from the root-mean-square sd of its "
             "tested comparisons",
@@ -294,14 +309,6 @@ def _panel(key, members, baseline, metric, test_references, settings) -> dict:
         comparisons.append(
             _comparison(by_name[other], by_name[chosen], metric, "panel", tested, settings)
         )
-    # The best decision needs every budget-matched method against the top one; with a named
-    # baseline that is not the top these are extra comparisons (and in the family).
-    if top is not None and top != chosen:
-        for m in matched:
-            if m["method"] not in (top, chosen):
-                comparisons.append(
-                    _comparison(by_name[m["method"]], by_name[top], metric, "best", True, settings)
-                )
     tested = [c for c in comparisons if c["tested"] and c["sd_difference"] is not None]
     mdd = None
     if tested:
@@ -343,8 +350,10 @@ def _comparison(group, baseline_group, metric, kind, tested, settings) -> dict:
         "seeds_dropped": dropped,
     }
     if kind == "sweep":
-        record["sweep"] = group["sweep"]
+        record.update(env=group["env"], link=group["link"], sweep=group["sweep"])
         record["baseline_sweep"] = baseline_group["sweep"]
+    record["mean_method"] = _mean(group[metric])
+    record["mean_baseline"] = _mean(baseline_group[metric])
     if d.size == 0:
         notes.append("no seed with a finite value for both: not compared")
         return {
@@ -367,28 +376,45 @@ def _comparison(group, baseline_group, metric, kind, tested, settings) -> dict:
     return {**record, **stats, "notes": notes + stats["notes"]}
 
 
-def _best(panel: dict, alpha: float) -> dict:
-    """The best budget-matched method of a panel, if every other one is significantly worse."""
+def _best(panel: dict, alpha: float, resolvable: bool) -> dict:
+    """The best budget-matched method of a panel, if every other one is significantly worse
+    than the top one by mean; decided from the comparisons with the top, so only where the
+    panel's baseline is that method (a named baseline that is not gives "not decided")."""
     top = panel["top"]
     matched = [
         m["method"] for m in panel["methods"] if not m["reference"] and m["mean"] is not None
     ]
     if top is None:
-        return {"status": "none", "method": None, "tied": []}
+        return {"status": "none", "method": None, "tied": [], "reason": "no budget-matched method"}
     if len(matched) == 1:
-        return {"status": "single", "method": top, "tied": []}
-    against_top = {}
-    for c in panel["comparisons"]:
-        if not c["tested"] or c["p_holm"] is None:
-            continue
-        if c["baseline"] == top:
-            against_top[c["method"]] = c["mean_difference"] < 0 and c["p_holm"] < alpha
-        elif c["method"] == top:
-            against_top[c["baseline"]] = c["mean_difference"] > 0 and c["p_holm"] < alpha
-    tied = [m for m in matched if m != top and not against_top.get(m, False)]
-    if tied:
-        return {"status": "not resolved", "method": None, "tied": [top, *tied]}
-    return {"status": "best", "method": top, "tied": []}
+        return {"status": "single", "method": top, "tied": [], "reason": "the only one"}
+    if panel["baseline"] != top:
+        return {
+            "status": "not decided",
+            "method": None,
+            "tied": [],
+            "reason": f"the baseline is not the top method by mean ({top}); compare without "
+            "--baseline",
+        }
+    worse = {
+        c["method"]
+        for c in panel["comparisons"]
+        if c["p_holm"] is not None and c["p_holm"] < alpha and c["mean_difference"] < 0
+    }
+    tied = [m for m in matched if m != top and m not in worse]
+    if not tied:
+        return {
+            "status": "best",
+            "method": top,
+            "tied": [],
+            "reason": "every other budget-matched method is significantly worse",
+        }
+    reason = (
+        "no comparison in this folder can be significant"
+        if not resolvable
+        else ("not every other budget-matched method is significantly worse")
+    )
+    return {"status": "not resolved", "method": None, "tied": [top, *tied], "reason": reason}
 
 
 def _sweep_comparisons(groups, panels, test_references, settings) -> list[dict]:
@@ -437,7 +463,9 @@ def _ci_text(c: dict) -> str:
     if low is None:
         return "n/a"
     text = f"[{low:+.3f}, {high:+.3f}]"
-    return text + " zero width" if c.get("zero_width") else text
+    if c.get("zero_width"):
+        return text + " zero width"
+    return text + " clipped" if c.get("clipped") else text
 
 
 def _p_text(x) -> str:
@@ -472,7 +500,6 @@ def format_comparisons(result: dict) -> str:
             f"({panel['baseline_rule']})",
             header,
         ]
-        means = {m["method"]: m["mean"] for m in panel["methods"]}
         by_method = {c["method"]: c for c in panel["comparisons"] if c["kind"] == "panel"}
         for m in panel["methods"]:
             label = m["method"] + (" (reference)" if m["reference"] else "")
@@ -480,31 +507,38 @@ def format_comparisons(result: dict) -> str:
                 lines.append(f"  {label:24} {_fmt(m['mean']):>8} {'baseline':>8}")
             elif m["method"] in by_method:
                 lines.append(_comparison_line(label, m["mean"], by_method[m["method"]]))
-        for c in panel["comparisons"]:
-            if c["kind"] == "best":
-                label = f"{c['method']} vs {c['baseline']}"
-                lines.append(_comparison_line(label, means.get(c["method"]), c))
         best = panel["best"]
         if best["status"] == "best":
-            decision = f"{best['method']} (every other budget-matched method significantly worse)"
+            decision = f"{best['method']} ({best['reason']})"
         elif best["status"] == "not resolved":
-            decision = "not resolved; tied with the top: " + ", ".join(best["tied"])
-        elif best["status"] == "single":
-            decision = f"{best['method']} (the only budget-matched method)"
+            decision = f"not resolved ({best['reason']}); tied with the top: " + ", ".join(
+                best["tied"]
+            )
         else:
-            decision = "none (no budget-matched method)"
+            decision = f"{best['status']} ({best['reason']})"
         lines.append(f"  panel MDD {_fmt(panel['mdd'])}; best: {decision}")
         for note in panel["notes"] + [
-            f"{c['method']}: {n}" for c in panel["comparisons"] for n in c["notes"]
+            f"{c['method']} vs {c['baseline']}: {n}"
+            for c in panel["comparisons"]
+            for n in c["notes"]
         ]:
             lines.append(f"  ! {note}")
     if result["sweep_comparisons"]:
         lines += ["", "across sweep points (each method against its own best point)", header]
+        line = None
         for c in result["sweep_comparisons"]:
-            point = ",".join(f"{k}={v}" for k, v in c["sweep"].items())
-            best_point = ",".join(f"{k}={v}" for k, v in c["baseline_sweep"].items())
-            label = f"{c['method']} {point} vs {best_point}"
-            lines.append(_comparison_line(label, None, c))
+            if (c["method"], c["env"], c["link"]) != line:
+                line = (c["method"], c["env"], c["link"])
+                best_point = ", ".join(f"{k}={v}" for k, v in c["baseline_sweep"].items())
+                lines.append(
+                    f"  {c['method']} on {c['env']} · {c['link']}: against {best_point} "
+                    f"({_fmt(c['mean_baseline'])})"
+                )
+            point = ", ".join(f"{k}={v}" for k, v in c["sweep"].items())
+            lines.append(_comparison_line(f"  {point}", c["mean_method"], c))
             lines += [f"  ! {n}" for n in c["notes"]]
+    every = [c for p in result["panels"] for c in p["comparisons"]] + result["sweep_comparisons"]
+    if any(c.get("clipped") for c in every):
+        lines += ["", f"clipped: {s['clipped']}"]
     lines += [f"! {n}" for n in result["notes"]]
     return "\n".join(lines)

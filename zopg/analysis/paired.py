@@ -429,13 +429,11 @@ def compare_paired(
                 else "the interval is undefined for these data (BCa: every resample on one side)"
             )
         record["ci"] = [low if np.isfinite(low) else None, high if np.isfinite(high) else None]
-        if method == "symmetric-t-range" and (low <= d.min() or high >= d.max()):
-            record["clipped"] = True
-            notes.append(
-                "the studentised interval reached beyond the observed differences and was "
-                f"clipped to their range [{d.min():.4g}, {d.max():.4g}]: the seeds bound the "
-                "mean difference no better than their extremes"
-            )
+        # Clipped: the studentised interval reached beyond the observed differences, so the
+        # seeds bound the mean difference no better than their extremes.
+        record["clipped"] = bool(
+            method == "symmetric-t-range" and (low <= d.min() or high >= d.max())
+        )
     p, how = sign_flip_p_value(d, seed=seed)
     record["p"] = p
     record["p_method"] = how
