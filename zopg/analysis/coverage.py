@@ -156,16 +156,23 @@ def coverage_report(**kwargs) -> dict:
 
 
 def format_report(report: dict) -> str:
+    """Coverage per shape and method; `spans`: the share of data sets whose differences span
+    the truth (what a range-respecting interval can cover at most); the last column: the chosen
+    interval's coverage over those data sets."""
     methods = list(next(iter(report["shapes"].values()))["methods"])
+    chosen = report["chosen"]
     lines = [
         f"coverage of {report['confidence']:.0%} intervals, {report['num_seeds']} seeds, "
         f"{report['simulations']} data sets, {report['num_resamples']} resamples "
-        f"(chosen: {report['chosen']})",
-        f"{'shape':20} {'outside':>8}" + "".join(f" {m:>17}" for m in methods),
+        f"(chosen: {chosen})",
+        f"{'shape':20} {'spans':>6}"
+        + "".join(f" {m:>17}" for m in methods)
+        + f" {'chosen, spanning':>17}",
     ]
     for name, shape in report["shapes"].items():
         cells = "".join(f" {shape['methods'][m]['coverage']:>17.3f}" for m in methods)
-        lines.append(f"{name:20} {shape['outside_range']:>8.3f}" + cells)
+        within = shape["methods"][chosen]["coverage_within_range"]
+        lines.append(f"{name:20} {1 - shape['outside_range']:>6.3f}{cells} {within:>17.3f}")
     return "\n".join(lines)
 
 

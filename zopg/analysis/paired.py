@@ -2,23 +2,28 @@
 exact sign-flip p-value, Holm's adjustment and the minimum detectable difference (DESIGN.md,
 "Statistics"; reference §12). NumPy and the standard library only; scipy checks it in the tests.
 
-Which interval: coverage measured, not assumed (`python -m zopg.analysis.coverage` writes
-results/ci_coverage.json; 4,000 simulated 10-seed data sets per shape, 2,000 resamples; binomial
-SE about 0.004). Nominal 95%:
+Which interval: coverage measured, not assumed. `python -m zopg.analysis.coverage` writes
+results/ci_coverage.json: 4,000 simulated 10-seed data sets per shape (binomial SE of a coverage
+0.002-0.007), 2,000 resamples, nominal 95%. `spans`: the share of data sets whose differences
+span the true mean difference, the most an interval within the seeds' range can cover:
 
-    shape (paired differences, 10 seeds)          percentile  BCa    bootstrap-t  symmetric-t
-    normal                                        0.902       0.899  0.948        0.961
-    exponential (skewed)                          0.861       0.874  0.942        0.932
-    80/20 stall mixture vs a converging method    0.877       0.876  0.893        0.892
-    80/20 stall mixture vs another such method    0.852       0.806  0.896        0.987
+    shape of the paired differences    spans  percentile  BCa    boot-t  sym-t  chosen  t
+    normal                             0.998  0.901       0.898  0.948   0.960  0.959   0.947
+    skewed (exponential)               0.989  0.866       0.883  0.945   0.936  0.936   0.906
+    80/20 stall mixture vs converging  0.893  0.877       0.876  0.893   0.892  0.892   0.886
+    80/20 stall mixture vs the same    0.999  0.864       0.809  0.905   0.989  0.988   0.965
+    80/20 vs 95/5 stall mixture        0.881  0.861       0.860  0.880   0.922  0.880   0.877
+    ties at a ceiling (30% vs 10% off) 0.925  0.794       0.775  0.878   0.977  0.914   0.871
 
-CI_METHOD is the symmetric studentised (percentile-t) bootstrap: the only one of these at or
-above 0.93 on the normal, skewed and mixture-vs-mixture shapes. BCa is no better than the
-percentile interval at 10 seeds and worse on lumpy mixtures. On "mixture vs a method that always
-converges", no interval computed from the seeds can reach 0.93: 0.8^10 = 10.7% of the data sets
-contain no stalled seed at all, every paired difference is then about 0 with a tiny spread, and
-an interval of that spread cannot reach the true mean difference (-0.108); the symmetric-t
-interval covers 0.892 against that ceiling of 0.893. An interval of zero width is flagged
+BCa is no better than the percentile interval at 10 seeds (both about 0.90 on normal data) and
+worse on lumpy mixtures. The studentised intervals cover, but on lumpy data (one stalled seed,
+ties at a ceiling) reach far beyond anything the seeds could average to (median width 1.8 on
+differences within [-0.56, 0.01]) or are unbounded. CI_METHOD ("chosen") is the symmetric
+studentised bootstrap clipped to the range of the differences: 0.936 or more on every shape
+where nearly all data sets span the truth, 0.947-0.999 of the spanning data sets on every
+shape, median width 0.54 on the first mixture. On a stall mixture against a method that always converges nothing reaches 0.93:
+0.8^10 = 10.7% of the data sets hold no stalled seed, every difference is then about 0, and no
+interval of the seeds' spread reaches the true -0.108. An interval of zero width is flagged
 (`zero_width`), never reported as certainty.
 """
 
