@@ -180,7 +180,21 @@ def test_sweeps_compare_each_method_with_its_own_best_point(tmp_path):
     (across,) = result["sweep_comparisons"]  # none for the one run serving both points
     assert across["method"] == "s" and across["sweep"] == {"K": 8}
     assert across["baseline_sweep"] == {"K": 1} and across["verdict"] == "worse"
+    assert across["swept"] == "K"
     assert result["statistics"]["family_size"] == 3
+    # A sweep of the env is a different task at each point, not a setting of the method.
+    sweeps = [{"field": "envs.0.size", "values": [1, 8], "label": "K"}]
+    path = make_folder(tmp_path / "env_swept", runs, sweeps, shared=("fixed",))
+    assert compare_folder(path)["sweep_comparisons"] == []
+
+
+def test_swept_method_is_the_longest_label_prefixing_the_field():
+    from zopg.analysis.compare import _swept_method
+
+    methods = {"dpo", "dpo-b0.01", "zpg"}
+    assert _swept_method("methods.dpo-b0.01.beta", methods) == "dpo-b0.01"
+    assert _swept_method("methods.dpo.beta", methods) == "dpo"
+    assert _swept_method("envs.0.slip", methods) is None
 
 
 def test_a_family_too_large_for_ten_seeds_resolves_nothing(tmp_path):

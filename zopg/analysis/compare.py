@@ -5,8 +5,9 @@ writes comparisons.json, from which README verdicts and tables are generated.
 Panels are (env, link, sweep point). In each, every method is compared with a baseline (the
 best budget-matched method by mean unless one is named), and a method is called best only if
 every other budget-matched method is significantly worse than it. Where an experiment sweeps a
-field, each method is also compared across sweep points with its own best point (the seeds are
-shared there too). Reference methods (reward access) are shown, not tested, unless asked for.
+method's own setting (Par-S2ZPO's K), that method is also compared across the setting's values
+with its own best value (the seeds are shared there too). Reference methods (reward access) are
+shown, not tested, unless asked for.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ def compare_folder(
     panels = []
     for key, members in _by_panel(groups).items():
         panels.append(_panel(key, members, baseline, metric, test_references, settings))
-    sweep_comparisons = _sweep_comparisons(groups, panels, test_references, settings)
+    sweep_comparisons = _sweep_comparisons(record, groups, panels, test_references, settings)
 
     # The family: every tested comparison of the folder.
     family = [c for p in panels for c in p["comparisons"] if c["tested"]]
@@ -417,28 +418,42 @@ def _best(panel: dict, alpha: float, resolvable: bool) -> dict:
     return {"status": "not resolved", "method": None, "tied": [top, *tied], "reason": reason}
 
 
-def _sweep_comparisons(groups, panels, test_references, settings) -> list[dict]:
-    """Each method against its own best sweep point (by mean), per (env, link), where the
-    sweep gave it distinct runs; in the panels' metric."""
+def _swept_method(field: str, methods) -> str | None:
+    """The method whose own setting a sweep's field is ("methods.<label>.<setting>"), or None
+    for a sweep of the env, the teacher or the budget. Labels may hold dots (dpo-b0.01): the
+    longest label that prefixes the field wins."""
+    owners = [m for m in methods if field.startswith(f"methods.{m}.")]
+    return max(owners, key=len) if owners else None
+
+
+def _sweep_comparisons(record, groups, panels, test_references, settings) -> list[dict]:
+    """Where a sweep varies one method's own setting (Par-S2ZPO's K), that method at each value
+    against its best value by mean, per env, link and point of any other sweep; points served
+    by one and the same run are not compared. Sweeps of the env or the budget are not: across
+    them a method meets a different task, not a different setting."""
     metric_of = {(p["env"], p["link"], tuple(p["sweep"].items())): p["metric"] for p in panels}
-    lines: dict[tuple, list[dict]] = {}
-    for g in groups:
-        if g["sweep"]:
-            lines.setdefault((g["method"], g["env"], g["link"]), []).append(g)
+    names = {g["method"] for g in groups}
     comparisons = []
-    for (_, env, link), points in lines.items():
-        metrics = {metric_of[(env, link, tuple(g["sweep"].items()))] for g in points}
-        metric = "score" if metrics == {"score"} else "value"
-        finite = [g for g in points if np.isfinite(g[metric]).any()]
-        runs = {g["run_id"] for g in finite}
-        if len(finite) < 2 or (None not in runs and len(runs) < 2):
-            continue  # one run serves every point: nothing to compare
-        best = max(finite, key=lambda g: _mean(g[metric]))
-        for g in finite:
-            if g is best or (g["run_id"] is not None and g["run_id"] == best["run_id"]):
+    for sweep in record.get("sweeps", []):
+        method, label = _swept_method(sweep.get("field", ""), names), sweep["label"]
+        lines: dict[tuple, list[dict]] = {}
+        for g in groups:
+            if g["method"] == method:
+                rest = tuple((k, v) for k, v in g["sweep"].items() if k != label)
+                lines.setdefault((g["env"], g["link"], rest), []).append(g)
+        for (env, link, _), points in lines.items():
+            metrics = {metric_of[(env, link, tuple(g["sweep"].items()))] for g in points}
+            metric = "score" if metrics == {"score"} else "value"
+            finite = [g for g in points if np.isfinite(g[metric]).any()]
+            if len(finite) < 2:
                 continue
-            tested = test_references or not g["reference"]
-            comparisons.append(_comparison(g, best, metric, "sweep", tested, settings))
+            best = max(finite, key=lambda g: _mean(g[metric]))
+            for g in finite:
+                if g is best or (g["run_id"] is not None and g["run_id"] == best["run_id"]):
+                    continue
+                tested = test_references or not g["reference"]
+                comparison = _comparison(g, best, metric, "sweep", tested, settings)
+                comparisons.append({**comparison, "swept": label})
     return comparisons
 
 
@@ -524,18 +539,18 @@ def format_comparisons(result: dict) -> str:
         ]:
             lines.append(f"  ! {note}")
     if result["sweep_comparisons"]:
-        lines += ["", "across sweep points (each method against its own best point)", header]
+        lines += ["", "across a method's own setting (against its best value)", header]
         line = None
         for c in result["sweep_comparisons"]:
-            if (c["method"], c["env"], c["link"]) != line:
-                line = (c["method"], c["env"], c["link"])
-                best_point = ", ".join(f"{k}={v}" for k, v in c["baseline_sweep"].items())
+            label = c["swept"]
+            if (c["method"], c["env"], c["link"], c["baseline_sweep"]) != line:
+                line = (c["method"], c["env"], c["link"], c["baseline_sweep"])
+                rest = "".join(f" · {k}={v}" for k, v in c["sweep"].items() if k != label)
                 lines.append(
-                    f"  {c['method']} on {c['env']} · {c['link']}: against {best_point} "
-                    f"({_fmt(c['mean_baseline'])})"
+                    f"  {c['method']} on {c['env']} · {c['link']}{rest}: against "
+                    f"{label}={c['baseline_sweep'][label]} ({_fmt(c['mean_baseline'])})"
                 )
-            point = ", ".join(f"{k}={v}" for k, v in c["sweep"].items())
-            lines.append(_comparison_line(f"  {point}", c["mean_method"], c))
+            lines.append(_comparison_line(f"  {label}={c['sweep'][label]}", c["mean_method"], c))
             lines += [f"  ! {n}" for n in c["notes"]]
     every = [c for p in result["panels"] for c in p["comparisons"]] + result["sweep_comparisons"]
     if any(c.get("clipped") for c in every):

@@ -21,10 +21,10 @@ ties at a ceiling) reach far beyond anything the seeds could average to (median 
 differences within [-0.56, 0.01]) or are unbounded. CI_METHOD ("chosen") is the symmetric
 studentised bootstrap clipped to the range of the differences: 0.936 or more on every shape
 where nearly all data sets span the truth, 0.947-0.999 of the spanning data sets on every
-shape, median width 0.54 on the first mixture. On a stall mixture against a method that always converges nothing reaches 0.93:
-0.8^10 = 10.7% of the data sets hold no stalled seed, every difference is then about 0, and no
-interval of the seeds' spread reaches the true -0.108. An interval of zero width is flagged
-(`zero_width`), never reported as certainty.
+shape, median width 0.54 on the first mixture. On a stall mixture against a method that always
+converges nothing reaches 0.93: 0.8^10 = 10.7% of the data sets hold no stalled seed, every
+difference is then about 0, and no interval of the seeds' spread reaches the true -0.108. An
+interval of zero width is flagged (`zero_width`), never reported as certainty.
 """
 
 from __future__ import annotations
