@@ -195,7 +195,6 @@ def compare_folder(
         )
     return {
         "experiment": record.get("name"),
-        "results_dir": str(results_dir),
         "seeds": record.get("seeds"),
         "statistics": {
             "paired": "d_i = method(seed i) - baseline(seed i), over the seed indices both have "
