@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from zopg.algorithms.base import AlgorithmConfig, Problem, Spent, unit_cost
+from zopg.algorithms.common_random_numbers import same_trajectories
 from zopg.algorithms.settings import choice, flag, integer, positive
 from zopg.rollout import rollout_batch
 from zopg.tuning.space import SearchSpace, log_range, one_of
@@ -32,6 +33,14 @@ class SignConfig(AlgorithmConfig):
     compares the mean utility of D trajectories of each policy), step_size α and mu (floats or
     schedules), two_sided (θ + μv against θ − μv instead of against θ), optimizer (sgd: θ +=
     α ŝ v; adam: ŝ v fed to Adam as ascent).
+
+    common_random_numbers: the two batches of a query roll out from the same key, trajectory by
+    trajectory (the j-th of one batch runs on the j-th's uniforms of the other), and a query
+    whose two batches are identical trajectory by trajectory is a free tie: no query, a vote
+    of ½, which adds 0 to the majority's margin (zopg.algorithms.common_random_numbers).
+    Spent.queries counts only the queries asked; iterations stay those the budget gives as if
+    every query were spent. Off by default: the papers' batches are independent, and the gain
+    depends on μ. It costs one comparison of every query's trajectories per iteration.
     """
 
     refused: ClassVar[dict[str, str]] = {
@@ -48,9 +57,19 @@ class SignConfig(AlgorithmConfig):
     mu: float | Callable = positive(5.0, schedule=True, doc="perturbation radius μ")
     two_sided: bool = flag(False)
     optimizer: str = choice("sgd", OPTIMIZERS)
+    common_random_numbers: bool = flag(
+        False, doc="batches share rollout keys; identical batch pairs are free ties (no query)"
+    )
 
     def signs_per_iteration(self) -> int:
         return 1
+
+    def to_data(self) -> dict:
+        data = super().to_data()
+        if not self.common_random_numbers:
+            # Added later: left out at its default, so the run hashes of earlier runs stand.
+            del data["common_random_numbers"]
+        return data
 
     def unit_cost(self) -> Spent:
         votes = self.num_votes * self.signs_per_iteration()
@@ -66,10 +85,14 @@ def make_optimizer(config: SignConfig) -> optax.GradientTransformation:
     return make(config.step_size)
 
 
-def make_majority_sign(problem: Problem, num_votes: int, batch_size: int):
+def make_majority_sign(
+    problem: Problem, num_votes: int, batch_size: int, common_random_numbers: bool = False
+):
     """`(key, theta_1, theta_0) -> (ŝ, margin, Spent)`: N queries, each comparing a batch of D
     fresh trajectories of θ₁ with D of θ₀; ŝ = sign(Σ(2o − 1)), a fair coin on a tie; margin =
-    Σ(2o − 1) / N (ties and skipped queries count 0)."""
+    Σ(2o − 1) / N (ties, skipped queries and free ties count 0). With common_random_numbers
+    both sides roll out from one key, and a query whose batches are identical trajectory by
+    trajectory is a free tie (a vote of ½, no query spent)."""
     n, d = num_votes, batch_size
 
     def batches(key, theta):
@@ -79,13 +102,20 @@ def make_majority_sign(problem: Problem, num_votes: int, batch_size: int):
 
     def majority_sign(key, theta_1, theta_0):
         k1, k0, k_vote, k_tie = jax.random.split(key, 4)
+        if common_random_numbers:
+            k0 = k1  # the same key on purpose: trajectory j of each batch shares its uniforms
         group_1, group_0 = batches(k1, theta_1), batches(k0, theta_0)
         feedback = problem.oracle.query_batches(k_vote, group_1, group_0, 1)
-        margin = jnp.sum(2.0 * feedback.votes[..., 0] - 1.0)
+        votes, queries = feedback.votes[..., 0], feedback.queries
+        if common_random_numbers:
+            free = jnp.all(same_trajectories(group_1, group_0), axis=-1)  # [N]
+            votes = jnp.where(free, 0.5, votes)
+            queries = jnp.sum(~free)
+        margin = jnp.sum(2.0 * votes - 1.0)
         coin = jnp.where(jax.random.bernoulli(k_tie), 1.0, -1.0)
         sign = jnp.where(margin > 0, 1.0, jnp.where(margin < 0, -1.0, coin))
         steps = jnp.sum(group_1.valid) + jnp.sum(group_0.valid)
-        spent = Spent.of(feedback.queries, 2 * n * d, steps, judged_per_query=2 * d)
+        spent = Spent.of(queries, 2 * n * d, steps, judged_per_query=2 * d)
         return sign, margin / n, spent
 
     return majority_sign
@@ -94,7 +124,9 @@ def make_majority_sign(problem: Problem, num_votes: int, batch_size: int):
 def make_sign_step(config: SignConfig, problem: Problem, mu):
     """`(key, theta, direction) -> (ŝ·direction, ŝ, margin, Spent)`: one sign along a given
     direction, comparing θ + μv with θ (or with θ − μv, two-sided)."""
-    majority_sign = make_majority_sign(problem, config.num_votes, config.batch_size)
+    majority_sign = make_majority_sign(
+        problem, config.num_votes, config.batch_size, config.common_random_numbers
+    )
 
     def sign_step(key, theta, v):
         theta_0 = theta - mu * v if config.two_sided else theta

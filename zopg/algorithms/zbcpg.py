@@ -43,6 +43,7 @@ class ZBCPGConfig(ZOConfig):
         return self.num_pairs * self.num_blocks
 
     def check(self, problem, prefix):
+        super().check(problem, prefix)
         if problem is None:
             return
         check_block_size(self.block_size, problem.dim)

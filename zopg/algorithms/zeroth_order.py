@@ -2,7 +2,8 @@
 
 Both perturb the flat θ, estimate V(θ₁) − V(θ₀) from pairs of trajectories, and feed the
 zeroth-order gradient estimate to an optax optimizer as ascent. Pairs, directions and blocks are
-vmapped inside one iteration.
+vmapped inside one iteration. With common_random_numbers the two trajectories of a pair share
+their rollout key (zopg.algorithms.common_random_numbers).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import jax.numpy as jnp
 import optax
 
 from zopg.algorithms.base import AlgorithmConfig, Problem, Spent, Trainer, unit_cost
+from zopg.algorithms.common_random_numbers import same_trajectories
 from zopg.algorithms.settings import choice, flag, integer, link_setting, positive, real
-from zopg.errors import ConfigError
+from zopg.errors import ConfigError, bad_value
 from zopg.estimators import DIRECTIONS, PARTITIONS, SPENDS, EstimatorConfig
 from zopg.preferences import WithMistakes, preference_rate, value_difference
 from zopg.rollout import rollout_batch
@@ -33,7 +35,20 @@ def schedule_value(value_or_schedule, step):
 
 @dataclasses.dataclass(frozen=True)
 class ZOConfig(AlgorithmConfig):
-    """Settings ZPG and ZBCPG share; ZPGConfig and ZBCPGConfig say what they mean there."""
+    """Settings ZPG and ZBCPG share; ZPGConfig and ZBCPGConfig say what they mean there.
+
+    common_random_numbers: the two policies of each pair (θ + μv and θ, or θ ± μv) roll out
+    from the same key, so their trajectories are coupled (the same uniforms drive both), and a
+    pair whose two trajectories come out identical is a free tie: no query, vote fraction ½,
+    Δ̂ = 0. E[Δ̂] is that of coupled pairs (for difference = 'return', exactly V(θ₁) − V(θ₀) as
+    without it; through a link inversion, whose bias depends on the distribution of
+    u(τ₁) − u(τ₀), close to it), and Var Δ̂ falls by the coupling's covariance. Spent.queries
+    counts only the queries asked; iterations stay those the budget gives as if every query
+    were spent (zopg.algorithms.common_random_numbers). Off by default: the papers' pairs are
+    independent, and the gain depends on μ. It costs one comparison of every pair's
+    trajectories per iteration (no extra rollouts or draws). Needs sampled trajectories, so not
+    difference = 'exact'.
+    """
 
     num_iterations: int = integer(4000, doc="T")
     num_pairs: int = integer(50, doc="N trajectory pairs per estimate")
@@ -51,9 +66,27 @@ class ZOConfig(AlgorithmConfig):
         0.0, 0.0, 0.5, high_open=True, doc="invert (1 − 2ε)σ + ε, a teacher flipping votes"
     )
     optimizer: str = choice("sgd", OPTIMIZERS)
+    common_random_numbers: bool = flag(
+        False, doc="pairs share rollout keys; identical pairs are free ties (no query)"
+    )
 
     def pairs_per_iteration(self) -> int:
         return self.num_pairs
+
+    def check(self, problem, prefix):
+        if self.common_random_numbers and self.difference == "exact":
+            raise bad_value(
+                prefix + "common_random_numbers",
+                True,
+                "needs sampled trajectories; difference = 'exact' rolls out none",
+            )
+
+    def to_data(self) -> dict:
+        data = super().to_data()
+        if not self.common_random_numbers:
+            # Added later: left out at its default, so the run hashes of earlier runs stand.
+            del data["common_random_numbers"]
+        return data
 
     def unit_cost(self) -> Spent:
         pairs = self.pairs_per_iteration()
@@ -79,6 +112,9 @@ def make_difference_fn(config: ZOConfig, problem: Problem):
     preference: M votes per pair of fresh trajectories, inverted through the learner's link.
     return:     the true utility difference of the same pairs (no queries; tests and rates).
     exact:      V(theta_1) - V(theta_0) from the tabular model (no samples at all).
+
+    With config.common_random_numbers both sides roll out from one key, and a pair of identical
+    trajectories is a free tie: Δ̂ = 0 and no query spent.
     """
     if config.difference == "exact":
         if problem.exact_value is None:
@@ -99,8 +135,14 @@ def make_difference_fn(config: ZOConfig, problem: Problem):
     if config.mistake_rate > 0 and link is not None:
         link = WithMistakes(link, config.mistake_rate)
 
+    common = config.common_random_numbers
+
     def sampled(key, theta_1, theta_0, num_pairs):
         k1, k0, kq = jax.random.split(key, 3)
+        if common:
+            # The same key, on purpose: the n-th trajectory of each side runs on the same
+            # uniforms (the split above stays, so that without CRN nothing changes).
+            k0 = k1
         run = lambda k, th: rollout_batch(  # noqa: E731
             k, problem.policy, problem.unravel(th), problem.env, problem.env_params, num_pairs
         )
@@ -113,6 +155,11 @@ def make_difference_fn(config: ZOConfig, problem: Problem):
             feedback = problem.oracle.query(kq, traj_1, traj_0, config.num_queries)
             delta = value_difference(preference_rate(feedback), link, config.r_max)
             queries = feedback.queries
+            if common:
+                # Free ties: the votes the oracle drew on identical pairs are discarded.
+                free = same_trajectories(traj_1, traj_0)
+                delta = jnp.where(free, 0.0, delta)
+                queries = config.num_queries * jnp.sum(~free)
         return delta, Spent.of(queries, 2 * num_pairs, steps)
 
     return sampled
@@ -123,6 +170,9 @@ def make_zo_trainer(config: ZOConfig, problem: Problem, estimate) -> Trainer:
     update_mask is None or a bool vector of the coordinates that may change (ZBCPG's blocks)."""
     make = optax.sgd if config.optimizer == "sgd" else optax.adam
     tx = make(config.step_size)
+    # The fraction of pairs that were free ties (a metric only where there can be any).
+    free_ties_counted = config.common_random_numbers and config.difference == "preference"
+    queries_per_iteration = config.unit_cost().queries
 
     def init(key):
         theta = problem.initial_theta(key)
@@ -143,15 +193,23 @@ def make_zo_trainer(config: ZOConfig, problem: Problem, estimate) -> Trainer:
             "schedule/mu": jnp.asarray(mu, jnp.float32),
             "schedule/step_size": jnp.asarray(schedule_value(config.step_size, t), jnp.float32),
         }
+        if free_ties_counted:
+            metrics["zo/free_ties"] = 1.0 - spent.queries / queries_per_iteration
         return (optax.apply_updates(theta, updates), opt_state), spent, metrics
 
     return Trainer(init=init, iterate=iterate, policy_params=lambda s: problem.unravel(s[0]))
 
 
 # What `zopg tune` may set for the methods built on these settings (see zopg/tuning/space.py).
+# Votes per pair M: at a fixed query budget N·M per iteration trades against iterations (at
+# M = 1 ZPG runs ten times the iterations of M = 10, and the inversion of one vote is link-free
+# in sign), so M is tuned like N. It is structural: it shapes the votes and, through the
+# budget, sets the scan length. Appended last, so the seeded sampler draws the same values of
+# the other dimensions as before it was added.
 ZO_SEARCH_SPACE = SearchSpace(
     log_range("step_size", 1e-3, 1.0),
     log_range("mu", 0.1, 10.0),
     one_of("num_pairs", 5, 50),
     one_of("optimizer", "sgd", "adam"),
+    one_of("num_queries", 1, 3, 10),
 )

@@ -31,6 +31,8 @@ class ZPGConfig(ZOConfig):
     r_max: trimming bound |r(τ₁) − r(τ₀)| <= r_max before the link is inverted.
     link: the learner's assumed link (None: the oracle's own, i.e. a known link).
     optimizer: sgd (plain gradient ascent with step α) or adam.
+    common_random_numbers: each pair's two trajectories share their rollout key; a pair of
+    identical trajectories is a free tie (no query, Δ̂ = 0). Off by default; see ZOConfig.
 
     Defaults: our choice, tuned on the built-in GridWorlds (tabular softmax, BT teacher), where
     the median over seeds closes >90% of the uniform policy's gap to the optimum within 2M
@@ -40,6 +42,7 @@ class ZPGConfig(ZOConfig):
     block_size: int | None = integer(None, doc="K for direction = 'block-sphere'")
 
     def check(self, problem, prefix):
+        super().check(problem, prefix)
         if problem is not None:
             estimator_config(self, self.block_size).validate(problem.dim)
 

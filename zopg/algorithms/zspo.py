@@ -2,7 +2,8 @@
 
 Per iteration: one direction v, N one-bit queries, each comparing a batch of D trajectories of
 θ + μv with D of θ (or of θ − μv, two-sided); ŝ = sign(Σ(2o − 1)), a fair coin on a tie; then
-θ ← θ + α ŝ v (or ŝ v fed to Adam). N queries, 2ND trajectories, 2D judged per query.
+θ ← θ + α ŝ v (or ŝ v fed to Adam). N queries, 2ND trajectories, 2D judged per query; with
+common_random_numbers, free ties (identical batches) ask no query (SignConfig).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class ZSPOConfig(SignConfig):
 
     direction: sphere (uniform on the unit sphere), gaussian (N(0, I)) or rademacher (±1/√d,
     unit norm, so that Par-S2ZPO with one block is ZSPO with Rademacher directions).
+    common_random_numbers: see SignConfig (off by default).
     """
 
     direction: str = choice("sphere", DIRECTIONS)
@@ -61,6 +63,8 @@ def make_trainer(config: ZSPOConfig, problem: Problem) -> Trainer:
         step, sign, margin, spent = sign_step(k_sign, theta, v)
         updates, opt_state = tx.update(-step, opt_state, theta)  # optax minimises
         metrics = {"zo/sign": sign, "zo/vote_margin": margin}
+        if config.common_random_numbers:
+            metrics["zo/free_ties"] = 1.0 - spent.queries / config.num_votes
         return (optax.apply_updates(theta, updates), opt_state), spent, metrics
 
     return Trainer(init, iterate, lambda state: problem.unravel(state[0]))
