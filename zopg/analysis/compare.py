@@ -21,6 +21,7 @@ from zopg.analysis.paired import (
     CI_METHOD,
     compare_paired,
     holm,
+    mean_intervals,
     minimum_detectable_difference,
     paired_differences,
     smallest_attainable_p,
@@ -262,6 +263,16 @@ def _mean(values: np.ndarray) -> float | None:
     return float(finite.mean()) if finite.size else None
 
 
+def _mean_ci(values: np.ndarray, settings: dict) -> list[float | None]:
+    finite = values[np.isfinite(values)]
+    if finite.size < 3:
+        return [None, None]
+    low, high = mean_intervals(
+        finite, CI_METHOD, num_resamples=settings["num_resamples"], seed=settings["seed"]
+    )
+    return [float(low[0]), float(high[0])]
+
+
 def _panel(key, members, baseline, metric, test_references, settings) -> dict:
     env, link, point = key
     sweep = dict(point)
@@ -274,6 +285,9 @@ def _panel(key, members, baseline, metric, test_references, settings) -> dict:
             "reference": g["reference"],
             "seeds": int(np.isfinite(g[metric]).sum()),
             "mean": _mean(g[metric]),
+            # The method's own mean with the interval whose coverage was measured (the same
+            # kind as the paired differences'), for tables; None below 3 finite seeds.
+            "ci": _mean_ci(g[metric], settings),
         }
         for g in members
     ]
