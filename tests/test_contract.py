@@ -178,6 +178,12 @@ SMALL = {
         "num_queries": 3,
         "ppo": PPOConfig(num_iterations=2, num_trajectories=4, num_minibatches=2),
     },
+    "rm-ppo-once": {
+        "num_pairs": 4,
+        "num_queries": 3,
+        "num_iterations": 3,
+        "ppo": PPOConfig(num_iterations=2, num_trajectories=4, num_minibatches=2),
+    },
     "ppo": {"num_iterations": 3, "num_trajectories": 4, "num_minibatches": 2},
     "exact-pg": {"num_iterations": 3},
     "es": {"num_iterations": 3, "population_size": 4},
@@ -199,8 +205,9 @@ def test_each_algorithm_spends_what_it_declares(problem, name):
     units = getattr(config, config.budget_field or config.iterations_field)
     cost = config.unit_cost()
     final = {k.removeprefix("budget/"): int(v[-1]) for k, v in metrics.items() if "budget/" in k}
+    fixed = config.fixed_cost()  # beside the units (e.g. PPO's rollouts on a fitted r_φ)
     assert final["queries"] == units * cost.queries
-    assert final["trajectories"] == units * cost.trajectories
+    assert final["trajectories"] == units * cost.trajectories + fixed.trajectories
     assert final["judged_trajectories"] == units * cost.judged_trajectories
     assert final["env_steps"] == final["trajectories"] * problem.horizon
 

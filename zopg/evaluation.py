@@ -5,7 +5,8 @@ backward induction, path utilities on the product with their automaton, zopg.exa
 the Monte Carlo mean over fresh episodes with its standard error. It runs outside every
 algorithm's budget: it is never shown to the learner and spends no queries. "What is scored" is
 the `utility` argument (a zopg.preferences utility or any function of a Trajectory giving one
-value per trajectory; None is the return).
+value per trajectory; None is the return). Exact evaluators also give the exact trajectory KL of
+a policy to a reference policy (zopg.occupancy), the x-axis of over-optimisation curves.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 
 from zopg.errors import bad_value
 from zopg.exact import optimal_utility_value, optimal_value, policy_value, utility_value
+from zopg.occupancy import trajectory_kl_fn
 from zopg.preferences.utilities import Return, Utility
 from zopg.rollout import masked_return, rollout_batch
 
@@ -83,13 +85,17 @@ class Evaluator:
 
     kind: exact (the standard error is 0 and the key is unused) or monte-carlo. bounds: (value
     of the uniform policy, optimal value) for exact evaluators, the normalised score's 0 and 1;
-    (nan, nan) otherwise.
+    (nan, nan) otherwise. kl_to_reference(params, ref_params) -> the exact KL over trajectories
+    of the policy to the reference policy, E_π Σ_t KL(π(·|s_t) ‖ π_ref(·|s_t)) (exact
+    evaluators; None otherwise). The policy sees the cell, so the KL needs only the env's model,
+    whatever the utility.
     """
 
     kind: str
     value: Callable
     bounds: tuple[float, float]
     episodes: int | None = None
+    kl_to_reference: Callable | None = None
 
 
 def make_evaluator(
@@ -133,4 +139,5 @@ def _exact_evaluator(env, env_params, policy, utility) -> Evaluator | None:
         value = value_of(policy.action_probs(params, states))
         return value, jnp.zeros_like(value)
 
-    return Evaluator("exact", exact, (float(value_of(uniform)), float(best)))
+    kl = trajectory_kl_fn(env, env_params, policy)
+    return Evaluator("exact", exact, (float(value_of(uniform)), float(best)), None, kl)

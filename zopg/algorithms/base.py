@@ -170,8 +170,9 @@ class AlgorithmConfig(Settings):
 
     budget_field: the field a human-query budget sets (None for methods that are never
     budget-matched); unit_cost() what one unit of it spends, as Python ints. The run's total is
-    `getattr(config, budget_field or iterations_field) * unit_cost()` and env steps are at most
-    trajectories × H. iterations_field: the field that counts the trainer's iterations.
+    `getattr(config, budget_field or iterations_field) * unit_cost() + fixed_cost()` and env
+    steps are at most trajectories × H. iterations_field: the field that counts the trainer's
+    iterations.
     """
 
     budget_field: ClassVar[str | None] = "num_iterations"
@@ -179,6 +180,12 @@ class AlgorithmConfig(Settings):
 
     def unit_cost(self) -> Spent:
         raise NotImplementedError(f"{type(self).__name__} declares no unit_cost")
+
+    def fixed_cost(self) -> Spent:
+        """What a run spends beside its budget units, as Python ints; it never includes human
+        queries, which are all in the units. Zero unless a method's iterations are not units of
+        its budget: e.g. PPO's rollouts on a reward model fitted once from a query budget."""
+        return unit_cost()
 
     @property
     def num_steps(self) -> int:
@@ -205,12 +212,13 @@ def check_budget_fits(config: AlgorithmConfig, horizon: int) -> None:
     """Refuse runs whose cumulative int32 counters would overflow (checked once, here)."""
     field = config.budget_field or config.iterations_field
     units = getattr(config, field)
-    cost = config.unit_cost()
+    cost, fixed = config.unit_cost(), config.fixed_cost()
+    trajectories = units * cost.trajectories + fixed.trajectories
     totals = {
         "queries": units * cost.queries,
-        "trajectories": units * cost.trajectories,
+        "trajectories": trajectories,
         "judged trajectories": units * cost.judged_trajectories,
-        "env steps": units * cost.trajectories * horizon,
+        "env steps": trajectories * horizon,
     }
     for what, total in totals.items():
         if total > INT32_MAX:

@@ -26,7 +26,7 @@ from zopg.networks import MLP, observation_features
 from zopg.preferences.utilities import automaton_states
 from zopg.rollout import Trajectory
 
-REWARD_MODELS = ("tabular", "mlp")
+REWARD_MODELS = ("tabular", "mlp", "mlp-coordinates")
 LABELS = ("soft", "hard")
 ACTION_KINDS = ("discrete", "continuous")
 
@@ -38,7 +38,12 @@ class RewardModelConfig(Settings):
     kind           tabular: one value per (state, action), needs a tabular env; mlp: tanh MLP
                    from features (one-hot state, or float obs) to one output per action, or for
                    continuous actions from concat(features, action scaled to [-1, 1]) to one
-                   output.
+                   output; mlp-coordinates: the tanh MLP on a GridWorld cell's (row, column),
+                   each scaled to [-1, 1] (cell_coordinates), one output per action. A one-hot
+                   input gives every cell its own first-layer weights, so a cell the data never
+                   visit keeps its initial guess; on coordinates the model is smooth across
+                   cells and extrapolates to rarely or never visited ones (the over-optimisation
+                   regime, algorithms.md §9: a proxy PPO can exploit).
     hidden_sizes   hidden layers of the mlp.
     learning_rate  Adam step size.
     num_steps      gradient steps per refit (each on a fresh minibatch of pairs).
@@ -79,6 +84,8 @@ class RewardModelConfig(Settings):
             )
         if self.kind == "tabular" and action_kind == "continuous":
             raise ConfigError(f"{prefix}kind = 'tabular' needs discrete actions; use 'mlp'")
+        if self.kind == "mlp-coordinates":
+            check_coordinates(self, problem, prefix)
         if self.automaton_input and teacher_automaton(problem) is None:
             raise ConfigError(
                 f"{prefix}automaton_input = true needs a tabular env and a teacher utility with "
@@ -125,6 +132,11 @@ class RewardModel:
     def __call__(self, params, obs, action):
         if self.kind == "tabular":
             return params["table"][obs, action]
+        if self.kind == "mlp-coordinates":
+            # The same function as below, evaluated once per cell and gathered: a batch of
+            # pairs has thousands of steps but the grid only a few dozen cells.
+            cells = self._mlp.apply(params, self.features(jnp.arange(self.num_states)))
+            return cells[obs, action]
         x = self.features(obs)
         if self._continuous:
             low, high = jnp.asarray(self.action_low), jnp.asarray(self.action_high)
@@ -173,6 +185,8 @@ def make_reward_model(
         features, dim = (lambda obs: jax.nn.one_hot(obs, num_states)), num_states
     else:
         num_states = env.num_states(env_params) if hasattr(env, "num_states") else None
+    if config.kind == "mlp-coordinates":
+        features, dim = cell_coordinates(env_params)
     bounds = {}
     if env.action_kind == "continuous":
         low, high = env.action_bounds(env_params)
@@ -190,6 +204,45 @@ def make_reward_model(
         action_kind=env.action_kind,
         **bounds,
     )
+
+
+def cell_coordinates(env_params):
+    """(features, 2): a GridWorld cell s = row · width + col -> (row, col), each mapped affinely
+    to [-1, 1] (0 along a dimension of one cell), on the scale of the tanh layers."""
+    height, width = len(env_params.layout), len(env_params.layout[0])
+
+    def scaled(index, size):
+        return 2.0 * index / (size - 1) - 1.0 if size > 1 else jnp.zeros_like(index)
+
+    def features(obs):
+        obs = jnp.asarray(obs)
+        row = (obs // width).astype(jnp.float32)
+        col = (obs % width).astype(jnp.float32)
+        return jnp.stack([scaled(row, height), scaled(col, width)], axis=-1)
+
+    return features, 2
+
+
+def check_coordinates(config: RewardModelConfig, problem, prefix: str) -> None:
+    """kind = 'mlp-coordinates' needs observations that are GridWorld cells (or cell_input)."""
+    layout = getattr(problem.env_params, "layout", None)
+    if layout is None:
+        raise ConfigError(
+            f"{prefix}kind = 'mlp-coordinates' needs a GridWorld (cells with a row and a "
+            f"column); {problem.env!r} has none (use 'mlp')"
+        )
+    if config.automaton_input:
+        raise ConfigError(
+            f"{prefix}kind = 'mlp-coordinates' cannot take automaton_input (a product state "
+            "has no coordinates)"
+        )
+    cells = len(layout) * len(layout[0])
+    observed = problem.env.num_states(problem.env_params)
+    if observed != cells and not getattr(config, "cell_input", False):
+        raise ConfigError(
+            f"{prefix}kind = 'mlp-coordinates' needs observations that are cells ({observed} "
+            f"observations, {cells} cells): set cell_input = true"
+        )
 
 
 # -- labelled pairs -----------------------------------------------------------------------------

@@ -300,6 +300,73 @@ def plot_sweeps(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def has_kl(columns) -> bool:
+    """Whether metrics.csv holds the exact KL to the reference (exact evaluators, since it
+    exists)."""
+    kl = columns.get("kl_to_reference")
+    return kl is not None and kl.dtype.kind == "f" and bool(np.isfinite(kl).any())
+
+
+def plot_gold_against_kl(columns, summary: dict, path: Path) -> None:
+    """Gold against distance (algorithms.md §11): each method's normalised exact score against
+    √KL(π‖π_ref) over trajectories, both the mean over seeds at each logged iteration, from the
+    initial policy (√KL 0) to the last iteration (marked). Over-optimisation is a curve that
+    rises and falls as the policy moves away from the reference."""
+    labels = [sweep["label"] for sweep in summary.get("sweeps", [])]
+    panels = _panels(columns, labels)
+    methods = list(dict.fromkeys(columns["method"]))
+    colours = method_colours(methods)
+    starts = {
+        (_result_key(r, labels), r["method"]): (
+            r["initial_value"]["mean"],
+            r["uniform_value"],
+            r["optimal_value"],
+        )
+        for r in summary["results"]
+    }
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.2 * nrows), squeeze=False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        for method in methods:
+            mask = _panel_mask(columns, labels, panel) & (columns["method"] == method)
+            if not mask.any():
+                continue
+            take = _run_arrays(columns, mask)
+            score, kl = take("score"), take("kl_to_reference")
+            if not (np.all(np.isfinite(score)) and np.all(np.isfinite(kl))):
+                continue
+            d, gold = np.sqrt(np.maximum(kl, 0.0)).mean(axis=0), score.mean(axis=0)
+            start = starts.get((panel, method))
+            if start is not None and None not in start and start[2] != start[1]:
+                d = np.concatenate([[0.0], d])
+                gold = np.concatenate([[(start[0] - start[1]) / (start[2] - start[1])], gold])
+            ax.plot(d, gold, color=colours[method], lw=1.3, label=method)
+            ax.plot(d[-1], gold[-1], "o", color=colours[method], ms=4)
+        ax.axhline(1.0, color="k", ls=":", lw=1)
+        ax.axhline(0.0, color="grey", ls=":", lw=1)
+        ax.set_title(_title(panel, labels), fontsize=9)
+        ax.set_xlabel("√KL(π ‖ π_ref) over trajectories (mean over seeds)")
+        ax.set_ylabel("normalised exact score (mean over seeds)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    entries = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    fig.legend(list(entries.values()), list(entries), loc="lower center", ncol=4, frameon=False)
+    fig.suptitle(
+        f"{summary['experiment']}: gold against distance from the reference, each logged "
+        "iteration (o: the last)",
+        fontsize=10,
+    )
+    legend_rows = -(-len(entries) // 4)
+    fig.tight_layout(rect=(0, (0.3 + 0.25 * legend_rows) / (4.2 * nrows), 1, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_results(out_dir) -> list[Path]:
     """Write every figure of a results folder into out_dir/figures; returns their paths."""
     out_dir = Path(out_dir)
@@ -318,5 +385,9 @@ def plot_results(out_dir) -> list[Path]:
     if summary.get("sweeps"):
         path = figures / "sweep.png"
         plot_sweeps(summary, path)
+        paths.append(path)
+    if has_kl(columns):
+        path = figures / "gold_vs_sqrt_kl.png"
+        plot_gold_against_kl(columns, summary, path)
         paths.append(path)
     return paths

@@ -70,6 +70,10 @@ def summarise_run(run: dict, threshold: float | None = None) -> dict:
     broken = non_finite(run)
     if broken is not None:
         extra["non_finite"] = broken
+    kl = store.tidy_column(metrics, "kl_to_reference")
+    if kl is not None:
+        # The exact trajectory KL of the final policy to the seed's initial policy.
+        extra["kl_to_reference"] = seed_statistics(kl[:, -1])
     return {
         "method": run["method"],
         "algorithm": run["algorithm"],

@@ -58,19 +58,30 @@ def logged_iterations(num_iterations: int, points: int) -> np.ndarray:
 
 
 def make_seed_evaluator(training, evaluator, num_seeds: int):
-    """(carry, iteration) -> {"eval/value", "eval/value_se"}: [seeds] values of each seed's
-    current policy. Monte Carlo keys come from EVAL_SEED, the seed and the iteration, so a
-    resumed run evaluates exactly as an uninterrupted one."""
+    """(carry, iteration, reference) -> {"eval/value", "eval/value_se"}: [seeds] values of each
+    seed's current policy, and with an exact evaluator "eval/kl_to_reference", the exact
+    trajectory KL of each seed's policy to `reference` (that seed's initial policy params, as
+    `reference_params` gives them). Monte Carlo keys come from EVAL_SEED, the seed and the
+    iteration, so a resumed run evaluates exactly as an uninterrupted one."""
     seed_eval_keys = jax.random.split(jax.random.key(EVAL_SEED), num_seeds)
 
     @jax.jit
-    def evaluate_seeds(carry, iteration):
+    def evaluate_seeds(carry, iteration, reference=None):
         params = jax.vmap(training.final_params)(carry)
         keys = jax.vmap(lambda k: jax.random.fold_in(k, iteration))(seed_eval_keys)
         value, stderr = jax.vmap(evaluator.value)(keys, params)
-        return {"eval/value": value, "eval/value_se": stderr}
+        out = {"eval/value": value, "eval/value_se": stderr}
+        if evaluator.kl_to_reference is not None and reference is not None:
+            out["eval/kl_to_reference"] = jax.vmap(evaluator.kl_to_reference)(params, reference)
+        return out
 
     return evaluate_seeds
+
+
+def reference_params(training, fresh_carry):
+    """Each seed's initial policy params (π_ref of the KL to the reference), from a freshly
+    initialised carry: init is a function of the seed key, so a resumed run gets the same."""
+    return jax.vmap(training.final_params)(fresh_carry)
 
 
 @dataclasses.dataclass
@@ -112,6 +123,7 @@ def execute_run(
         return carry if sharding is None else jax.device_put(carry, sharding)
 
     carry, start, kept, timing, initial = fresh_carry(), 0, {}, Timing(), None
+    reference = reference_params(training, carry)
     if ckpt is not None and ckpt.exists():
         try:
             loaded, payload, loaded_kept = store.load_checkpoint(ckpt, carry)
@@ -129,7 +141,7 @@ def execute_run(
     def evaluate(iteration):
         t0 = time.perf_counter()
         # iteration + 1: the initial policy is "iteration -1" and fold_in wants data >= 0.
-        result = jax.device_get(evaluate_seeds(carry, jnp.int32(iteration + 1)))
+        result = jax.device_get(evaluate_seeds(carry, jnp.int32(iteration + 1), reference))
         timing.eval_s += time.perf_counter() - t0
         return {name: np.asarray(values) for name, values in result.items()}
 

@@ -40,11 +40,13 @@ TIDY_COLUMNS = (
     "value",
     "value_se",
     "score",
+    "kl_to_reference",
 )
 NAME_COLUMNS = ("method", "algorithm", "env", "link")
 # column -> the metric that fills it. `value` is the evaluator's value of the teacher's utility
 # (exact where the env has an exact model, else the Monte Carlo mean; `value_se` its standard
-# error, 0 when exact).
+# error, 0 when exact). `kl_to_reference` is the exact trajectory KL of the policy to the seed's
+# initial policy (exact evaluators only; empty otherwise and in runs from before it existed).
 TIDY_METRICS = {
     "queries": "budget/queries",
     "trajectories": "budget/trajectories",
@@ -52,6 +54,7 @@ TIDY_METRICS = {
     "env_steps": "budget/env_steps",
     "value": "eval/value",
     "value_se": "eval/value_se",
+    "kl_to_reference": "eval/kl_to_reference",
 }
 EXPERIMENT_FILE = "experiment.json"
 # Everything a damaged, truncated or foreign npz can raise on the way in (zlib: a corrupt
