@@ -1,6 +1,6 @@
 """Speed of a vmapped batch of tuning trials against the same trials run one by one.
 
-The trials of one structural group of paper_gridworld's tuning (ZPG: N 25, SGD; online DPO:
+The trials of one structural group of paper_gridworld's tuning (ZPG: N 25, M 10, SGD; online DPO:
 25 pairs, 1 update) on its first tuning layout at the full 1M-query budget, 3 seeds: once as one
 compiled call vmapped over 16 trials, once as 16 calls of the same program without the trial
 axis (compiled once). Both include compiling; the scores must agree. Writes
@@ -30,7 +30,7 @@ from zopg.tuning import trials as trial_runs
 from zopg.tuning.tune import parse_tune, tuning_experiment
 
 CASES = {
-    "zpg": {"num_pairs": 25, "optimizer": "sgd"},
+    "zpg": {"num_pairs": 25, "optimizer": "sgd", "num_queries": 10},
     "dpo-online": {"num_pairs": 25, "updates_per_iteration": 1},
 }
 

@@ -12,7 +12,13 @@ from zopg.experiments import load_experiment
 from zopg.experiments.build import built_runs
 from zopg.tuning import trials as trial_runs
 from zopg.tuning.space import SearchSpace, log_range, one_of
-from zopg.tuning.tune import parse_tune, tune, tuning_experiment
+from zopg.tuning.tune import (
+    fixed_by_experiment,
+    parse_tune,
+    trial_points,
+    tune,
+    tuning_experiment,
+)
 
 TUNED = """
 name = "tuned"
@@ -97,7 +103,7 @@ def test_vmapped_trials_equal_trial_by_trial(tmp_path):
     experiment = load_experiment(write(tmp_path, TUNED), include=False)
     spec = parse_tune(experiment)
     space = registry.get("zpg").search_space
-    points = [dict(p, num_pairs=25, optimizer="sgd") for p in space.sample(4, 5)]
+    points = [dict(p, num_pairs=25, optimizer="sgd", num_queries=4) for p in space.sample(4, 5)]
     variant = tuning_experiment(experiment, spec, "zpg", points[0])
     ((*_, run),) = built_runs(variant)
     keys = trial_runs.seed_keys(0, 2)
@@ -127,12 +133,53 @@ def test_zopg_tune_gives_every_method_the_same_trials_and_a_fragment(tmp_path, c
     assert again["chosen"] == record["chosen"]
     fragment = tmp_path / "tuned" / "tuned.toml"
     assert fragment.exists() and (out / "chosen.toml").read_text() == fragment.read_text()
+    # The experiment sets zpg's num_queries, a searched field: every trial keeps its value, the
+    # provenance says so, and the fragment leaves it to the experiment.
+    assert {t["values"]["num_queries"] for t in record["trials"] if t["method"] == "zpg"} == {4}
+    assert record["spaces"]["zpg"].endswith("fixed by the experiment: num_queries = 4")
+    assert "num_queries" not in fragment.read_text().split("[methods.zpg]")[1].split("[")[0]
     # An experiment that includes the fragment runs the chosen values.
     included = write(tmp_path, 'include = ["tuned/tuned.toml"]\n' + TUNED, "with.toml")
     experiment = load_experiment(included)
     zpg = next(m for m in experiment.methods if m.label == "zpg")
     assert zpg.params["step_size"] == record["chosen"]["zpg"]["values"]["step_size"]
     assert "provenance" in experiment.raw and experiment.raw["provenance"]["zpg"]["trials"] == 4
+
+
+def test_sizes_that_trade_against_iterations_are_searched(tmp_path):
+    """ZPG's votes per pair and RM+PPO's pairs per round are structural dimensions: each value
+    is its own compiled group, and with the budget it sets the number of iterations."""
+    zo = registry.get("zpg").search_space
+    assert {"num_pairs", "num_queries"} <= set(zo.fields) - set(zo.traced_fields)
+    assert registry.get("zbcpg").search_space == zo
+    rm = registry.get("rm-ppo").search_space
+    assert "num_pairs" in set(rm.fields) - set(rm.traced_fields)
+    # Unfixed (the experiment no longer sets it), M is drawn and sets the iterations.
+    text = TUNED.replace("num_queries = 4\n[methods.dpo-online]", "[methods.dpo-online]")
+    experiment = load_experiment(write(tmp_path, text), include=False)
+    spec = parse_tune(experiment, trials=6)
+    points = zo.sample(6, spec.seed)
+    assert {p["num_queries"] for p in points} == {1, 3, 10}
+    for point in points:
+        ((*_, run),) = built_runs(tuning_experiment(experiment, spec, "zpg", point))
+        assert run.config.num_queries == point["num_queries"]
+        per_iteration = point["num_pairs"] * point["num_queries"]
+        assert run.config.num_iterations == 1200 // per_iteration
+
+
+def test_searched_fields_the_experiment_sets_are_held_fixed(tmp_path):
+    """Found through nested tables too; every trial keeps them, the rest is drawn as always."""
+    text = TUNED + '[methods.rm-ppo]\nalgorithm = "rm-ppo"\nnum_pairs = 20\n'
+    text += "[methods.rm-ppo.ppo]\nnum_iterations = 3\n"
+    experiment = load_experiment(write(tmp_path, text), include=False)
+    spec = parse_tune(experiment, methods=["rm-ppo"])
+    method = next(m for m in experiment.methods if m.label == "rm-ppo")
+    space = registry.get("rm-ppo").search_space
+    assert fixed_by_experiment(method, space) == {"ppo.num_iterations": 3, "num_pairs": 20}
+    points = trial_points(method, space, spec)
+    drawn = space.sample(spec.trials, spec.seed)
+    for point, free in zip(points, drawn, strict=True):
+        assert point == {**free, "ppo.num_iterations": 3, "num_pairs": 20}
 
 
 def test_tuning_envs_never_equal_evaluation_envs(tmp_path):

@@ -17,6 +17,11 @@ An experiment's `[tune]` table says how:
 A trial's score is the benchmark's statistic: the final normalised score (the final value where
 the env has no exact model), averaged over the tuning envs, mean over seeds, with a 95% seed
 bootstrap CI. Trials and choices go to results/tune/NAME/.
+
+A searched field that the experiment's own method table sets (control.toml's RM+PPO pairs per
+round, sized for its small budget) is held at that value in every trial, logged, recorded in the
+provenance and left out of the fragment (which may not set what the experiment sets). The other
+dimensions keep the values the seeded sampler draws for the full space.
 """
 
 from __future__ import annotations
@@ -101,12 +106,41 @@ def parse_tune(experiment, trials: int | None = None, methods=None) -> TuneSpec:
         space = registry.get(by_label[label].algorithm).search_space
         structural = [d.field for d in space.dimensions if not d.traced]
         seen = set()
-        for point in space.sample(spec.trials, spec.seed):
+        for point in trial_points(by_label[label], space, spec):
             shape = tuple(point[f] for f in structural)
             if shape not in seen:  # traced values are range-checked by the space itself
                 seen.add(shape)
                 built_runs(tuning_experiment(experiment, spec, label, point))
     return spec
+
+
+def fixed_by_experiment(method, space) -> dict:
+    """{field: value} of the searched fields that the method's own table sets (dotted fields
+    through nested tables): the experiment fixed them, so trials keep them."""
+    fixed = {}
+    for dim in space.dimensions:
+        table = method.params
+        *heads, last = dim.field.split(".")
+        for head in heads:
+            table = table.get(head) if isinstance(table, dict) else None
+        if isinstance(table, dict) and last in table:
+            fixed[dim.field] = table[last]
+    return fixed
+
+
+def trial_points(method, space, spec: TuneSpec) -> list[dict]:
+    """The method's trials: the seeded sample of its full space, with the fields the experiment
+    fixes set to the experiment's values (so every other dimension is drawn as for a method
+    whose experiment fixes nothing)."""
+    fixed = fixed_by_experiment(method, space)
+    return [{**point, **fixed} for point in space.sample(spec.trials, spec.seed)]
+
+
+def space_record(method, space) -> str:
+    """The space as trials.json and the provenance record it, with any fields held fixed."""
+    fixed = fixed_by_experiment(method, space)
+    held = "; ".join(f"{f} = {_toml_value(v)}" for f, v in fixed.items())
+    return space.describe() + (f"; fixed by the experiment: {held}" if held else "")
 
 
 def check_held_out(experiment, spec: TuneSpec) -> None:
@@ -173,7 +207,7 @@ def run_trials(
     method = next(m for m in experiment.methods if m.label == label)
     algorithm = registry.get(method.algorithm)
     space = algorithm.search_space
-    points = space.sample(spec.trials, spec.seed)
+    points = trial_points(method, space, spec)
     structural = [d.field for d in space.dimensions if not d.traced]
     groups: dict[tuple, list[int]] = {}
     for i, point in enumerate(points):
@@ -234,15 +268,19 @@ def fragment_text(experiment, spec: TuneSpec, chosen: dict[str, dict]) -> str:
         "# rerun `zopg tune` rather than editing it.",
         "",
     ]
+    methods = {m.label: m for m in experiment.methods}
     for label, result in chosen.items():
+        space = registry.get(methods[label].algorithm).search_space
+        fixed = fixed_by_experiment(methods[label], space)
         lines.append(f"[methods.{label}]")
         for field, value in result["values"].items():
-            lines.append(f"{field} = {_toml_value(value)}")
+            if field not in fixed:  # the experiment sets those itself
+                lines.append(f"{field} = {_toml_value(value)}")
         lines.append("")
     for label, result in chosen.items():
-        algorithm = registry.get(next(m.algorithm for m in experiment.methods if m.label == label))
+        space = registry.get(methods[label].algorithm).search_space
         lines.append(f"[provenance.{label}]")
-        lines.append(f"space = {_toml_value(algorithm.search_space.describe())}")
+        lines.append(f"space = {_toml_value(space_record(methods[label], space))}")
         lines.append(f"trials = {spec.trials}")
         lines.append(f"seed = {spec.seed}")
         lines.append(f"trial = {result['trial']}")
@@ -303,8 +341,9 @@ def tune(path, out_dir=None, trials=None, methods=None, vmapped=True, log=print)
     }
     earlier = finished_methods(out_dir / "trials.json", record)
     for label in spec.methods:
-        algorithm = registry.get(next(m.algorithm for m in experiment.methods if m.label == label))
-        record["spaces"][label] = algorithm.search_space.describe()
+        method = next(m for m in experiment.methods if m.label == label)
+        algorithm = registry.get(method.algorithm)
+        record["spaces"][label] = space_record(method, algorithm.search_space)
         if label in earlier and earlier[label]["space"] == record["spaces"][label]:
             # An interrupted `zopg tune` resumes: a method whose trials all finished under the
             # same space, trials, seeds, envs and teacher is not run again.
@@ -312,7 +351,7 @@ def tune(path, out_dir=None, trials=None, methods=None, vmapped=True, log=print)
             results = earlier[label]["trials"]
             record["seconds"][label] = earlier[label]["seconds"]
         else:
-            log(f"{label}: {spec.trials} trials ({algorithm.search_space.describe()})")
+            log(f"{label}: {spec.trials} trials ({record['spaces'][label]})")
             t0 = time.perf_counter()
             results = run_trials(experiment, spec, label, vmapped, log)
             record["seconds"][label] = time.perf_counter() - t0
