@@ -2,10 +2,13 @@
 
     python benchmarks/rates.py            # the full run (committed results)
     python benchmarks/rates.py --quick    # small grids and few seeds, to results/rates/quick/
-    python benchmarks/rates.py --only bias_vs_mu --resume
+    python benchmarks/rates.py --only bias_vs_mu/exact --resume   # one sweep, the rest kept
 
 Each sweep's record holds its slope, 95% seed-bootstrap CI, the §8 prediction (and our own
 expected slope where it differs), the window, seeds and a config hash; see zopg.analysis.rates.
+A record is reused (--resume) or kept (--only) by its sweep's name or, for a renamed sweep, by
+its config hash; its name, note and figure group are refreshed from the sweep file, since they
+do not change the numbers.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 try:
@@ -54,6 +58,28 @@ def load_all(quick: bool):
     if len(set(names)) != len(names):
         raise ConfigError(f"sweep names must be unique across rates_*.toml files: {names}")
     return specs, families
+
+
+def previous_record(spec, existing: dict) -> dict | None:
+    """This sweep's record in existing: by name, else (a renamed sweep) the one with its hash."""
+    if spec.name in existing:
+        return existing[spec.name]
+    same = [r for r in existing.values() if r.get("config_hash") == spec.config_hash()]
+    return same[0] if len(same) == 1 else None
+
+
+def relabelled(record: dict, spec) -> dict:
+    """record with the fields that do not change its numbers taken from the sweep file."""
+    return {**record, "name": spec.name, "note": spec.note, "group": spec.group}
+
+
+def selector(only: str | None, names) -> Callable[[str], bool]:
+    """Which sweeps --only runs: the one so named, else every sweep whose name contains it."""
+    if only is None:
+        return lambda name: True
+    if only in names:
+        return lambda name: name == only
+    return lambda name: only in name
 
 
 def run_spec(spec, **code_only) -> dict:
@@ -135,7 +161,9 @@ def plot_all(out: Path, records: dict, specs) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small grids and seeds (development)")
-    parser.add_argument("--only", help="run only sweeps whose name contains this text")
+    parser.add_argument(
+        "--only", help="run only the sweep of this name, or those whose name contains this text"
+    )
     parser.add_argument("--out", type=Path, help="output folder (default results/rates[/quick])")
     parser.add_argument(
         "--resume",
@@ -150,20 +178,25 @@ def main(argv=None) -> int:
     except ConfigError as err:
         parser.error(str(err))
     existing = read_json(path).get("sweeps", {}) if path.exists() else {}
-    for spec in specs:  # records written before "reduce" was stored: it is the quantity's
-        if spec.name in existing:
-            existing[spec.name].setdefault("reduce", rates.QUANTITIES[spec.quantity].reduce)
+    for record in existing.values():  # records written before "reduce" was stored
+        if record.get("quantity") in rates.QUANTITIES:
+            record.setdefault("reduce", rates.QUANTITIES[record["quantity"]].reduce)
     started = time.perf_counter()
+    selected = selector(args.only, {s.name for s in specs})
     # With --only the other sweeps keep what the file has, so --only updates it in place.
-    known = {s.name for s in specs}
-    records = {n: r for n, r in existing.items() if n in known} if args.only else {}
+    records = {}
+    if args.only:
+        for spec in specs:
+            old = previous_record(spec, existing)
+            if old is not None:
+                records[spec.name] = relabelled(old, spec)
     for spec in specs:
-        old = existing.get(spec.name)
-        if args.only and args.only not in spec.name:
+        if not selected(spec.name):
             continue
+        old = previous_record(spec, existing)
         if args.resume and old is not None and old.get("config_hash") == spec.config_hash():
-            records[spec.name] = old
-            print(f"{summary_line(old)}  (reused)", flush=True)
+            records[spec.name] = relabelled(old, spec)
+            print(f"{summary_line(records[spec.name])}  (reused)", flush=True)
             continue
         records[spec.name] = run_spec(spec)
         print(

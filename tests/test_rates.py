@@ -1,4 +1,5 @@
-"""Rate fits, sweep files, theory helpers, and CI regression of the M, N and mu rates.
+"""Rate fits, sweep files, theory helpers, and CI regression of the M, N and mu rates and of the
+second-order part of a constant-step run against N (the T-rate's estimator term).
 
 Each rate test re-measures a small version of a sweep in benchmarks/rates_*.toml (same settings,
 fewer seeds and samples) and checks two things: its log-log slope is within Z bootstrap standard
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from zopg import ConfigError
+from zopg.algorithms import Spent, Trainer
 from zopg.algorithms.zeroth_order import make_difference_fn
 from zopg.analysis import fits
 from zopg.analysis.rates import analyse
@@ -213,6 +215,25 @@ def test_padded_policy_changes_d_only():
         rate_setting.make_setting(dim=10)
 
 
+def test_ascent_sums_on_a_quadratic():
+    """The running sums behind the T decomposition, against closed forms: on V = −½‖θ‖² with a
+    fixed step c, ∇V·Δθ − ΔV = ½‖c‖² every iteration, and ‖∇V(θ_t)‖² = ‖θ_0 + t c‖²."""
+    c, theta_0, steps = jnp.array([0.3, -0.1]), jnp.array([1.0, 2.0]), 5
+    inner = Trainer(
+        init=lambda key: theta_0,
+        iterate=lambda theta, t, key: (theta + c, Spent.zero(), {}),
+        policy_params=lambda theta: {"theta": theta},
+    )
+    trainer = rate_sweeps._with_ascent_sums(inner, lambda theta: -0.5 * theta @ theta)
+    state = trainer.init(jax.random.key(0))
+    for t in range(steps):
+        state, _, metrics = trainer.iterate(state, t, jax.random.key(t))
+    second_order = steps * 0.5 * float(c @ c)
+    grad_norm_sq = sum(float(jnp.sum((theta_0 + t * c) ** 2)) for t in range(steps))
+    assert float(metrics["rate/second_order_sum"]) == pytest.approx(second_order, rel=1e-5)
+    assert float(metrics["rate/grad_norm_sq_sum"]) == pytest.approx(grad_norm_sq, rel=1e-5)
+
+
 # -- CI regression of the M, N and mu rates -----------------------------------------------------
 
 
@@ -339,3 +360,45 @@ def test_block_sweeps_share_settings_and_fix_their_metric():
     assert "metric" not in rates.setting_names("blocks_vs_k")
     with pytest.raises(ConfigError, match="unknown metric 'regret'; known metrics: final_value"):
         rate_sweeps.blocks_vs_k([2, 4, 8], 2, jax.random.key(0), metric="regret")
+
+
+# -- CI regression of the estimator's term in a constant-step run ---------------------------------
+
+NOISE_SWEEP = "second_order_noise_vs_n/zpg-constant-step"
+
+
+def second_order_check(**broken):
+    """The committed sweep's runs (same α, T, μ, M) at three N with fewer seeds: the part of Q_T
+    that the difference noise adds must fall like 1/N and match the committed value at N 32."""
+    small_spec = small(NOISE_SWEEP, [8, 32, 128], [8, 128], seeds=8)
+    record = run_spec(small_spec, **broken)
+    return rate_failures(record, committed(NOISE_SWEEP)["reference"], small_spec.slope_target)
+
+
+def test_second_order_noise_rate():
+    assert second_order_check() == []
+
+
+def one_pair_for_all_difference(config, problem):
+    """make_difference_fn, but the N pairs are copies of the first (as if every pair were
+    rolled out and voted with one key): their mean averages no noise away."""
+    correct = make_difference_fn(config, problem)
+    if config.difference == "exact":
+        # Exact differences are the same number for every pair already; returning the correct
+        # function keeps the program identical, so the compilation cache serves it.
+        return correct
+
+    def difference(key, theta_1, theta_0, num_pairs):
+        delta, spent = correct(key, theta_1, theta_0, 1)
+        return jnp.broadcast_to(delta, (num_pairs,)), spent
+
+    return difference
+
+
+def test_second_order_noise_check_catches_pairs_that_do_not_average():
+    assert second_order_check(make_difference=one_pair_for_all_difference) != []
+
+
+def test_second_order_noise_check_catches_a_wrong_scale():
+    """Half the scale acts as half the step: the 1/N law stays, the magnitude at N 32 does not."""
+    assert second_order_check(estimator=half_scale_estimator) != []

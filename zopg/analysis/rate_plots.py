@@ -66,7 +66,21 @@ def draw_sweep(ax, record: dict, color="C0", label: str | None = None) -> None:
     if closed is not None:
         # Sign sweeps: the exact agreement of algorithms.md §5 beside the measured one.
         ax.plot(x, closed, "--", color="k", lw=1.0, label="closed form (§5)")
-    zpg = (record.get("theory") or {}).get("zpg_same_queries")
+    theory = record.get("theory") or {}
+    if record.get("quantity") == "grad_norm_vs_t":
+        # The telescoped parts of the average: the first-order part (V_T − V_0)/(α_T·T) alone sets
+        # the T-slope of a converged run (−½ or −1, by the schedule), whatever the estimator.
+        parts = (("first_order_part", "--", "F_T, first order"), ("second_order_part", ":", "Q_T"))
+        for key, style, label in parts:
+            if key in theory:
+                ax.plot(x, theory[key], style, color=color, alpha=0.6, lw=1.0, label=label)
+    if record.get("quantity") == "second_order_noise_vs_n":
+        # What the plotted difference is made of: Q_T with noisy differences and with exact ones.
+        ax.plot(x, theory["second_order_part"], "s", mfc="none", color="0.45", ms=4, label="Q_T")
+        ax.axhline(
+            theory["exact_difference_part"], color="0.45", ls=":", lw=1.0, label="Q_T, exact Δ"
+        )
+    zpg = theory.get("zpg_same_queries")
     if zpg is not None:
         # Block sweeps: ZPG (all d coordinates) at the same queries, for comparison.
         ax.axhline(zpg, color=color, ls=":", lw=1.0, alpha=0.8, label="ZPG, same queries")

@@ -2,8 +2,23 @@
 
 Each takes (grid, seeds, key, **settings) and returns per-seed values [seeds, grid] with the
 theory numbers to compare them with. Quantities of an estimate (Δ̂, ĝ) are measured here
-directly; quantities of training runs (T, K) train through the runner with the exact-gradient
-probe. The sweep files are read by zopg.experiments.rates, the fits are zopg.analysis.rates.
+directly; quantities of training runs (T, K, and N at a fixed step) train through the runner with
+the exact-gradient probe. The sweep files are read by zopg.experiments.rates, the fits are
+zopg.analysis.rates.
+
+Why the T-rates need care: for any step sizes α_t the ascent telescopes exactly,
+
+    (1/T) Σ_t ‖∇V(θ_t)‖² = F_T + Q_T + M_T,
+    F_T = (1/T) Σ_t (V(θ_{t+1}) − V(θ_t)) / α_t           (= (V_T − V_0)/(αT) at constant α),
+    Q_T = (1/T) Σ_t [∇V(θ_t)·(θ_{t+1} − θ_t) − (V(θ_{t+1}) − V(θ_t))] / α_t,
+    M_T = −(1/T) Σ_t ∇V(θ_t)·(ĝ_t − ∇V(θ_t)).
+
+For a run that converges inside T, F_T is (V* − V_0)/(αT) at a constant step and
+(V* − V_0)/(α₀√T) at α₀/√T: the T-slope (−1 or −½) is fixed by the schedule whatever the
+estimator. The estimator enters through Q_T, the second-order term: Q_T ≈ (α/2T) Σ_t
+ĝ_tᵀ(−∇²V)ĝ_t ≤ (Lα/2)·(1/T) Σ_t ‖ĝ_t‖², §8's floor term, and M_T has mean
+−(1/T) Σ_t ∇V·(∇V_μ − ∇V) (the smoothing bias). second_order_noise_vs_n measures the part of Q_T
+that the difference noise adds, against N.
 """
 
 from __future__ import annotations
@@ -17,9 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zopg.algorithms import Spent, ZBCPGConfig, ZPGConfig, ZSPOConfig, make_training
+from zopg.algorithms import Spent, Trainer, ZBCPGConfig, ZPGConfig, ZSPOConfig, make_training
 from zopg.algorithms.sign_zo import make_majority_sign
-from zopg.algorithms.zeroth_order import make_difference_fn
+from zopg.algorithms.training import Training, check_contract
+from zopg.algorithms.zeroth_order import estimator_config, make_difference_fn, make_zo_trainer
 from zopg.envs import make as make_env
 from zopg.errors import ConfigError, bad_value, unknown_name
 from zopg.estimators import EstimatorConfig, zo_gradient
@@ -37,7 +53,7 @@ from zopg.experiments.rate_setting import (
     sphere,
 )
 from zopg.experiments.runner import train_seeds
-from zopg.policies import make_policy
+from zopg.policies import flat_view, make_policy
 from zopg.preferences import Feedback, Oracle, make_link, preference_rate, value_difference
 
 # -- measurements -------------------------------------------------------------------------------
@@ -381,6 +397,9 @@ def _final_metrics(config, env, policy, oracle, keys) -> dict:
     return {**final, "initial/value": result["initial"]["eval/value"]}
 
 
+SCHEDULES = ("inverse-sqrt", "constant")
+
+
 def grad_norm_vs_t(
     grid,
     seeds: int,
@@ -389,17 +408,42 @@ def grad_norm_vs_t(
     env: str = "gridworld/open-5x5",
     link: str = "bradley-terry",
     alpha0: float = 6.4,
+    schedule: str = "inverse-sqrt",
     mu: float = 5.0,
     num_pairs: int = 32,
     num_queries: int = 10,
     r_max: float = 2.0,
 ) -> Measurement:
-    """(1/T) Σ_t ‖∇V(θ_t)‖² of ZPG runs from the uniform policy, step alpha0/√T, one run per T."""
+    """(1/T) Σ_t ‖∇V(θ_t)‖² of ZPG runs from the uniform policy against T.
+
+    schedule inverse-sqrt: step alpha0/√T, one run per T. schedule constant: step alpha0 for
+    every T; such a run does not depend on T (iteration t's key is fold_in(seed, t)), so one run
+    of the largest T per seed gives every T as a prefix, and theory splits the average into the
+    first- and second-order parts F_T and Q_T (module docstring).
+    """
+    if schedule not in SCHEDULES:
+        raise unknown_name("schedule", schedule, SCHEDULES)
     ts = check_grid(grid, integer=True)
+    keys = _seed_keys(key, seeds)
+    if schedule == "constant":
+        config = ZPGConfig(
+            num_iterations=ts[-1],
+            num_pairs=num_pairs,
+            num_queries=num_queries,
+            mu=mu,
+            r_max=r_max,
+            step_size=alpha0,
+        )
+        parts = _ascent_parts(config, env, link, keys, [t - 1 for t in ts])
+        theory = {
+            "final_value_mean": parts["value"].mean(axis=0).tolist(),
+            "first_order_part": parts["first_order"].mean(axis=0).tolist(),
+            "second_order_part": parts["second_order"].mean(axis=0).tolist(),
+        }
+        return Measurement(parts["grad_norm_sq_mean"], theory)
     env_obj, params = make_env(env)
     policy = make_policy("tabular", env_obj, params)
     oracle = Oracle(make_link(link))
-    keys = _seed_keys(key, seeds)
     columns, final_values, first_order = [], [], []
     for t in ts:
         config = ZPGConfig(
@@ -417,6 +461,141 @@ def grad_norm_vs_t(
         # Σ_t α ∇V·ĝ_t ≈ V_T − V_0 to first order, and E[∇V·ĝ] = ‖∇V‖² (up to smoothing).
         first_order.append(float(gain.mean() / (alpha0 * math.sqrt(t))))
     theory = {"final_value_mean": final_values, "first_order_part": first_order}
+    return Measurement(np.stack(columns, axis=1), theory)
+
+
+def _with_ascent_sums(inner: Trainer, value) -> Trainer:
+    """inner with running sums of ‖∇V(θ_t)‖² and of the second-order residual
+    q_t = ∇V(θ_t)·(θ_{t+1} − θ_t) − (V(θ_{t+1}) − V(θ_t)), reported as rate/* metrics.
+
+    One value_and_grad per iteration serves both sums, so the runner's probe (which would
+    compute ∇V(θ_t) a second time) is left off.
+    """
+
+    def theta_of(state):
+        return flat_view(inner.policy_params(state))[0]
+
+    def init(key):
+        zero = jnp.zeros(())
+        return {"inner": inner.init(key), "grad_norm_sq_sum": zero, "second_order_sum": zero}
+
+    def iterate(state, t, key):
+        theta_t = theta_of(state["inner"])
+        value_t, grad_t = jax.value_and_grad(value)(theta_t)
+        inner_state, spent, metrics = inner.iterate(state["inner"], t, key)
+        theta_next = theta_of(inner_state)
+        second_order = grad_t @ (theta_next - theta_t) - (value(theta_next) - value_t)
+        new = {
+            "inner": inner_state,
+            "grad_norm_sq_sum": state["grad_norm_sq_sum"] + grad_t @ grad_t,
+            "second_order_sum": state["second_order_sum"] + second_order,
+        }
+        metrics = {
+            **metrics,
+            "rate/grad_norm_sq_sum": new["grad_norm_sq_sum"],
+            "rate/second_order_sum": new["second_order_sum"],
+        }
+        return new, spent, metrics
+
+    return Trainer(init, iterate, lambda state: inner.policy_params(state["inner"]))
+
+
+def _ascent_parts(
+    config: ZPGConfig,
+    env: str,
+    link: str,
+    keys,
+    logged,
+    estimator: Callable = zo_gradient,
+    make_difference: Callable = make_difference_fn,
+) -> dict:
+    """ZPG at a constant step from the uniform policy, one run per seed key through the runner:
+    per seed and logged iteration t (T = t + 1), the average ‖∇V‖² and its first- and
+    second-order parts F_T and Q_T (module docstring) and V(θ_T), each [seeds, len(logged)].
+
+    estimator and make_difference replace ZPG's own (tests break them on purpose).
+    """
+    if callable(config.step_size):
+        raise ConfigError("the ascent parts need a constant step_size")
+    env_obj, params = make_env(env)
+    policy = make_policy("tabular", env_obj, params)
+    built = make_training(config, env_obj, policy, Oracle(make_link(link)))  # validates config
+    problem = built.problem
+    est = estimator_config(config, config.block_size)
+    difference_fn = make_difference(config, problem)
+
+    def estimate(key, theta, mu):
+        g, delta_hat, spent = estimator(key, theta, difference_fn, est, mu)
+        return g, delta_hat, spent, None
+
+    trainer = _with_ascent_sums(make_zo_trainer(config, problem, estimate), problem.exact_value)
+    check_contract("zpg", trainer)
+    training = Training(trainer, config.num_iterations, problem)
+    result = train_seeds(training, keys, np.asarray(logged))
+    ts = np.asarray(logged, dtype=float) + 1.0
+    step_times_t = config.step_size * ts
+    value = result["metrics"]["eval/value"]
+    gain = value - result["initial"]["eval/value"][:, None]
+    return {
+        "grad_norm_sq_mean": result["metrics"]["rate/grad_norm_sq_sum"] / ts,
+        "first_order": gain / step_times_t,
+        "second_order": result["metrics"]["rate/second_order_sum"] / step_times_t,
+        "value": value,
+    }
+
+
+def second_order_noise_vs_n(
+    grid,
+    seeds: int,
+    key,
+    *,
+    env: str = "gridworld/open-5x5",
+    link: str = "bradley-terry",
+    step_size: float = 0.1,
+    num_iterations: int = 4096,
+    mu: float = 5.0,
+    num_queries: int = 10,
+    r_max: float = 2.0,
+    difference: str = "preference",
+    estimator: Callable = zo_gradient,
+    make_difference: Callable = make_difference_fn,
+) -> Measurement:
+    """Q_T(N) − Q_T(exact differences) per seed, against N, at a constant step and fixed T.
+
+    Q_T is the second-order part of (1/T) Σ_t ‖∇V(θ_t)‖² (module docstring), §8's floor term
+    (α/2T) Σ_t E[ĝᵀ(−∇²V)ĝ]. With E‖ĝ‖² ≈ d‖∇V‖² + (d/μ)²σ²/N (§8), the direction's own variance
+    gives a part that N does not change; the same runs with exact differences (no vote or
+    trajectory noise) measure it, and what the noise adds should fall like 1/N. The α₀/√T
+    T-slope cannot show this: its first-order part does not depend on N at all.
+    """
+    ns = check_grid(grid, integer=True)
+    keys = _seed_keys(key, seeds)
+    logged = [num_iterations - 1]
+
+    def parts(num_pairs, difference):
+        config = ZPGConfig(
+            num_iterations=num_iterations,
+            num_pairs=num_pairs,
+            num_queries=num_queries,
+            mu=mu,
+            r_max=r_max,
+            step_size=step_size,
+            difference=difference,
+        )
+        found = _ascent_parts(config, env, link, keys, logged, estimator, make_difference)
+        return {name: values[:, 0] for name, values in found.items()}
+
+    # With exact differences every pair carries the same number, so N changes nothing there.
+    exact = parts(1, "exact")
+    noisy = [parts(n, difference) for n in ns]
+    columns = [p["second_order"] - exact["second_order"] for p in noisy]
+    theory = {
+        "exact_difference_part": float(exact["second_order"].mean()),
+        "second_order_part": [float(p["second_order"].mean()) for p in noisy],
+        "first_order_part": [float(p["first_order"].mean()) for p in noisy],
+        "grad_norm_sq_mean": [float(p["grad_norm_sq_mean"].mean()) for p in noisy],
+        "final_value_mean": [float(p["value"].mean()) for p in noisy],
+    }
     return Measurement(np.stack(columns, axis=1), theory)
 
 

@@ -30,6 +30,7 @@ from zopg.experiments.rate_measurements import (
     error_vs_n,
     grad_norm_vs_t,
     gridworld_delta_mse_vs_m,
+    second_order_noise_vs_n,
     sign_agreement_vs_d,
     sign_agreement_vs_n,
     sign_grad_norm_vs_t,
@@ -56,6 +57,9 @@ QUANTITIES: dict[str, Quantity] = {
     "error_vs_n": Quantity(error_vs_n, "N (pairs per estimate)", "E‖ĝ − ∇V_μ‖²"),
     "error_vs_d": Quantity(error_vs_d, "d (parameters)", "E‖ĝ − ∇V_μ‖²"),
     "grad_norm_vs_t": Quantity(grad_norm_vs_t, "T (iterations)", "(1/T) Σ_t ‖∇V(θ_t)‖²"),
+    "second_order_noise_vs_n": Quantity(
+        second_order_noise_vs_n, "N (pairs per estimate)", "Q_T − Q_T(exact differences)"
+    ),
     "blocks_vs_k": Quantity(blocks_vs_k, "K (block size)", "(1/T) Σ_t ‖∇V(θ_t)‖²"),
     "sign_agreement_vs_d": Quantity(
         sign_agreement_vs_d, "D (trajectories per side)", "P(ŝ = sign ΔV)"
