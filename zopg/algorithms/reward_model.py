@@ -57,6 +57,10 @@ class RewardModelConfig(Settings):
                    path utility): r_φ(q, s, a), a Markov reward on the product. The control arm
                    of the non-Markov regime: if it recovers where r_φ(s, a) fails, the failure
                    is representational.
+    cell_input     see only the cell of each observation (env.cell_of), not what else the
+                   observation carries (GridWorld's observe_visited bit): r_φ(cell, a) beside a
+                   policy of (bit, cell), the policy-richer-than-the-reward-model regime. Off by
+                   default: the reward model sees the observation, as the policy does.
     """
 
     kind: str = choice("tabular", REWARD_MODELS)
@@ -67,6 +71,7 @@ class RewardModelConfig(Settings):
     labels: str = choice("soft", LABELS)
     l2: float = real(1e-4, 0.0, math.inf, high_open=True)
     automaton_input: bool = flag(False)
+    cell_input: bool = flag(False)
 
     def check(self, problem, prefix):
         if problem is None:
@@ -91,6 +96,17 @@ class RewardModelConfig(Settings):
                 f"{prefix}automaton_input = true needs a tabular env and a teacher utility with "
                 "a finite automaton (e.g. waypoint-goal)"
             )
+        if self.cell_input and not hasattr(env, "cell_of"):
+            raise ConfigError(f"{prefix}cell_input = true needs a GridWorld; {env!r} is not one")
+        if self.cell_input and self.automaton_input:
+            raise ConfigError(f"{prefix}cell_input and automaton_input exclude each other")
+
+    def to_data(self) -> dict:
+        data = super().to_data()
+        if not self.cell_input:
+            # Added later: left out at its default, so the run hashes of earlier runs stand.
+            del data["cell_input"]
+        return data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +128,7 @@ class RewardModel:
     action_kind: str = "discrete"
     action_low: tuple[float, ...] = ()
     action_high: tuple[float, ...] = ()
+    cell_of: Callable | None = None  # obs -> cell (RewardModelConfig.cell_input), else None
 
     @property
     def _continuous(self) -> bool:
@@ -130,6 +147,8 @@ class RewardModel:
         return self._mlp.init(key, jnp.zeros((dim,)))
 
     def __call__(self, params, obs, action):
+        if self.cell_of is not None:
+            obs = self.cell_of(obs)
         if self.kind == "tabular":
             return params["table"][obs, action]
         if self.kind == "mlp-coordinates":
@@ -181,6 +200,10 @@ def make_reward_model(
 ) -> RewardModel:
     """num_states overrides the env's (a reward model over product states q·S + s)."""
     features, dim = observation_features(env, env_params)
+    cell_of = None
+    if config.cell_input:
+        num_states = env.num_cells(env_params)
+        cell_of = lambda obs: env.cell_of(obs, env_params)  # noqa: E731
     if num_states is not None:
         features, dim = (lambda obs: jax.nn.one_hot(obs, num_states)), num_states
     else:
@@ -202,6 +225,7 @@ def make_reward_model(
         num_states=num_states,
         hidden_sizes=tuple(config.hidden_sizes),
         action_kind=env.action_kind,
+        cell_of=cell_of,
         **bounds,
     )
 

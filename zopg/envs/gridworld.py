@@ -9,6 +9,13 @@ Semantics (other modules and tests rely on them):
 - reward: `goal_reward` on entering G, `trap_reward` on entering X, plus `step_reward` on every
   step taken from a non-absorbing state. G and X absorb: the agent stays and gets 0 from then on.
 - episodes start at S and last exactly `horizon` steps; the return is the sum of the rewards.
+- observe_visited = (row, col), optional: the observation also carries the bit "this cell has
+  been visited" (s_0 .. s_t include it): obs = cell + num_cells * bit, so there are 2 * num_cells
+  states and the tabular model is the product of cells and the bit (exact values, V* and exact
+  gradients need nothing else). This is the waypoint-goal utility's automaton state, handed to
+  the policy: a policy of the observation can then do what no policy of the cell can (leave a
+  dead end after visiting it). `cell_of(obs)` gives the cell back; utilities and reward models
+  that should see only the cell read it from there. Rewards and dynamics are the cell's.
 """
 
 from __future__ import annotations
@@ -41,12 +48,15 @@ class GridWorldParams:
     goal_reward: float = 1.0
     trap_reward: float = -1.0
     step_reward: float = 0.0
+    # (row, col) whose "visited" bit the observation carries, or None (see the module docstring).
+    observe_visited: tuple[int, int] | None = struct.field(pytree_node=False, default=None)
 
 
 @struct.dataclass
 class GridWorldState:
-    pos: jax.Array
+    pos: jax.Array  # the cell
     time: jax.Array
+    visited: jax.Array | None = None  # the observe_visited bit (None when not observed)
 
 
 @struct.dataclass
@@ -118,8 +128,28 @@ def validate_params(params: GridWorldParams) -> GridWorldParams:
         if not np.isfinite(numbers[field]):
             raise bad_value(field, value, "must be finite")
     check_range("slip", numbers["slip"], 0.0, 1.0)
+    visited = _checked_visited_cell(params.observe_visited, layout)
     # Stored as floats: an int reward past int32 (10**12) would overflow as a JAX scalar.
-    return params.replace(layout=layout, horizon=int(params.horizon), **numbers)
+    return params.replace(
+        layout=layout, horizon=int(params.horizon), observe_visited=visited, **numbers
+    )
+
+
+def _checked_visited_cell(point, layout) -> tuple[int, int] | None:
+    """observe_visited as (row, col) of a floor or start cell inside the grid, or None."""
+    if point is None:
+        return None
+    rule = "must be [row, col] of a floor or start cell inside the grid, or absent"
+    if not (isinstance(point, tuple | list) and len(point) == 2):
+        raise bad_value("observe_visited", point, rule)
+    if not all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in point):
+        raise bad_value("observe_visited", list(point), rule)
+    row, col = (int(v) for v in point)
+    if not (0 <= row < len(layout) and 0 <= col < len(layout[0])):
+        raise bad_value("observe_visited", [row, col], rule)
+    if layout[row][col] not in "S.":
+        raise bad_value("observe_visited", [row, col], rule)
+    return (row, col)
 
 
 @lru_cache(maxsize=64)
@@ -156,8 +186,20 @@ class GridWorld:
         return f"GridWorld(layout={self.default_params.layout!r})"
 
     # -- sizes -------------------------------------------------------------------------------
-    def num_states(self, params: GridWorldParams) -> int:
+    def num_cells(self, params: GridWorldParams) -> int:
         return len(params.layout) * len(params.layout[0])
+
+    def num_states(self, params: GridWorldParams) -> int:
+        """Observations are 0 .. num_states - 1: the cells, twice with observe_visited."""
+        return self.num_cells(params) * (1 if params.observe_visited is None else 2)
+
+    def cell_of(self, obs, params: GridWorldParams):
+        """The cell of an observation (NumPy or JAX integers, any shape)."""
+        return obs % self.num_cells(params)
+
+    def _visited_cell(self, params: GridWorldParams) -> int:
+        row, col = params.observe_visited
+        return row * len(params.layout[0]) + col
 
     def horizon(self, params: GridWorldParams) -> int:
         return params.horizon
@@ -170,8 +212,17 @@ class GridWorld:
         """Every episode starts at S; the key is unused but kept for the common signature."""
         del key
         start = _tables(params.layout)[3]
-        state = GridWorldState(pos=jnp.int32(start), time=jnp.int32(0))
-        return state.pos, state
+        if params.observe_visited is None:
+            state = GridWorldState(pos=jnp.int32(start), time=jnp.int32(0))
+            return state.pos, state
+        visited = jnp.asarray(start == self._visited_cell(params))
+        state = GridWorldState(pos=jnp.int32(start), time=jnp.int32(0), visited=visited)
+        return self._observation(state, params), state
+
+    def _observation(self, state: GridWorldState, params: GridWorldParams):
+        if state.visited is None:
+            return state.pos
+        return state.pos + self.num_cells(params) * state.visited.astype(state.pos.dtype)
 
     def step(self, key, state: GridWorldState, action, params: GridWorldParams):
         return self.step_from_uniform(jax.random.uniform(key), state, action, params)
@@ -200,7 +251,11 @@ class GridWorld:
         reward = jnp.where(stay, 0.0, reward).astype(jnp.float32)
         time = state.time + 1
         done = time >= params.horizon
-        return next_pos, GridWorldState(pos=next_pos, time=time), reward, done
+        if params.observe_visited is None:
+            return next_pos, GridWorldState(pos=next_pos, time=time), reward, done
+        visited = state.visited | (next_pos == self._visited_cell(params))
+        next_state = GridWorldState(pos=next_pos, time=time, visited=visited)
+        return self._observation(next_state, params), next_state, reward, done
 
     # -- exact model ---------------------------------------------------------------------------
     def tabular_model(self, params: GridWorldParams) -> TabularModel:
@@ -221,14 +276,38 @@ class GridWorld:
         reward = jnp.broadcast_to(entry[None, None, :], transition.shape)
         reward = jnp.where(absorbing[:, None, None], 0.0, reward)
         start_dist = jax.nn.one_hot(start, num_states)
-        return TabularModel(
+        model = TabularModel(
             transition=transition, reward=reward, start=start_dist, horizon=params.horizon
         )
+        if params.observe_visited is None:
+            return model
+        return _with_visited_bit(model, self._visited_cell(params))
+
+
+def _with_visited_bit(model: TabularModel, cell: int) -> TabularModel:
+    """The product of a cell model with the bit "cell visited": states s + S * bit.
+
+    P[(b, s), a, (b', s')] = P[s, a, s'] when b' = b or [s' = cell], else 0; rewards are the
+    cell's, and the bit starts set when the start cell is `cell`.
+    """
+    num_cells = model.transition.shape[0]
+    enters = jnp.arange(num_cells) == cell  # [S']
+    to_bit = jnp.stack([~enters, enters]).astype(model.transition.dtype)  # from bit 0: [b', S']
+    rows = []
+    for bit in (0, 1):
+        split = to_bit if bit == 0 else jnp.stack([jnp.zeros(num_cells), jnp.ones(num_cells)])
+        # [S, A, b', S'] -> [S, A, 2S'] with the target bit as the high part of the index.
+        blocks = model.transition[:, :, None, :] * split[None, None].astype(model.transition.dtype)
+        rows.append(blocks.reshape(num_cells, model.transition.shape[1], 2 * num_cells))
+    transition = jnp.concatenate(rows, axis=0)
+    reward = jnp.tile(model.reward, (2, 1, 2))
+    start = jnp.concatenate([model.start * ~enters, model.start * enters])
+    return TabularModel(transition=transition, reward=reward, start=start, horizon=model.horizon)
 
 
 def make_gridworld(layout, **overrides) -> tuple[GridWorld, GridWorldParams]:
     """Build a GridWorld from a layout and field overrides; every field is validated."""
-    fields = {"horizon", "slip", "goal_reward", "trap_reward", "step_reward"}
+    fields = {"horizon", "slip", "goal_reward", "trap_reward", "step_reward", "observe_visited"}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ConfigError(

@@ -74,11 +74,18 @@ class CategoricalPolicy:
 
 @dataclasses.dataclass(frozen=True)
 class TabularSoftmax(CategoricalPolicy):
-    """One logit per (state, action); observations are integer state indices."""
+    """One logit per (state, action); observations are integer state indices.
+
+    pad_to: d, the total number of parameters, when given: the params get a "pad" vector of
+    d − num_states × num_actions zeros that the policy never reads. V and ∇V (on the logits) do
+    not change and the padded gradient entries are 0, so d grows with nothing else: the
+    dimension regime (algorithms.md §9). None (the default): no padding.
+    """
 
     num_states: int
     num_actions: int
     init_scale: float = 0.0  # 0 starts at the uniform policy, the usual starting point here
+    pad_to: int | None = None
 
     def __post_init__(self):
         for field in ("num_states", "num_actions"):
@@ -88,10 +95,21 @@ class TabularSoftmax(CategoricalPolicy):
         # Stored as a float: an int past int32 (10**12) would overflow as a JAX scalar.
         scale = checked_float("init_scale", self.init_scale, 0.0, math.inf, high_open=True)
         object.__setattr__(self, "init_scale", scale)
+        own = self.num_states * self.num_actions
+        pad = self.pad_to
+        if pad is not None and (
+            isinstance(pad, bool) or not isinstance(pad, int) or not own <= pad < 2**31
+        ):
+            raise bad_value(
+                "pad_to", pad, f"must be an integer >= {own} (the policy's own d) and < 2**31"
+            )
 
     def init(self, key):
         shape = (self.num_states, self.num_actions)
-        return {"logits": self.init_scale * jax.random.normal(key, shape)}
+        params = {"logits": self.init_scale * jax.random.normal(key, shape)}
+        if self.pad_to is not None:
+            params["pad"] = jnp.zeros((self.pad_to - self.num_states * self.num_actions,))
+        return params
 
     def logits(self, params, obs):
         return params["logits"][obs]

@@ -15,7 +15,7 @@ from flax import struct
 from zopg.errors import bad_value
 from zopg.preferences.links import Link
 from zopg.preferences.teacher import Teacher
-from zopg.preferences.utilities import myopic_return
+from zopg.preferences.utilities import HiddenContext, myopic_return
 from zopg.rollout import Trajectory, masked_return
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
@@ -64,6 +64,11 @@ class Oracle:
     `utility` maps a Trajectory to one value per trajectory (shape `traj.batch_shape`); by default
     it is the masked return, weighted by the teacher's myopia. Oracles are frozen and hashable, so
     `jax.jit(Oracle.query, static_argnums=(0, 4))` compiles once per oracle and query count.
+
+    A hidden-context utility (zopg.preferences.utilities.HiddenContext) makes the teacher a
+    population: each query's annotator type k is drawn afresh with probability w_k, so a vote is
+    1 with probability Σ_k w_k σ(β Δ_k), Δ_k the difference of the pair's (or the batches' mean)
+    u_k. Ties and skips are not defined for it (which type would judge them?) and are refused.
     """
 
     link: Link
@@ -92,6 +97,20 @@ class Oracle:
                 f"cannot be combined with teacher.myopia = {self.teacher.myopia} < 1; "
                 "apply any discounting inside the custom utility",
             )
+        if self.hidden_context is not None and (
+            self.teacher.equal_threshold > 0.0 or self.teacher.skip_threshold > -math.inf
+        ):
+            raise bad_value(
+                "oracle.teacher",
+                self.teacher,
+                "ties (equal_threshold) and skips (skip_threshold) are not defined for a "
+                "hidden-context teacher",
+            )
+
+    @property
+    def hidden_context(self) -> HiddenContext | None:
+        """The population of annotator types, when the utility is one."""
+        return self.utility if isinstance(self.utility, HiddenContext) else None
 
     def trajectory_utility(self, traj: Trajectory) -> jax.Array:
         """The teacher's utility of each trajectory, shape `traj.batch_shape`."""
@@ -143,12 +162,7 @@ class Oracle:
         teacher = self.teacher
         difference = utility_a - utility_b
         p_first = self.link.prob(teacher.rationality * difference)
-        if teacher.mistake > 0.0:
-            # Flipping a Bernoulli(p) vote with probability ε is a Bernoulli((1−ε)p + ε(1−p)) vote;
-            # drawing that directly costs one uniform per query instead of two.
-            p_first = (1.0 - teacher.mistake) * p_first + teacher.mistake * (1.0 - p_first)
-        uniforms = jax.random.uniform(key, (*pair_shape, count), dtype=p_first.dtype)
-        votes = (uniforms < p_first[..., None]).astype(p_first.dtype)
+        votes = self._draw_votes(key, p_first, count)
 
         # The teacher's settings are static, so inactive imperfections add nothing to the graph.
         if teacher.equal_threshold > 0.0:
@@ -163,6 +177,36 @@ class Oracle:
             answered = jnp.ones(votes.shape, dtype=bool)
         return Feedback(votes=votes, answered=answered, queries=jnp.int32(total_queries))
 
+    def _draw_votes(self, key, p_first: jax.Array, count: int) -> jax.Array:
+        """count Bernoulli votes per pair, [..., count], with the teacher's mistakes applied."""
+        mistake = self.teacher.mistake
+        if mistake > 0.0:
+            # Flipping a Bernoulli(p) vote with probability ε is a Bernoulli((1−ε)p + ε(1−p)) vote;
+            # drawing that directly costs one uniform per query instead of two.
+            p_first = (1.0 - mistake) * p_first + mistake * (1.0 - p_first)
+        uniforms = jax.random.uniform(key, (*p_first.shape, count), dtype=p_first.dtype)
+        return (uniforms < p_first[..., None]).astype(p_first.dtype)
+
+    def mixture_probability(self, types_a, types_b) -> jax.Array:
+        """P(a ≻ b) = Σ_k w_k σ(β (u_k(a) − u_k(b))) from per-type utilities [..., K]."""
+        weights = jnp.asarray(self.hidden_context.weights, float)
+        difference = jnp.asarray(types_a, float) - jnp.asarray(types_b, float)
+        return self.link.prob(self.teacher.rationality * difference) @ weights
+
+    def _hidden_context_votes(self, key, types_a, types_b, num_queries) -> Feedback:
+        count = _checked_num_queries(num_queries)
+        p_first = self.mixture_probability(types_a, types_b)
+        total_queries = count * math.prod(p_first.shape)
+        if total_queries > _INT32_MAX:
+            raise bad_value(
+                "num_queries",
+                num_queries,
+                f"pairs × num_queries must fit in int32; got {total_queries}",
+            )
+        votes = self._draw_votes(key, p_first, count)
+        answered = jnp.ones(votes.shape, dtype=bool)
+        return Feedback(votes=votes, answered=answered, queries=jnp.int32(total_queries))
+
     def query(
         self, key: jax.Array, traj_a: Trajectory, traj_b: Trajectory, num_queries: int
     ) -> Feedback:
@@ -173,6 +217,10 @@ class Oracle:
                 traj_b.batch_shape,
                 f"must equal traj_a's batch shape {traj_a.batch_shape}",
             )
+        population = self.hidden_context
+        if population is not None:
+            types_a, types_b = population.utilities(traj_a), population.utilities(traj_b)
+            return self._hidden_context_votes(key, types_a, types_b, num_queries)
         return self.votes_from_utilities(
             key, self.trajectory_utility(traj_a), self.trajectory_utility(traj_b), num_queries
         )
@@ -198,6 +246,12 @@ class Oracle:
                 group_b.batch_shape[:-1],
                 f"must equal group_a's {group_a.batch_shape[:-1]}",
             )
+        population = self.hidden_context
+        if population is not None:
+            # Each type compares the batches' means of its own utility.
+            mean_a = jnp.mean(population.utilities(group_a), axis=-2)
+            mean_b = jnp.mean(population.utilities(group_b), axis=-2)
+            return self._hidden_context_votes(key, mean_a, mean_b, num_queries)
         mean_a = jnp.mean(self.trajectory_utility(group_a), axis=-1)
         mean_b = jnp.mean(self.trajectory_utility(group_b), axis=-1)
         return self.votes_from_utilities(key, mean_a, mean_b, num_queries)

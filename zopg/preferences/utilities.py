@@ -20,6 +20,12 @@ cell, a step enters s' when it moves there from another cell):
   revisit-penalty   return − c · #{valid steps that enter an already visited cell}.
   action-switches   return − c · #{t >= 1 valid: a_t != a_(t−1)} (discrete actions), or
                     − c · Σ_(t>=1 valid) ‖a_t − a_(t−1)‖₂ (continuous).
+  grid-return       the GridWorld return with the teacher's own goal, trap and step rewards (each
+                    left out takes the env's): annotators who weigh outcomes differently.
+  hidden-context    a population of annotator types (components u_k, weights w_k): each query is
+                    answered by a type drawn afresh with probability w_k, unseen by the learner,
+                    so P(vote = 1) = Σ_k w_k σ(β Δ_k) (zopg.preferences.Oracle); its value, what
+                    evaluation and the references score, is the population's mean Σ_k w_k u_k.
 """
 
 from __future__ import annotations
@@ -57,7 +63,12 @@ class Automaton:
 
 @dataclasses.dataclass(frozen=True)
 class Grid:
-    """What grid utilities need of a GridWorld: cell kinds, rewards and the horizon."""
+    """What grid utilities need of a GridWorld: cell kinds, rewards and the horizon.
+
+    goal, trap, wall and cell are indexed by the env's *states* (its observations): the cells,
+    or with GridWorld's observe_visited the cells twice over (cell[state] gives the cell back),
+    so a utility reads a trajectory's observations directly whatever else they carry.
+    """
 
     height: int
     width: int
@@ -68,6 +79,7 @@ class Grid:
     goal_reward: float
     trap_reward: float
     step_reward: float
+    cell: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, env, env_params, utility: str) -> Grid:
@@ -75,17 +87,25 @@ class Grid:
         if layout is None or not hasattr(env, "tabular_model"):
             raise ConfigError(f"utility {utility!r} needs a GridWorld; {env!r} is not one")
         cells = "".join(layout)
+        states = np.arange(env.num_states(env_params))
+        cell = env.cell_of(states, env_params) if hasattr(env, "cell_of") else states
+        cell = tuple(int(c) for c in cell)
         return cls(
             height=len(layout),
             width=len(layout[0]),
-            goal=tuple(c == "G" for c in cells),
-            trap=tuple(c == "X" for c in cells),
-            wall=tuple(c == "#" for c in cells),
+            goal=tuple(cells[c] == "G" for c in cell),
+            trap=tuple(cells[c] == "X" for c in cell),
+            wall=tuple(cells[c] == "#" for c in cell),
             horizon=int(env_params.horizon),
             goal_reward=float(env_params.goal_reward),
             trap_reward=float(env_params.trap_reward),
             step_reward=float(env_params.step_reward),
+            cell=cell,
         )
+
+    def cell_of(self, obs) -> jax.Array:
+        """The cell of each observation (state index)."""
+        return jnp.asarray(self.cell, jnp.int32)[jnp.asarray(obs).astype(jnp.int32)]
 
     def arrays(self):
         """(goal, trap, live) as arrays over cells; live cells are the non-absorbing ones."""
@@ -239,7 +259,7 @@ class WaypointGoal(Utility):
     def __call__(self, traj):
         grid = self._grid()
         live, goal, trap = grid.step_terms(traj)
-        at_waypoint = traj.obs.astype(jnp.int32) == self.cell
+        at_waypoint = grid.cell_of(traj.obs) == self.cell
         visited = jnp.cumsum(at_waypoint, axis=-1) > 0  # s_0 .. s_t include W
         terms = (
             grid.step_reward * live + grid.trap_reward * trap + grid.goal_reward * (goal & visited)
@@ -248,8 +268,8 @@ class WaypointGoal(Utility):
 
     def automaton(self, model):
         grid = self._grid()
-        num_cells, num_actions, _ = model.transition.shape
-        is_w = np.arange(num_cells) == self.cell
+        num_cells, num_actions, _ = model.transition.shape  # the env's states
+        is_w = np.asarray(grid.cell) == self.cell
         # q = 1 once W has been visited; it can only switch on by entering W.
         nxt = np.broadcast_to(is_w[None, None, None, :], (2, num_cells, num_actions, num_cells))
         nxt = nxt | (np.arange(2)[:, None, None, None] == 1)
@@ -311,9 +331,10 @@ class RevisitPenalty(Utility):
         return dataclasses.replace(self, grid=Grid.of(env, env_params, self.name))
 
     def __call__(self, traj):
-        num_cells = self._grid().height * self._grid().width
-        cells = traj.obs.astype(jnp.int32)
-        nxt = next_observations(traj).astype(jnp.int32)
+        grid = self._grid()
+        num_cells = grid.height * grid.width
+        cells = grid.cell_of(traj.obs)
+        nxt = grid.cell_of(next_observations(traj))
         seen = jnp.cumsum(jax.nn.one_hot(cells, num_cells, dtype=jnp.int32), axis=-2) > 0
         seen_next = jnp.take_along_axis(seen, nxt[..., None], axis=-1)[..., 0]
         revisits = traj.valid & (nxt != cells) & seen_next
@@ -381,6 +402,102 @@ class ActionSwitches(Utility):
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class GridReturn(Utility):
+    """The GridWorld return with the teacher's own rewards (None: the env's)."""
+
+    goal_reward: float | None = None
+    trap_reward: float | None = None
+    step_reward: float | None = None
+    grid: Grid | None = None
+    name: ClassVar[str] = "grid-return"
+    markov: ClassVar[bool] = True
+
+    def __post_init__(self):
+        for field in ("goal_reward", "trap_reward", "step_reward"):
+            value = getattr(self, field)
+            if value is not None:
+                object.__setattr__(self, field, checked_float(f"grid-return.{field}", value))
+
+    def bind(self, env, env_params):
+        grid = Grid.of(env, env_params, self.name)
+        own = {
+            f: getattr(self, f)
+            for f in ("goal_reward", "trap_reward", "step_reward")
+            if getattr(self, f) is not None
+        }
+        return dataclasses.replace(self, grid=dataclasses.replace(grid, **own))
+
+    def __call__(self, traj):
+        grid = self._grid()
+        live, goal, trap = grid.step_terms(traj)
+        terms = grid.step_reward * live + grid.trap_reward * trap + grid.goal_reward * goal
+        return jnp.sum(terms, axis=-1)
+
+    def automaton(self, model):
+        per_step = jnp.asarray(self._grid().entry_reward()[None, :, None, :])
+        return _single_state(model, lambda t: per_step)
+
+
+@dataclasses.dataclass(frozen=True)
+class HiddenContext(Utility):
+    """A population of annotator types: type k (utility u_k) answers a query with probability
+    w_k, drawn afresh for every query and never shown to the learner. Its value is the
+    population's mean utility Σ_k w_k u_k; the Oracle votes with Σ_k w_k σ(β Δ_k)."""
+
+    components: tuple[Utility, ...] = ()
+    weights: tuple[float, ...] = ()
+    name: ClassVar[str] = "hidden-context"
+
+    def __post_init__(self):
+        components, weights = tuple(self.components), tuple(self.weights)
+        if not components or not all(isinstance(c, Utility) for c in components):
+            raise bad_value(
+                "hidden-context.components", components, "must be a non-empty list of utilities"
+            )
+        if any(isinstance(c, HiddenContext) for c in components):
+            raise bad_value("hidden-context.components", components, "cannot nest hidden-context")
+        if len(weights) != len(components):
+            raise bad_value(
+                "hidden-context.weights", list(weights), f"must be {len(components)} numbers"
+            )
+        weights = tuple(
+            checked_float(f"hidden-context.weights[{i}]", w, 0.0, 1.0)
+            for i, w in enumerate(weights)
+        )
+        if abs(sum(weights) - 1.0) > 1e-6:
+            raise bad_value("hidden-context.weights", list(weights), "must sum to 1")
+        object.__setattr__(self, "components", components)
+        object.__setattr__(self, "weights", weights)
+
+    def bind(self, env, env_params):
+        bound = tuple(c.bind(env, env_params) for c in self.components)
+        return dataclasses.replace(self, components=bound)
+
+    def parameters(self) -> dict:
+        return {
+            "components": [{"name": c.name, **c.parameters()} for c in self.components],
+            "weights": list(self.weights),
+        }
+
+    def utilities(self, traj) -> jax.Array:
+        """u_k(τ) of every type, [..., K] (the batch shape, then the types)."""
+        return jnp.stack([jnp.asarray(c(traj), float) for c in self.components], axis=-1)
+
+    def __call__(self, traj):
+        return self.utilities(traj) @ jnp.asarray(self.weights, float)
+
+    def automaton(self, model):
+        """Σ_k w_k reward_k when every component needs no automaton state (Q = 1: Markov or
+        time-indexed utilities, whose automata differ only in reward); None otherwise (Monte
+        Carlo: the product of several automata is not built here)."""
+        automata = [c.automaton(model) for c in self.components]
+        if any(a is None or a.num_states != 1 for a in automata):
+            return None
+        reward = sum(w * a.reward for w, a in zip(self.weights, automata, strict=True))
+        return automata[0].replace(reward=reward)
+
+
 def automaton_states(automaton: Automaton, traj: Trajectory) -> jax.Array:
     """q_t, the automaton state at each step's cell, [..., H] int: q_0 from the start cell,
     then q_(t+1) = next_state[q_t, s_t, a_t, s_(t+1)]."""
@@ -399,7 +516,16 @@ def automaton_states(automaton: Automaton, traj: Trajectory) -> jax.Array:
 
 UTILITIES: dict[str, type] = {
     cls.name: cls
-    for cls in (Return, MyopicReturn, WaypointGoal, Deadline, RevisitPenalty, ActionSwitches)
+    for cls in (
+        Return,
+        MyopicReturn,
+        WaypointGoal,
+        Deadline,
+        RevisitPenalty,
+        ActionSwitches,
+        GridReturn,
+        HiddenContext,
+    )
 }
 
 
@@ -418,4 +544,36 @@ def make_utility(name: str, **params) -> Utility:
         )
     if "waypoint" in params and isinstance(params["waypoint"], list):
         params = {**params, "waypoint": tuple(params["waypoint"])}
+    if cls is HiddenContext:
+        params = {**params, **_hidden_context_parts(params)}
     return cls(**params)
+
+
+def _hidden_context_parts(params: dict) -> dict:
+    """components as utilities (from {name, parameters} tables) and weights as a tuple."""
+    parts = {}
+    if "components" in params:
+        components = params["components"]
+        if not isinstance(components, list | tuple):
+            raise bad_value("hidden-context.components", components, "must be a list")
+        made = []
+        for i, c in enumerate(components):
+            if isinstance(c, Utility):
+                made.append(c)
+            elif isinstance(c, str):
+                made.append(make_utility(c))
+            elif isinstance(c, dict) and isinstance(c.get("name"), str):
+                made.append(make_utility(c["name"], **{k: v for k, v in c.items() if k != "name"}))
+            else:
+                raise bad_value(
+                    f"hidden-context.components[{i}]",
+                    c,
+                    "must be a utility name or a table with 'name'",
+                )
+        parts["components"] = tuple(made)
+    if "weights" in params:
+        weights = params["weights"]
+        if not isinstance(weights, list | tuple):
+            raise bad_value("hidden-context.weights", weights, "must be a list of numbers")
+        parts["weights"] = tuple(weights)
+    return parts
