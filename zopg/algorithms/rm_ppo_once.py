@@ -49,7 +49,7 @@ class RMPPOOnceConfig(AlgorithmConfig):
                    100 warm-started steps per round of rm-ppo; rm-ppo's 0.05 is a tabular step
                    size, and on an MLP the loss oscillated above log 2. Measured on open-5x5
                    (not an evaluation layout), uniform reference, n = 50 / 200 / 1,000, 5 seeds:
-                   the Bradley–Terry loss on the n pairs moves by at most 0.004 from 4,000 to
+                   the Bradley–Terry loss on the n pairs moves by at most 0.002 from 4,000 to
                    8,000 steps, and at n = 1,000 it reaches the loss of the true reward (0.686).
                    Other environments: kind 'mlp' (or 'tabular').
     ppo            PPO on r_φ; ppo.num_iterations is K, PPO iterations per trainer iteration;

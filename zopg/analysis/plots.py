@@ -309,9 +309,10 @@ def has_kl(columns) -> bool:
 
 def plot_gold_against_kl(columns, summary: dict, path: Path) -> None:
     """Gold against distance (algorithms.md §11): each method's normalised exact score against
-    √KL(π‖π_ref) over trajectories, both the mean over seeds at each logged iteration, from the
-    initial policy (√KL 0) to the last iteration (marked). Over-optimisation is a curve that
-    rises and falls as the policy moves away from the reference."""
+    √KL(π‖π_ref) over trajectories at each logged iteration, from the initial policy (√KL 0) to
+    the last iteration (marked): every seed faintly, the mean over seeds of both boldly.
+    Over-optimisation is a curve that rises and falls as the policy moves away from the
+    reference."""
     labels = [sweep["label"] for sweep in summary.get("sweeps", [])]
     panels = _panels(columns, labels)
     methods = list(dict.fromkeys(columns["method"]))
@@ -336,18 +337,23 @@ def plot_gold_against_kl(columns, summary: dict, path: Path) -> None:
             score, kl = take("score"), take("kl_to_reference")
             if not (np.all(np.isfinite(score)) and np.all(np.isfinite(kl))):
                 continue
-            d, gold = np.sqrt(np.maximum(kl, 0.0)).mean(axis=0), score.mean(axis=0)
+            d, gold = np.sqrt(np.maximum(kl, 0.0)), score
             start = starts.get((panel, method))
             if start is not None and None not in start and start[2] != start[1]:
-                d = np.concatenate([[0.0], d])
-                gold = np.concatenate([[(start[0] - start[1]) / (start[2] - start[1])], gold])
-            ax.plot(d, gold, color=colours[method], lw=1.3, label=method)
+                initial = (start[0] - start[1]) / (start[2] - start[1])
+                d = np.concatenate([np.zeros((d.shape[0], 1)), d], axis=1)
+                gold = np.concatenate([np.full((gold.shape[0], 1), initial), gold], axis=1)
+            # Each seed faintly (a seed's peak and fall hide in the mean), the mean boldly.
+            for seed in range(d.shape[0]):
+                ax.plot(d[seed], gold[seed], color=colours[method], lw=0.5, alpha=0.25)
+            d, gold = d.mean(axis=0), gold.mean(axis=0)
+            ax.plot(d, gold, color=colours[method], lw=1.5, label=method)
             ax.plot(d[-1], gold[-1], "o", color=colours[method], ms=4)
         ax.axhline(1.0, color="k", ls=":", lw=1)
         ax.axhline(0.0, color="grey", ls=":", lw=1)
         ax.set_title(_title(panel, labels), fontsize=9)
-        ax.set_xlabel("√KL(π ‖ π_ref) over trajectories (mean over seeds)")
-        ax.set_ylabel("normalised exact score (mean over seeds)")
+        ax.set_xlabel("√KL(π ‖ π_ref) over trajectories")
+        ax.set_ylabel("normalised exact score")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
@@ -358,7 +364,7 @@ def plot_gold_against_kl(columns, summary: dict, path: Path) -> None:
     fig.legend(list(entries.values()), list(entries), loc="lower center", ncol=4, frameon=False)
     fig.suptitle(
         f"{summary['experiment']}: gold against distance from the reference, each logged "
-        "iteration (o: the last)",
+        "iteration; faint: seeds, bold: mean over seeds (o: the last)",
         fontsize=10,
     )
     legend_rows = -(-len(entries) // 4)
