@@ -8,20 +8,21 @@ others (sizes, optimizers) are structural and each combination compiles once.
 
 How the built-in spaces are chosen: continuous ranges cover the defaults and the settings in
 benchmarks/ with a decade or more to spare. Sizes that, at a fixed query budget, trade against
-the number of iterations are searched so that the trade-off is not chosen by hand for one
+the number of iterations are searched, so that this trade-off is not chosen by hand for one
 method only: ZPG's and ZBCPG's pairs N and votes per pair M, RM+PPO's pairs per round, online
-DPO's pairs per iteration (votes per pair of DPO and RM+PPO, and ZSPO's votes per sign, are
-not searched yet). Such sizes cannot be traced (they shape the vote and rollout arrays, and
-through the budget they set the scan length), so each structural combination compiles once per
+DPO's pairs per iteration (the votes per pair of DPO and RM+PPO and ZSPO's votes per sign are
+not searched yet). Such sizes cannot be traced: they shape the vote and rollout arrays, and
+through the budget they set the scan length. So each structural combination compiles once per
 tuning env (the continuous values of its trials are vmapped). Most methods have at most four
-combinations;
-ZPG and ZBCPG have twelve (N 2 × M 3 × optimizer 2) and RM+PPO eight (K 2 × pairs 4). Both
-earlier structural dimensions of ZPG mattered in the first tuning of paper_gridworld (best
-trial with Adam 0.81 against 0.69 with SGD, with N 5 0.81 against 0.69 with N 50), so none was
-dropped for M. Measured on the 2-core CPU (one trial, 3 seeds, one tuning layout, 1M queries):
-a ZPG group compiles in 2-4 s and runs 1.4 s at M 10 and 9 s at M 1 (200,000 iterations); an
-RM+PPO group compiles in about 12 s and runs 4 s (1000 pairs a round) to 32 s (100). With 16
-trials most ZPG groups hold one or two trials, so vmapping saves little there, and each
+combinations; ZPG and ZBCPG have twelve (N 2 × M 3 × optimizer 2), RM+PPO eight (K 2 × pairs
+per round 4). No earlier dimension was dropped to make room for M: in the first tuning of
+paper_gridworld both of ZPG's mattered (best trial 0.81 with Adam against 0.69 with SGD, 0.81
+with N 5 against 0.69 with N 50). Measured on the 2-core CPU at 1M queries, 3 seeds per tuning
+layout: a ZPG group compiles in 2-4 s and one trial runs 1.4 s at M 10 to 9 s at M 1 (200,000
+iterations); 16 ZPG trials fall into 9 groups and took 98 s on paper_gridworld's two layouts
+(79 s with the 4 groups before M). An RM+PPO group compiles in about 12 s and one trial runs
+4 s (1000 pairs a round) to 32 s (100 pairs, 1000 rounds); its 16 trials, 8 groups, took
+368 s. With 16 trials most ZPG groups hold one or two, so vmapping saves little there and each
 structure meets few step sizes and radii: more trials per method would help every method alike.
 """
 
