@@ -14,6 +14,7 @@ from zopg.tuning import trials as trial_runs
 from zopg.tuning.space import SearchSpace, log_range, one_of
 from zopg.tuning.tune import (
     fixed_by_experiment,
+    method_space,
     parse_tune,
     trial_points,
     tune,
@@ -180,6 +181,34 @@ def test_searched_fields_the_experiment_sets_are_held_fixed(tmp_path):
     drawn = space.sample(spec.trials, spec.seed)
     for point, free in zip(points, drawn, strict=True):
         assert point == {**free, "ppo.num_iterations": 3, "num_pairs": 20}
+
+
+def test_an_experiment_may_search_other_choices_of_a_structural_dimension(tmp_path):
+    """[tune.choices.METHOD]: at a budget the declared choices do not fit (RM+PPO's 100-1000
+    pairs per round at a few thousand queries), the experiment names the choices to search;
+    the trials draw from them and the provenance records them."""
+    text = TUNED + '[methods.rm-ppo]\nalgorithm = "rm-ppo"\n'
+    text += "[tune.choices.rm-ppo]\nnum_pairs = [10, 20, 40]\n"
+    experiment = load_experiment(write(tmp_path, text), include=False)
+    spec = parse_tune(experiment, trials=6, methods=["rm-ppo"])
+    method = next(m for m in experiment.methods if m.label == "rm-ppo")
+    space = method_space(method, spec)
+    assert {p["num_pairs"] for p in trial_points(method, space, spec)} == {10, 20, 40}
+    assert "num_pairs in {10, 20, 40}" in space.describe()
+    # The other dimensions are the declared ones, drawn as always.
+    declared = registry.get("rm-ppo").search_space
+    assert [d for d in space.dimensions if d.field != "num_pairs"] == [
+        d for d in declared.dimensions if d.field != "num_pairs"
+    ]
+    for bad, match in (
+        ("[tune.choices.zpg]\nnum_pairs = [5]\n", r"tune.choices.zpg: 'zpg' is not a tuned"),
+        ("[tune.choices.rm-ppo]\nppo.learning_rate = [0.1]\n", r"not a dimension with choices"),
+        ("[tune.choices.rm-ppo]\nnum_pairs = []\n", r"must be a list of distinct values"),
+        ("[tune.choices.rm-ppo]\nnum_pairs = [0, 10]\n", r"num_pairs"),
+    ):
+        text = TUNED + '[methods.rm-ppo]\nalgorithm = "rm-ppo"\n' + bad
+        with pytest.raises(ConfigError, match=match):
+            parse_tune(load_experiment(write(tmp_path, text), include=False), methods=["rm-ppo"])
 
 
 def test_tuning_envs_never_equal_evaluation_envs(tmp_path):

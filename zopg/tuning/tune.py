@@ -10,6 +10,8 @@ An experiment's `[tune]` table says how:
     link = "bradley-terry" # the teacher panel to tune under (default: the experiment's first)
     methods = ["zpg"]      # default: every budget-matched method of the experiment
     fragment = "tuned/NAME.toml"   # where the choice goes, beside the experiment file
+    [tune.choices.rm-ppo]  # optional: other choices for a structural dimension of a method's
+    num_pairs = [10, 20, 50]       # space, for a budget its declared choices do not fit
     [[tune.envs]]          # tuning envs, written like [[envs]]; none may equal an evaluation env
     id = "gridworld/random"
     seed = 1
@@ -44,8 +46,9 @@ from zopg.experiments.loading import load_experiment
 from zopg.experiments.schema import parse_experiment
 from zopg.experiments.tomlfile import check_keys, fail, positive_int, table_list
 from zopg.tuning import trials as trial_runs
+from zopg.tuning.space import SearchSpace
 
-TUNE_KEYS = {"trials", "seed", "seeds", "link", "methods", "fragment", "envs"}
+TUNE_KEYS = {"trials", "seed", "seeds", "link", "methods", "fragment", "envs", "choices"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +60,8 @@ class TuneSpec:
     methods: tuple[str, ...]
     fragment: Path
     envs: tuple[dict, ...]
+    # method label -> {field: choices} replacing a structural dimension's declared choices.
+    choices: dict = dataclasses.field(default_factory=dict)
 
 
 def parse_tune(experiment, trials: int | None = None, methods=None) -> TuneSpec:
@@ -98,12 +103,15 @@ def parse_tune(experiment, trials: int | None = None, methods=None) -> TuneSpec:
     if not isinstance(fragment, str) or not fragment.endswith(".toml"):
         raise fail(source, "tune.fragment", f"= {fragment!r}: must be a path ending in .toml")
     envs = tuple(table_list(source, "tune.envs", table.get("envs"), "id"))
-    spec = TuneSpec(count, seed, seeds, link, tuple(chosen), Path(source).parent / fragment, envs)
+    choices = parse_choices(experiment, table.get("choices", {}), chosen, by_label)
+    spec = TuneSpec(
+        count, seed, seeds, link, tuple(chosen), Path(source).parent / fragment, envs, choices
+    )
     check_held_out(experiment, spec)
     # Everything a trial could refuse, refused now: each method's every structural choice,
     # built on the tuning envs (abstractly; nothing compiles).
     for label in spec.methods:
-        space = registry.get(by_label[label].algorithm).search_space
+        space = method_space(by_label[label], spec)
         structural = [d.field for d in space.dimensions if not d.traced]
         seen = set()
         for point in trial_points(by_label[label], space, spec):
@@ -112,6 +120,64 @@ def parse_tune(experiment, trials: int | None = None, methods=None) -> TuneSpec:
                 seen.add(shape)
                 built_runs(tuning_experiment(experiment, spec, label, point))
     return spec
+
+
+def parse_choices(experiment, table, tuned, by_label) -> dict:
+    """[tune.choices.METHOD] tables: for a structural dimension of a tuned method's space,
+    the choices this experiment searches instead of the declared ones (e.g. RM+PPO's pairs per
+    round at a budget of a few thousand queries, where the declared 100-1000 do not fit)."""
+    source = experiment.source
+    if not isinstance(table, dict):
+        raise fail(source, "tune.choices", "must be a table of [tune.choices.METHOD] tables")
+    result = {}
+    for label, fields in table.items():
+        where = f"tune.choices.{label}"
+        if label not in tuned:
+            raise fail(source, where, f"{label!r} is not a tuned method: {sorted(tuned)}")
+        space = registry.get(by_label[label].algorithm).search_space
+        structural = {d.field: d for d in space.dimensions if d.choices}
+        if not isinstance(fields, dict) or not fields:
+            raise fail(source, where, "must be a table of field = [choices]")
+        for field, values in fields.items():
+            if field not in structural:
+                raise fail(
+                    source,
+                    f"{where}.{field}",
+                    f"is not a dimension with choices in {label}'s search space: "
+                    f"{', '.join(sorted(structural)) or 'none'}",
+                )
+            if (
+                not isinstance(values, list)
+                or not values
+                or len({repr(v) for v in values}) != len(values)
+            ):
+                raise fail(
+                    source, f"{where}.{field}", f"= {values!r}: must be a list of distinct values"
+                )
+        result[label] = {field: tuple(values) for field, values in fields.items()}
+        try:
+            replaced_space(space, result[label]).check(
+                registry.get(by_label[label].algorithm).config, where
+            )
+        except ConfigError as err:
+            raise fail(source, where, str(err)) from None
+    return result
+
+
+def replaced_space(space: SearchSpace, choices: dict) -> SearchSpace:
+    return SearchSpace(
+        *(
+            dataclasses.replace(d, choices=choices[d.field]) if d.field in choices else d
+            for d in space.dimensions
+        )
+    )
+
+
+def method_space(method, spec: TuneSpec) -> SearchSpace:
+    """The space a method's trials are drawn from: its algorithm's, with the experiment's
+    [tune.choices] for it."""
+    space = registry.get(method.algorithm).search_space
+    return replaced_space(space, spec.choices.get(method.label, {}))
 
 
 def fixed_by_experiment(method, space) -> dict:
@@ -205,8 +271,7 @@ def run_trials(
 ) -> list[dict]:
     """Every trial of one method: its values, per-env values [seeds] and its score."""
     method = next(m for m in experiment.methods if m.label == label)
-    algorithm = registry.get(method.algorithm)
-    space = algorithm.search_space
+    space = method_space(method, spec)
     points = trial_points(method, space, spec)
     structural = [d.field for d in space.dimensions if not d.traced]
     groups: dict[tuple, list[int]] = {}
@@ -270,7 +335,7 @@ def fragment_text(experiment, spec: TuneSpec, chosen: dict[str, dict]) -> str:
     ]
     methods = {m.label: m for m in experiment.methods}
     for label, result in chosen.items():
-        space = registry.get(methods[label].algorithm).search_space
+        space = method_space(methods[label], spec)
         fixed = fixed_by_experiment(methods[label], space)
         lines.append(f"[methods.{label}]")
         for field, value in result["values"].items():
@@ -278,7 +343,7 @@ def fragment_text(experiment, spec: TuneSpec, chosen: dict[str, dict]) -> str:
                 lines.append(f"{field} = {_toml_value(value)}")
         lines.append("")
     for label, result in chosen.items():
-        space = registry.get(methods[label].algorithm).search_space
+        space = method_space(methods[label], spec)
         lines.append(f"[provenance.{label}]")
         lines.append(f"space = {_toml_value(space_record(methods[label], space))}")
         lines.append(f"trials = {spec.trials}")
@@ -342,8 +407,7 @@ def tune(path, out_dir=None, trials=None, methods=None, vmapped=True, log=print)
     earlier = finished_methods(out_dir / "trials.json", record)
     for label in spec.methods:
         method = next(m for m in experiment.methods if m.label == label)
-        algorithm = registry.get(method.algorithm)
-        record["spaces"][label] = space_record(method, algorithm.search_space)
+        record["spaces"][label] = space_record(method, method_space(method, spec))
         if label in earlier and earlier[label]["space"] == record["spaces"][label]:
             # An interrupted `zopg tune` resumes: a method whose trials all finished under the
             # same space, trials, seeds, envs and teacher is not run again.
