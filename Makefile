@@ -9,7 +9,7 @@ EXTRAS := dev$(if $(JAX_EXTRA),$(comma)$(JAX_EXTRA))
 # One stamp per extra, so a change of JAX_EXTRA re-installs.
 STAMP  := $(VENV)/.installed$(if $(JAX_EXTRA),-$(JAX_EXTRA))
 
-.PHONY: tune regimes sign rates bench bench-quick bench-control bench-control-probe bench-throughput bench-sample-efficiency test test-all lint format clean-venv
+.PHONY: compare tune regimes sign rates bench bench-quick bench-control bench-control-probe bench-throughput bench-sample-efficiency test test-all lint format clean-venv
 
 # Re-install whenever pyproject.toml is newer than the last install.
 $(STAMP): pyproject.toml
@@ -54,13 +54,15 @@ sign: $(STAMP)
 	for experiment in $(SIGN); do $(VENV)/bin/zopg run $$experiment || exit 1; done
 	$(PY) benchmarks/results_tables.py sign
 
-# Equal tuning effort (zopg tune): every budget-matched method of the paper comparison and of
-# the control benchmark gets the same trials on tuning envs -> benchmarks/tuned/*.toml (which
-# make bench and make bench-control include) and results/tune/*/trials.json; then the speed of
-# a vmapped batch of trials against trial by trial -> results/tune_speed.json.
+# Equal tuning effort (zopg tune): every budget-matched method of the paper comparison, of the
+# control benchmark and of the unknown-link comparison gets the same trials on tuning envs, at
+# the budget it is evaluated at -> benchmarks/tuned/*.toml (which those experiments include)
+# and results/tune/*/trials.json; then the speed of a vmapped batch of trials against trial by
+# trial -> results/tune_speed.json.
 tune: $(STAMP)
 	$(VENV)/bin/zopg tune paper_gridworld
 	$(VENV)/bin/zopg tune control
+	$(VENV)/bin/zopg tune sign_unknown_link
 	$(PY) benchmarks/tune_speed.py
 
 # Rollout and ZPG throughput against NumPy baselines -> results/throughput.json.
@@ -72,6 +74,16 @@ bench-throughput: $(STAMP)
 bench-sample-efficiency: $(STAMP)
 	$(VENV)/bin/zopg run sample_efficiency
 	$(PY) benchmarks/sample_efficiency.py
+
+# Paired comparisons of every committed results folder (zopg compare: paired sign-flip tests
+# over shared seeds, Holm over each folder) -> results/*/comparisons.json, then the README's
+# generated tables and verdicts from them (benchmarks/readme_tables.py).
+compare: $(STAMP)
+	for summary in results/*/summary.json; do \
+		dir=$$(dirname $$summary); \
+		$(VENV)/bin/zopg compare $$dir > /dev/null || exit 1; \
+	done
+	$(PY) benchmarks/readme_tables.py
 
 # Convergence-rate sweeps (benchmarks/rates_*.toml) -> results/rates/rates.json and figures.
 rates: $(STAMP)
