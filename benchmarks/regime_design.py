@@ -226,12 +226,21 @@ STAKES_LAYOUTS = {
     "risky-safe": LINK_SHAPE,
     "bridge-5": (".....", ".###.", "S...G", "XXXXX"),
     "bridge-7": (".......", ".#####.", "S.....G", "XXXXXXX"),
+    "corridor-4": ("....", "S..G", ".XX."),
+    "corridor-4-traps": ("....", "S..G", "XXXX"),
+    "corridor-5": (".....", "S...G", ".XXX."),
 }
 STAKES_SLIPS = (0.1, 0.2, 0.3)
-STAKES_HORIZONS = (8, 9, 10, 11, 12)
+STAKES_HORIZONS = (5, 6, 7, 8, 9, 10, 11, 12)
 STAKES_TRAP = -4.0  # the teacher's trap reward (goal 1, timeout 0), as in regime_link_shape
 # A route, not hiding: the E[u] optimum must reach G at least this often at the chosen point.
 STAKES_MIN_GOAL = 0.2
+# No plateau: plain exact gradient ascent (step 1) from the uniform policy must reach 0.95 of the
+# gap within this many steps (open-5x5 takes 143, cliff-4x6 97). A first choice without this rule
+# (bridge-7, slip 0.2, horizon 11) took about 3,000: the policy learns to stay away from the
+# traps and time out (0.87 of the gap, as the uniform policy falls in a trap 76% of the time)
+# long before it finds the goal, and every preference learner stopped there at 500k queries.
+STAKES_PLATEAU_STEPS = 300
 MIS_SCALED_TRAPS = (-8.0, -6.0, -4.0, -3.0, -2.0, -1.5, -1.0, -0.75, -0.5)
 STAKES_LINKS = {
     "hard": ("hard", {}),
@@ -241,7 +250,8 @@ STAKES_LINKS = {
     "linear": ("linear", {"c": 5.0}),  # c = the utility range, goal 1 to trap -4
 }
 WIN_RATE = "win-rate fixed point (online DPO at small beta; ZPG with M 1)"
-ZPG_M10 = "ZPG fixed point, M 10, r_max 2 (the known link; BT for the hard teacher)"
+ZPG_M10 = "ZPG fixed point, M 10, r_max 2 (the default; the known link, BT for the hard teacher)"
+ZPG_RMAX5 = "ZPG fixed point, M 10, r_max 5 (the utility range)"
 BT_REFIT = "BT reward model refitted each step (RM+PPO)"
 
 
@@ -287,6 +297,8 @@ def stakes_point(layout, slip, horizon) -> dict:
     optimum = score.fixed_point(regimes.difference_matrix(values))
     hard = score.fixed_point(regimes.win_matrix(values, make_link("hard")))
     mis_scaled = score.fixed_point(regimes.difference_matrix(regimes.outcome_values(1.0, -1.0)))
+    plain = regimes.plain_ascent_scores(env, params, score.policy, 3 * STAKES_PLATEAU_STEPS)
+    reached = np.flatnonzero(plain >= 0.95)
     return {
         "slip": slip,
         "horizon": horizon,
@@ -297,6 +309,7 @@ def stakes_point(layout, slip, horizon) -> dict:
         "trap -1 optimum": mis_scaled,
         "loss of the fixed point": optimum["score"] - hard["score"],
         "loss of trap -1": optimum["score"] - mis_scaled["score"],
+        "plain ascent steps to 0.95": int(reached[0]) if reached.size else None,
     }
 
 
@@ -311,12 +324,15 @@ def link_stakes() -> dict:
             f"stakes {name} slip {slip} H {horizon}: optimum {row['E[u] optimum']['score']:.3f} "
             f"(goal {row['E[u] optimum']['outcomes [goal, trap, timeout]'][0]:.2f}), loss: "
             f"fixed point {row['loss of the fixed point']:.3f}, "
-            f"trap -1 {row['loss of trap -1']:.3f}"
+            f"trap -1 {row['loss of trap -1']:.3f}; plain ascent to 0.95: "
+            f"{row['plain ascent steps to 0.95']} steps"
         )
     eligible = [
         r
         for r in search
         if r["E[u] optimum"]["outcomes [goal, trap, timeout]"][0] >= STAKES_MIN_GOAL
+        and r["plain ascent steps to 0.95"] is not None
+        and r["plain ascent steps to 0.95"] <= STAKES_PLATEAU_STEPS
     ]
     chosen = max(eligible, key=lambda r: min(r["loss of the fixed point"], r["loss of trap -1"]))
     layout = STAKES_LAYOUTS[chosen["layout_name"]]
@@ -338,6 +354,7 @@ def link_stakes() -> dict:
         rows = {
             WIN_RATE: score.fixed_point(prob),
             ZPG_M10: score.fixed_point(regimes.inverted_matrix(prob, read, 2.0, num_votes=10)),
+            ZPG_RMAX5: score.fixed_point(regimes.inverted_matrix(prob, read, 5.0, num_votes=10)),
             BT_REFIT: score.fixed_point(prob, refit=True),
         }
         for row in rows.values():
@@ -354,7 +371,9 @@ def link_stakes() -> dict:
             f"teacher's utility goal 1, trap {STAKES_TRAP}, timeout 0; search every layout, slip "
             "and horizon below; among the points whose E[u] optimum (exact gradient ascent from "
             f"the uniform policy) reaches G with probability >= {STAKES_MIN_GOAL} (a route, not "
-            "hiding from the traps), choose the one where the smaller of two losses of the gap "
+            "hiding from the traps) and where plain exact gradient ascent (step 1) from the "
+            f"uniform policy reaches 0.95 of the gap within {STAKES_PLATEAU_STEPS} steps (no "
+            "plateau to cross first), choose the one where the smaller of two losses of the gap "
             "is largest: the hard teacher's win-rate fixed point, and the optimum of the trap "
             "penalty -1 (a BT fit to a hard teacher's outcome comparisons has no finite optimum; "
             "the direction it grows in is the max-margin one, equal margins goal-timeout-trap: "
@@ -374,6 +393,7 @@ def link_stakes() -> dict:
             "trap_reward": STAKES_TRAP,
             "E[u] optimum score": optimum,
             "E[u] optimum": chosen["E[u] optimum"],
+            "plain ascent steps to 0.95": chosen["plain ascent steps to 0.95"],
             "fixed points by teacher": fixed_points,
             "loss of the win-rate fixed point by teacher": {
                 k: v[WIN_RATE]["loss"] for k, v in fixed_points.items()

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from zopg.exact import policy_value, utility_value_fn
+from zopg.exact import optimal_value, policy_value, utility_value_fn
 from zopg.policies import flat_view
 from zopg.preferences import value_difference
 from zopg.rollout import rollout_batch
@@ -123,6 +123,32 @@ def self_play_fixed_point(
     matrix = jnp.asarray(matrix, jnp.float32)
     args = (policy, num_iterations, learning_rate, refit)
     return _ascent(model, entry, matrix, params, states, *args)
+
+
+def plain_ascent_scores(env, env_params, policy, num_steps: int = 300, step_size: float = 1.0):
+    """Normalised scores (0 uniform, 1 V*) along exact gradient ascent on E[return] with plain
+    steps θ ← θ + step_size ∇V from the policy's init at key 0, one per step: how long gradient
+    dynamics take from the uniform policy (a long flat stretch is a plateau every sample-based
+    learner has to cross too)."""
+    model = env.tabular_model(env_params)
+    states = jnp.arange(env.num_states(env_params))
+    uniform = jnp.full((len(states), env.num_actions), 1.0 / env.num_actions)
+    low, high = policy_value(model, uniform), optimal_value(model)
+    params = policy.init(jax.random.key(0))
+    values = _plain_ascent(model, params, states, policy, num_steps, step_size)
+    return np.asarray((values - low) / (high - low))
+
+
+@partial(jax.jit, static_argnums=(3, 4, 5))
+def _plain_ascent(model, params, states, policy, num_steps, step_size):
+    def value(p):
+        return policy_value(model, policy.action_probs(p, states))
+
+    def step(p, _):
+        v, grad = jax.value_and_grad(value)(p)
+        return jax.tree_util.tree_map(lambda a, g: a + step_size * g, p, grad), v
+
+    return jax.lax.scan(step, params, None, length=num_steps)[1]
 
 
 def bt_outcome_reward(prob_matrix, outcome_weights, num_steps: int = 50) -> jax.Array:
