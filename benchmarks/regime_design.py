@@ -253,6 +253,7 @@ WIN_RATE = "win-rate fixed point (online DPO at small beta; ZPG with M 1)"
 ZPG_M10 = "ZPG fixed point, M 10, r_max 2 (the default; the known link, BT for the hard teacher)"
 ZPG_RMAX5 = "ZPG fixed point, M 10, r_max 5 (the utility range)"
 BT_REFIT = "BT reward model refitted each step (RM+PPO)"
+ZSPO_BATCH = "batch win-rate fixed point, D 4 (ZSPO: sign of votes on means of 4 trajectories)"
 
 
 class Scorer:
@@ -356,6 +357,7 @@ def link_stakes() -> dict:
             ZPG_M10: score.fixed_point(regimes.inverted_matrix(prob, read, 2.0, num_votes=10)),
             ZPG_RMAX5: score.fixed_point(regimes.inverted_matrix(prob, read, 5.0, num_votes=10)),
             BT_REFIT: score.fixed_point(prob, refit=True),
+            ZSPO_BATCH: score.fixed_point(regimes.batch_win_matrix(values, link, 4), batch_size=4),
         }
         for row in rows.values():
             row["loss"] = optimum - row["score"]
@@ -449,8 +451,13 @@ def hidden_context(stakes: dict) -> dict:
                     trimmed
                 ),
                 "BT reward model refitted each step": score.fixed_point(prob, refit=True),
-                "win-rate fixed point (online DPO small beta, ZSPO, ZPG M 1)": score.fixed_point(
-                    prob
+                "win-rate fixed point (online DPO small beta, ZPG M 1)": score.fixed_point(prob),
+                ZSPO_BATCH: score.fixed_point(
+                    sum(
+                        w * regimes.batch_win_matrix(t, link, 4)
+                        for w, t in zip(weights, types, strict=True)
+                    ),
+                    batch_size=4,
                 ),
             }
             for result in list(panels[label].values()):

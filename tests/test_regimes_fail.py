@@ -200,6 +200,24 @@ def test_outcome_probabilities_are_exact():
     assert min(goal, trap, timeout) > 0 and goal + trap + timeout == pytest.approx(1.0)
 
 
+def test_batch_comparisons_reduce_to_pairs_and_are_distributions():
+    """ZSPO's batch win rate: one trajectory per side is the pair win rate, and the count
+    vectors of a batch carry a multinomial distribution."""
+    values, hard = regimes.outcome_values(1.0, -4.0), make_link("hard")
+    np.testing.assert_array_equal(regimes.batch_counts(1), np.eye(3))
+    np.testing.assert_allclose(
+        regimes.batch_win_matrix(values, hard, 1), regimes.win_matrix(values, hard)
+    )
+    counts = regimes.batch_counts(4)
+    assert counts.shape == (15, 3) and np.all(counts.sum(1) == 4)
+    probs = regimes._batch_distribution(jnp.array([0.5, 0.2, 0.3]), jnp.asarray(counts))
+    assert float(probs.sum()) == pytest.approx(1.0, abs=1e-6)
+    # Four goals: 0.5 ** 4; two goals, one trap, one timeout: 12 · 0.5² · 0.2 · 0.3.
+    assert float(probs[0]) == pytest.approx(0.5**4, rel=1e-5)
+    row = int(np.flatnonzero((counts == [2, 1, 1]).all(1))[0])
+    assert float(probs[row]) == pytest.approx(12 * 0.25 * 0.2 * 0.3, rel=1e-5)
+
+
 # -- hidden context -----------------------------------------------------------------------------
 
 

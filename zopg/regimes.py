@@ -77,6 +77,33 @@ def win_matrix(values, link) -> np.ndarray:
     return np.asarray(link.prob(jnp.asarray(difference_matrix(values), jnp.float32)), np.float64)
 
 
+def batch_counts(batch_size: int) -> np.ndarray:
+    """Every outcome count vector (n_goal, n_trap, n_timeout) of a batch of `batch_size`
+    trajectories, [C, 3]; for one trajectory, the OUTCOMES in their order."""
+    counts = [
+        (g, t, batch_size - g - t)
+        for g in range(batch_size, -1, -1)
+        for t in range(batch_size - g, -1, -1)
+    ]
+    return np.array(counts, np.float32)
+
+
+def batch_win_matrix(values, link, batch_size: int) -> np.ndarray:
+    """M[c, c'] = σ(mean utility of counts c − of c'): a teacher comparing the mean utilities of
+    two batches (ZSPO's queries, algorithms.md §5), over batch_counts(batch_size)."""
+    means = batch_counts(batch_size) @ np.asarray(values, np.float64) / batch_size
+    return win_matrix(means, link)
+
+
+def _batch_distribution(outcome_probs, counts) -> jax.Array:
+    """Multinomial probabilities of the count vectors `counts` [C, 3] for one batch."""
+    size = jnp.sum(counts[0])
+    log_coef = jax.scipy.special.gammaln(size + 1) - jnp.sum(
+        jax.scipy.special.gammaln(counts + 1), axis=-1
+    )
+    return jnp.exp(log_coef) * jnp.prod(jnp.power(outcome_probs[None, :], counts), axis=-1)
+
+
 def mixture_matrix(values_by_type, weights, link) -> np.ndarray:
     """P(o ≻ o') of a hidden-context teacher: Σ_k w_k σ(u_k(o) − u_k(o'))."""
     return sum(w * win_matrix(v, link) for w, v in zip(weights, values_by_type, strict=True))
@@ -110,19 +137,24 @@ def self_play_fixed_point(
     num_iterations: int = 1500,
     learning_rate: float = 0.1,
     refit: bool = False,
+    batch_size: int = 1,
 ):
     """θ after exact gradient ascent of E_{o∼π_θ, o'∼π_θ̄}[M(o, o')], θ̄ = stop_gradient(θ),
     from the policy's init at key 0 (the uniform policy for a tabular softmax at init_scale 0).
     Adam at `learning_rate`, as exact-pg's default. refit: M is a preference-probability
     matrix, and each step ascends the outcome reward a Bradley–Terry learner fits to it on the
     current policy's pairs (bt_outcome_reward), the limit of a reward model refitted every
-    round. Returns (params, the gradient norm at each iteration)."""
+    round. batch_size D > 1: o and o' are batches of D trajectories, M is over their count
+    vectors (batch_counts, batch_win_matrix): the limit of ZSPO's batch comparisons. Returns
+    (params, the gradient norm at each iteration)."""
     model, entry = outcome_rewards(env, env_params)
     params = policy.init(jax.random.key(0))
     states = jnp.arange(env.num_states(env_params))
     matrix = jnp.asarray(matrix, jnp.float32)
+    # One trajectory per side is the plain outcome distribution (batch_counts(1) is OUTCOMES).
+    counts = None if batch_size == 1 else jnp.asarray(batch_counts(batch_size))
     args = (policy, num_iterations, learning_rate, refit)
-    return _ascent(model, entry, matrix, params, states, *args)
+    return _ascent(model, entry, matrix, params, states, counts, *args)
 
 
 def plain_ascent_scores(env, env_params, policy, num_steps: int = 300, step_size: float = 1.0):
@@ -174,13 +206,16 @@ def bt_outcome_reward(prob_matrix, outcome_weights, num_steps: int = 50) -> jax.
     return jnp.concatenate([free, jnp.zeros(1)])
 
 
-@partial(jax.jit, static_argnums=(5, 6, 7, 8))
-def _ascent(model, entry, matrix, params, states, policy, num_iterations, learning_rate, refit):
+@partial(jax.jit, static_argnums=(6, 7, 8, 9))
+def _ascent(
+    model, entry, matrix, params, states, counts, policy, num_iterations, learning_rate, refit
+):
     # Compiled once per policy and model shape (layout and horizon); slip and rewards are data.
     tx = optax.adam(learning_rate)
 
     def outcomes(p):
-        return _outcomes(model, entry, policy.action_probs(p, states))
+        probs = _outcomes(model, entry, policy.action_probs(p, states))
+        return probs if counts is None else _batch_distribution(probs, counts)
 
     def step(carry, _):
         params, opt_state = carry
