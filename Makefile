@@ -9,7 +9,7 @@ EXTRAS := dev$(if $(JAX_EXTRA),$(comma)$(JAX_EXTRA))
 # One stamp per extra, so a change of JAX_EXTRA re-installs.
 STAMP  := $(VENV)/.installed$(if $(JAX_EXTRA),-$(JAX_EXTRA))
 
-.PHONY: compare tune regimes sign rates bench bench-quick bench-control bench-control-probe bench-throughput bench-sample-efficiency test test-all lint format clean-venv
+.PHONY: compare tune regimes regime-controls sign rates bench bench-quick bench-control bench-control-probe bench-throughput bench-sample-efficiency test test-all lint format clean-venv
 
 # Re-install whenever pyproject.toml is newer than the last install.
 $(STAMP): pyproject.toml
@@ -37,14 +37,23 @@ bench-control: $(STAMP)
 bench-control-probe: $(STAMP)
 	$(VENV)/bin/zopg run control_probe
 
-# Where reward inference fails (benchmarks/regime_*.toml): the layouts' computation
-# (results/regimes/design.json), then six experiments with every method's defaults and one
-# panel of each GridWorld regime again with the paper comparison's tuned settings
-# (regime_tuned) -> results/regime_*/. Each alone: `zopg run regime_link_shape` etc.
-REGIMES := link_shape non_markov stochasticity overoptimisation dimension smoothness tuned
+# Where reward inference can fail (benchmarks/regime_*.toml): the layouts' computation
+# (results/regimes/design.json), then the six regimes built so that it can, the over-optimisation
+# report (drop heights, gold against sqrt KL) and every panel in results/regimes/summary.md.
+# Each alone: `zopg run regime_link_stakes` etc.
+REGIMES := richer_policy link_stakes hidden_context overoptimisation distribution_shift dimension_padded
 regimes: $(STAMP)
 	$(PY) benchmarks/regime_design.py
 	for regime in $(REGIMES); do $(VENV)/bin/zopg run regime_$$regime || exit 1; done
+	$(PY) benchmarks/overoptimisation_report.py
+	$(PY) benchmarks/results_tables.py regimes
+
+# The well-specified controls: the first regimes, where a refitted r(s, a) is a compatible critic
+# and reward inference should not fail, one panel of each again with the paper comparison's
+# tuned settings (regime_tuned), and the old dimension regime (layout and horizon change with d).
+REGIME_CONTROLS := link_shape non_markov stochasticity smoothness tuned dimension
+regime-controls: $(STAMP)
+	for regime in $(REGIME_CONTROLS); do $(VENV)/bin/zopg run regime_$$regime || exit 1; done
 	$(PY) benchmarks/results_tables.py regimes
 
 # Sign methods for an unknown link (ZSPO, Par-S2ZPO) and their baselines
@@ -76,12 +85,13 @@ bench-sample-efficiency: $(STAMP)
 	$(PY) benchmarks/sample_efficiency.py
 
 # Paired comparisons of every committed results folder (zopg compare: paired sign-flip tests
-# over shared seeds, Holm over each folder) -> results/*/comparisons.json, then the README's
+# over shared seeds, Holm over the folder where its seeds can resolve that many comparisons,
+# else within each panel) -> results/*/comparisons.json, then the README's
 # generated tables and verdicts from them (benchmarks/readme_tables.py).
 compare: $(STAMP)
 	for summary in results/*/summary.json; do \
 		dir=$$(dirname $$summary); \
-		$(VENV)/bin/zopg compare $$dir > /dev/null || exit 1; \
+		$(VENV)/bin/zopg compare $$dir --family auto > /dev/null || exit 1; \
 	done
 	$(PY) benchmarks/readme_tables.py
 

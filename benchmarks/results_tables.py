@@ -24,13 +24,18 @@ GROUPS = {
     "regimes": [
         f"regime_{name}"
         for name in (
+            "richer_policy",
+            "link_stakes",
+            "hidden_context",
+            "overoptimisation",
+            "distribution_shift",
+            "dimension_padded",
             "link_shape",
             "non_markov",
             "stochasticity",
-            "overoptimisation",
-            "dimension",
             "smoothness",
             "tuned",
+            "dimension",
         )
     ],
     "sign": ["sign_unknown_link", "sign_d_by_n", "par_s2zpo", "sign_cartpole"],

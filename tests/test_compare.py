@@ -208,3 +208,47 @@ def test_a_family_too_large_for_ten_seeds_resolves_nothing(tmp_path):
     assert verdicts == {"not resolvable"}
     assert "can reject none" in result["notes"][0]
     assert panel(result, "bt")["best"]["status"] == "not resolved"
+
+
+def test_panel_families_adjust_within_each_panel(tmp_path):
+    """Twelve panels of three methods: Holm over the folder's 24 comparisons needs p < 0.05/24,
+    out of reach of 2/1024 only beyond 25; with family="panel" each panel's two p-values are
+    adjusted alone, so its p_holm is at most twice its p and its best can be called."""
+    runs = []
+    for k in range(12):
+        base = 0.9 + noise(k)
+        runs += [
+            ("alpha", "grid", f"l{k:02d}", {}, False, base),
+            ("beta", "grid", f"l{k:02d}", {}, False, base - 0.3 + noise(100 + k)),
+            ("gamma", "grid", f"l{k:02d}", {}, False, base - 0.5 + noise(200 + k)),
+        ]
+    path = make_folder(tmp_path / "many", runs)
+    whole = compare_folder(path)
+    each = compare_folder(path, family="panel")
+    assert whole["statistics"]["family_size"] == 24
+    assert each["statistics"]["family_size"] == 2
+    for link in (f"l{k:02d}" for k in range(12)):
+        for method in ("beta", "gamma"):
+            c_whole = comparison(whole, link, method)
+            c_each = comparison(each, link, method)
+            assert c_whole["p"] == c_each["p"] == 2 / 2**SEEDS
+            assert c_each["p_holm"] == pytest.approx(2 * c_each["p"])
+            assert c_whole["p_holm"] == pytest.approx(24 * c_whole["p"])
+        assert panel(each, link)["best"] == {
+            "status": "best",
+            "method": "alpha",
+            "tied": [],
+            "reason": "every other budget-matched method is significantly worse",
+        }
+    with pytest.raises(Exception, match="--family"):
+        compare_folder(path, family="seed")
+
+
+def test_auto_family_is_the_folder_only_where_its_seeds_could_resolve_it(tmp_path):
+    runs = [("alpha", "grid", "a", {}, False, 0.9 + noise(0))]
+    runs += [("beta", "grid", "a", {}, False, 0.5 + noise(1))]
+    small = compare_folder(make_folder(tmp_path / "small", runs), family="auto")
+    assert small["statistics"]["family"] == "folder"
+    runs += [(f"m{i:02d}", "grid", "a", {}, False, 0.4 + noise(i)) for i in range(2, 30)]
+    wide = compare_folder(make_folder(tmp_path / "wide", runs), family="auto")
+    assert wide["statistics"]["family"] == "panel"

@@ -234,7 +234,9 @@ def cmd_compare(args) -> int:
     )
 
     out = Path(args.dir)
-    result = compare_folder(out, args.baseline, args.metric, test_references=args.test_references)
+    result = compare_folder(
+        out, args.baseline, args.metric, test_references=args.test_references, family=args.family
+    )
     path = write_comparisons(Path(args.out) if args.out else out / COMPARISONS_FILE, result)
     print(format_comparisons(result))
     print(f"comparisons in {path}")
@@ -353,6 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--test-references",
         action="store_true",
         help="also test reward-access reference methods (they join the Holm family)",
+    )
+    comp.add_argument(
+        "--family",
+        choices=("folder", "panel", "auto"),
+        default="folder",
+        help="what one Holm adjustment covers: every comparison of the folder (default), each "
+        "panel's own, or auto: the folder where its seeds could pass Holm over it, else panels",
     )
     comp.set_defaults(func=cmd_compare)
     return parser

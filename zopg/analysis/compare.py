@@ -1,6 +1,7 @@
 """`zopg compare`: paired comparisons of the methods of a results folder over their shared seeds,
-from the final logged value of each seed in metrics.csv, Holm-adjusted over the whole folder;
-writes comparisons.json, from which README verdicts and tables are generated.
+from the final logged value of each seed in metrics.csv, Holm-adjusted over the whole folder (or,
+with family="panel", within each panel); writes comparisons.json, from which README verdicts and
+tables are generated.
 
 Panels are (env, link, sweep point). In each, every method is compared with a baseline (the
 best budget-matched method by mean unless one is named), and a method is called best only if
@@ -31,6 +32,12 @@ from zopg.errors import ConfigError, checked_choice, unknown_name
 
 COMPARISONS_FILE = "comparisons.json"
 METRICS = ("score", "value")
+# What one Holm adjustment covers: every comparison of the folder (the claims of a whole table),
+# or each panel's own (the claim "best in this panel", one at a time); a sweep's comparisons of a
+# method across its own setting are one more family in the latter. "auto" takes the folder
+# where its seeds could pass Holm over it at all (2/2^n times its size below alpha), else the
+# panels: a rule of the design (seeds, comparisons), never of the outcomes.
+FAMILIES = ("folder", "panel", "auto")
 ALPHA = 0.05
 POWER = 0.8
 NUM_RESAMPLES = 10_000
@@ -136,6 +143,7 @@ def compare_folder(
     metric: str | None = None,
     *,
     test_references: bool = False,
+    family: str = "folder",
     num_resamples: int = NUM_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
     alpha: float = ALPHA,
@@ -145,11 +153,14 @@ def compare_folder(
 
     `baseline`: the method each panel's methods are compared with (default: the panel's best
     budget-matched method by mean). `metric`: "score" or "value" (default: the normalised score
-    where the panel has one, else the value). Deterministic: the bootstrap and any Monte Carlo
-    sign flips use `seed`.
+    where the panel has one, else the value). `family`: "folder" (one Holm adjustment over
+    every comparison), "panel" (one per panel, and one for the sweep comparisons) or "auto"
+    (the folder if its seeds could resolve it, else the panels). Deterministic: the bootstrap
+    and any Monte Carlo sign flips use `seed`.
     """
     if metric is not None:
         metric = checked_choice("--metric", metric, METRICS)
+    family = checked_choice("--family", family, FAMILIES)
     record, groups = read_final_values(results_dir)
     known = sorted({g["method"] for g in groups})
     if len(known) < 2:
@@ -165,35 +176,36 @@ def compare_folder(
         panels.append(_panel(key, members, baseline, metric, test_references, settings))
     sweep_comparisons = _sweep_comparisons(record, groups, panels, test_references, settings)
 
-    # The family: every tested comparison of the folder.
-    family = [c for p in panels for c in p["comparisons"] if c["tested"]]
-    family += [c for c in sweep_comparisons if c["tested"]]
-    adjusted = holm([c["p"] for c in family]) if family else []
-    for comparison, p_holm in zip(family, adjusted, strict=True):
-        comparison["p_holm"] = float(p_holm)
-    # Holm's adjusted p is at least m times the smallest p, and at least the comparison's own;
-    # the sign-flip p is at least 2/2^n. Where that already reaches alpha no outcome of the seeds
-    # could have been significant, and "no detectable difference" would misread that.
-    floor = min((smallest_attainable_p(c["n"]) for c in family), default=None)
-    resolvable = floor is not None and floor * len(family) < alpha
+    # The families: every tested comparison of the folder, or each panel's and the sweep's.
+    tested = lambda comparisons: [c for c in comparisons if c["tested"]]  # noqa: E731
+    if family == "auto":
+        whole = tested([c for p in panels for c in p["comparisons"]] + sweep_comparisons)
+        floor = min((smallest_attainable_p(c["n"]) for c in whole), default=1.0)
+        family = "folder" if floor * len(whole) < alpha else "panel"
+    if family == "folder":
+        families = [tested([c for p in panels for c in p["comparisons"]] + sweep_comparisons)]
+        panel_family = [0] * len(panels)
+    else:
+        families = [tested(p["comparisons"]) for p in panels] + [tested(sweep_comparisons)]
+        panel_family = list(range(len(panels)))
+    resolvable, notes = [], []
+    for members in families:
+        ok, note = _adjust(members, alpha)
+        resolvable.append(ok)
+        if note and note not in notes:
+            notes.append(note)
     for comparison in [c for p in panels for c in p["comparisons"]] + sweep_comparisons:
         comparison.setdefault("p_holm", None)
         comparison["verdict"] = verdict(comparison["mean_difference"], comparison["p_holm"], alpha)
-        if comparison["p_holm"] is not None and (
-            not resolvable or smallest_attainable_p(comparison["n"]) >= alpha
-        ):
-            comparison["verdict"] = "not resolvable"
-    for panel in panels:
-        panel["best"] = _best(panel, alpha, resolvable)
-    notes = []
-    if family and not resolvable:
-        largest_n = max(c["n"] for c in family)
-        notes.append(
-            f"with {largest_n} paired seeds the smallest attainable sign-flip p is {floor:.3g}; "
-            f"Holm over {len(family)} comparisons needs the strongest to reach "
-            f"{alpha / len(family):.3g}, so this folder can reject none (at most "
-            f"{int(alpha / floor - 1e-9)} comparisons, or more seeds, could)"
-        )
+    for members, ok in zip(families, resolvable, strict=True):
+        for comparison in members:
+            if not ok or smallest_attainable_p(comparison["n"]) >= alpha:
+                comparison["verdict"] = "not resolvable"
+    for panel, index in zip(panels, panel_family, strict=True):
+        panel["best"] = _best(panel, alpha, resolvable[index])
+    sizes = [len(m) for m in families if m]
+    floors = [smallest_attainable_p(c["n"]) for m in families for c in m]
+    floor = min(floors, default=None)
     return {
         "experiment": record.get("name"),
         "seeds": record.get("seeds"),
@@ -208,8 +220,11 @@ def compare_folder(
             "bootstrap_seed": seed,
             "p_value": "two-sided paired sign-flip permutation test of mean difference 0; exact "
             "over all 2^n sign patterns for n <= 20, else Monte Carlo (seeded, +1 correction)",
-            "adjustment": "Holm over every tested comparison of the folder",
-            "family_size": len(family),
+            "adjustment": "Holm over every tested comparison of the folder"
+            if family == "folder"
+            else "Holm within each panel (and once over the sweep comparisons)",
+            "family": family,
+            "family_size": max(sizes, default=0),
             "alpha": alpha,
             "verdict": f"better / worse: Holm-adjusted p < {alpha}; else no detectable "
             "difference, or not resolvable where no outcome of the seeds could have reached "
@@ -424,11 +439,33 @@ def _best(panel: dict, alpha: float, resolvable: bool) -> dict:
             "reason": "every other budget-matched method is significantly worse",
         }
     reason = (
-        "no comparison in this folder can be significant"
+        "no comparison in this family can be significant"
         if not resolvable
         else ("not every other budget-matched method is significantly worse")
     )
     return {"status": "not resolved", "method": None, "tied": [top, *tied], "reason": reason}
+
+
+def _adjust(family: list[dict], alpha: float) -> tuple[bool, str | None]:
+    """Holm-adjust one family in place (p_holm); whether any outcome of its seeds could pass
+    Holm, and a note saying why not where none could."""
+    if not family:
+        return False, None
+    for comparison, p_holm in zip(family, holm([c["p"] for c in family]), strict=True):
+        comparison["p_holm"] = float(p_holm)
+    # Holm's adjusted p is at least m times the smallest p, and at least the comparison's own;
+    # the sign-flip p is at least 2/2^n. Where that already reaches alpha no outcome of the seeds
+    # could have been significant, and "no detectable difference" would misread that.
+    floor = min(smallest_attainable_p(c["n"]) for c in family)
+    if floor * len(family) < alpha:
+        return True, None
+    largest_n = max(c["n"] for c in family)
+    return False, (
+        f"with {largest_n} paired seeds the smallest attainable sign-flip p is {floor:.3g}; "
+        f"Holm over {len(family)} comparisons needs the strongest to reach "
+        f"{alpha / len(family):.3g}, so this family can reject none (at most "
+        f"{int(alpha / floor - 1e-9)} comparisons, or more seeds, could)"
+    )
 
 
 def _swept_method(field: str, methods) -> str | None:

@@ -17,8 +17,9 @@ LEGEND = (
     "**bold**: best, every other budget-matched method significantly worse; *italic*: tied "
     "at the top (the top method by mean and those not significantly worse than it); ▾: "
     "significantly worse than the top; ?: not resolvable with these seeds. Tests: paired "
-    "sign-flip over shared seeds against the panel's top method, Holm-adjusted over every "
-    "comparison of the results folder (`zopg compare`)."
+    "sign-flip over shared seeds against the panel's top method, Holm-adjusted over the "
+    "family each table names: the results folder, or each panel where the folder's seeds "
+    "could not resolve that many comparisons (`zopg compare --family auto`)."
 )
 
 
