@@ -177,11 +177,18 @@ def format_report(report: dict) -> str:
 
 
 def main(argv=None) -> int:
+    import argparse
+
     from zopg.experiments.store import write_json_atomic
 
-    argv = sys.argv[1:] if argv is None else argv
-    path = Path(argv[0] if argv else "results/ci_coverage.json")
-    report = coverage_report()
+    parser = argparse.ArgumentParser(prog="python -m zopg.analysis.coverage")
+    parser.add_argument("out", nargs="?", default="results/ci_coverage.json")
+    parser.add_argument("--seeds", type=int, default=NUM_SEEDS, help="seeds per data set")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.seeds < 3:
+        parser.error(f"--seeds {args.seeds}: an interval needs at least 3 seeds")
+    path = Path(args.out)
+    report = coverage_report(num_seeds=args.seeds)
     write_json_atomic(path, report)
     print(format_report(report))
     print(f"written to {path}")
