@@ -48,7 +48,9 @@ NAMES = {
     "dpo-offline": "offline DPO",
     "fedavg-dpo": "FedAvg DPO",
     "rm-ppo": "RM+PPO",
-    "rm-ppo-once": "RM+PPO fitted once",
+    "rm-ppo-once": "RM+PPO fitted once (MLP)",
+    "rm-ppo-once-kl": "RM+PPO fitted once (MLP), KL 1",
+    "rm-ppo-once-tabular": "RM+PPO fitted once (table)",
     "exact-pg": "exact PG †",
     "ppo": "PPO †",
     "es": "ES †",
@@ -184,6 +186,7 @@ def overoptimisation_block() -> str:
         )
     lines += [
         "",
+        "Queries: 10 votes a pair (500 queries = 50 reference pairs for the fitted-once arms). "
         "Normalised exact score of the teacher's utility; drop height (Karwowski et al. 2024): "
         "(peak − final) / (peak − start) per seed; KL: exact trajectory KL to the uniform "
         "reference; intervals as in `zopg compare`.",
@@ -297,9 +300,9 @@ def sweep_block(folder: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def coverage_block() -> str:
-    """Measured coverage of each interval per simulated shape, from results/ci_coverage.json."""
-    record = read_json(RESULTS / "ci_coverage.json")
+def coverage_block(name: str = "ci_coverage.json") -> str:
+    """Measured coverage of each interval per simulated shape, from results/<name>."""
+    record = read_json(RESULTS / name)
     shapes = record["shapes"]
     methods = list(next(iter(shapes.values()))["methods"])
     largest_se = max(shape["methods"][record["chosen"]]["se"] for shape in shapes.values())
@@ -455,6 +458,7 @@ BLOCKS = {
     "rates": rates_block,
     "sample_efficiency": sample_efficiency_block,
     "ci_coverage": coverage_block,
+    "ci_coverage_20_seeds": lambda: coverage_block("ci_coverage_20_seeds.json"),
 }
 
 
