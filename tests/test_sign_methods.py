@@ -45,11 +45,11 @@ def cliff():
     return setting, v
 
 
-def measured_agreement(setting, v, link, batch_size, sign_fn=None) -> float:
+def measured_agreement(setting, v, link, batch_size, sign_fn=None, votes=VOTES) -> float:
     """Frequency over REPEATS independent sign estimates that ŝ = sign(ΔV)."""
     base, theta = setting.problem, setting.theta
     problem = Problem.build(base.env, base.policy, Oracle(link), base.env_params)
-    sign_fn = sign_fn or make_majority_sign(problem, VOTES, batch_size)
+    sign_fn = sign_fn or make_majority_sign(problem, votes, batch_size)
     keys = jax.random.split(jax.random.key(batch_size), REPEATS)
     signs, _, _ = jax.jit(jax.vmap(sign_fn, in_axes=(0, None, None)))(keys, theta + MU * v, theta)
     delta = float(base.exact_value(theta + MU * v) - base.exact_value(theta))
@@ -87,6 +87,24 @@ def agreement_failures(setting, v, cases, sign_fns=None) -> list[str]:
 def test_sign_agreement_matches_the_closed_form(cliff):
     setting, v = cliff
     assert agreement_failures(setting, v, CASES) == []
+
+
+def test_an_even_number_of_votes_breaks_ties_with_a_fair_coin(cliff):
+    """With N even, a tie of the votes must be a fair coin: the closed form counts half of the
+    tie's probability for each sign. Under the hard teacher on single trajectories, equal
+    returns make each vote itself a coin, ties are frequent (P(tie) ≈ 0.27 at N 8), and a tie
+    always broken to +1 would move the agreement by about that much, against a binomial SE of
+    0.008 at 4,000 repeats."""
+    setting, v = cliff
+    support, probs = return_distribution(setting.problem)
+    theta, link, votes = setting.theta, make_link("hard"), 8
+    freq, delta = measured_agreement(setting, v, link, 1, votes=votes)
+    p = vote_probability(link, support, probs(theta + MU * v), probs(theta), 1)
+    tie = stats.binom(votes, p).pmf(votes // 2)
+    assert tie > 0.1  # the case must be one where ties matter
+    exact = sign_agreement(link, support, probs(theta + MU * v), probs(theta), delta, 1, votes)
+    se = math.sqrt(exact * (1 - exact) / REPEATS)
+    assert abs(freq - exact) < 4.5 * se, (freq, exact, tie)
 
 
 def test_the_agreement_check_catches_broken_sign_estimates(cliff):
