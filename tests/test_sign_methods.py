@@ -35,7 +35,7 @@ from zopg.preferences import Oracle, make_link, value_difference
 
 # The cliff at a random policy: returns -1 (trap), 0 or 1 (goal); one direction, μ 3, where
 # V(θ + μv) − V(θ) = 0.095.
-MU, VOTES, REPEATS = 3.0, 21, 4000
+MU, VOTES, REPEATS = 3.0, 21, 2000
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_an_even_number_of_votes_breaks_ties_with_a_fair_coin(cliff):
     tie's probability for each sign. Under the hard teacher on single trajectories, equal
     returns make each vote itself a coin, ties are frequent (P(tie) ≈ 0.27 at N 8), and a tie
     always broken to +1 would move the agreement by about that much, against a binomial SE of
-    0.008 at 4,000 repeats."""
+    0.011 at 2,000 repeats."""
     setting, v = cliff
     support, probs = return_distribution(setting.problem)
     theta, link, votes = setting.theta, make_link("hard"), 8
