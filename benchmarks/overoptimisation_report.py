@@ -1,4 +1,4 @@
-"""Over-optimisation report (algorithms.md §9, §11): from results/regime_overoptimisation, per
+"""Over-optimisation report (science.md §9, §11): from results/regime_overoptimisation, per
 method and budget, the normalised exact score at the start, its peak over the iterations, at the
 end, and Karwowski et al.'s normalised drop height (peak − final) / (peak − initial) per seed,
 with the final √KL to the reference; the proxy (rm-ppo-once's exact value under r_φ) beside it;

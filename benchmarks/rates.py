@@ -35,7 +35,7 @@ BENCHMARKS = Path(__file__).resolve().parent
 RESULTS = _report.REPO_ROOT / "results" / "rates"
 
 
-# Files in the order of algorithms.md §8; any other rates_*.toml follow alphabetically.
+# Files in the order of science.md §8; any other rates_*.toml follow alphabetically.
 ORDER = ("m", "mu", "n", "d", "t", "blocks", "sign")
 
 

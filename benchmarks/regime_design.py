@@ -8,7 +8,7 @@ the safe and the risky route on the cliff under the deadline, and of cell polici
 in and out of a dead-end waypoint. Route policies are deterministic
 maps from cells to actions (slip still applies); values come from zopg.exact.
 
-The regimes that can break reward inference (algorithms.md §9; zopg.regimes does the exact
+The regimes that can break reward inference (science.md §9; zopg.regimes does the exact
 work): link shape with stakes (a search over layouts, slips and horizons for a point where the
 hard teacher's win-rate fixed point and a mis-scaled trap penalty lose >= 0.1 of the gap),
 hidden context on that layout (the aggregate a link-inverting learner reads from a mixture of

@@ -26,7 +26,7 @@ except ImportError:  # run as a script: benchmarks/ itself is on sys.path
     import throughput_numpy
 
 
-# ZPG training (algorithms.md §3) on the cliff with N pairs and M queries per pair. Step size, mu
+# ZPG training (science.md §3) on the cliff with N pairs and M queries per pair. Step size, mu
 # and r_max are pinned here rather than taken from ZPGConfig's defaults, so the JAX run and the
 # NumPy iteration below are guaranteed to do the same thing.
 ZPG_ENV = "gridworld/cliff-4x6"

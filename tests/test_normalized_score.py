@@ -91,9 +91,9 @@ def test_bounds_and_scores_match_an_independent_backward_induction(env_id, overr
 def test_the_optimal_policy_scores_one(env_id, overrides):
     """On a deterministic layout the shortest optimal path is optimal at every step, whatever
     the time left: the greedy policy of the H-step Q with the future discounted a little (which
-    breaks ties towards the goal sooner) is optimal, so its value is V* and its score 1 (an off-by-1%
-    denominator shows)."""
-    env, params, policy, evaluator, model = setting(env_id, overrides)
+    breaks ties towards the goal sooner) is optimal, so its value is V* and its score 1 (an
+    off-by-1% denominator shows)."""
+    env, _, policy, evaluator, model = setting(env_id, overrides)
     _, q = numpy_values(model, discount=1 - 1e-4)
     greedy = np.eye(env.num_actions)[q.argmax(axis=1)]
     value, _ = evaluator.value(None, policy_for(policy, greedy))

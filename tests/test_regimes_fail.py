@@ -1,4 +1,4 @@
-"""The regimes built so that reward inference *can* fail (algorithms.md §9): each failure
+"""The regimes built so that reward inference *can* fail (science.md §9): each failure
 mechanism is present on a small version, and the building blocks are exact.
 
 - policy richer than the reward model: the GridWorld observation with the waypoint-visited bit

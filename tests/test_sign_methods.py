@@ -1,4 +1,4 @@
-"""ZSPO, Par-S2ZPO and FedAvg DPO: the sign agreement against its closed form (algorithms.md
+"""ZSPO, Par-S2ZPO and FedAvg DPO: the sign agreement against its closed form (science.md
 §5), link invariance of the expected step, Par-S2ZPO with one block as ZSPO, federated
 averaging and communication, and bad input."""
 

@@ -1,5 +1,5 @@
 """Exact value, optimum and gradient of finite-horizon tabular MDPs (backward induction), also
-of path utilities through the product of cells with the utility's automaton (algorithms.md §2b)."""
+of path utilities through the product of cells with the utility's automaton (science.md §2b)."""
 
 from __future__ import annotations
 

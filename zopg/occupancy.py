@@ -1,5 +1,5 @@
 """Forward state occupancies of finite-horizon tabular MDPs and the exact trajectory KL between
-two policies of the state (algorithms.md §11: d = √KL(π‖π_ref), here over whole trajectories).
+two policies of the state (science.md §11: d = √KL(π‖π_ref), here over whole trajectories).
 
 For policies π and π_ref of the state, the transition terms of log π(τ)/π_ref(τ) cancel, so
 KL(π‖π_ref) over trajectories = E_{τ∼π} Σ_t KL(π(·|s_t) ‖ π_ref(·|s_t)) = Σ_t Σ_s d_t(s) k(s),

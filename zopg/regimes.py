@@ -1,4 +1,4 @@
-"""Exact computations behind the regimes where reward inference can fail (algorithms.md §9).
+"""Exact computations behind the regimes where reward inference can fail (science.md §9).
 
 Everything here runs on a GridWorld's exact model and trains nothing with samples (except the
 reward model's least-squares fit, which needs trajectories):
@@ -90,7 +90,7 @@ def batch_counts(batch_size: int) -> np.ndarray:
 
 def batch_win_matrix(values, link, batch_size: int) -> np.ndarray:
     """M[c, c'] = σ(mean utility of counts c − of c'): a teacher comparing the mean utilities of
-    two batches (ZSPO's queries, algorithms.md §5), over batch_counts(batch_size)."""
+    two batches (ZSPO's queries, science.md §5), over batch_counts(batch_size)."""
     means = batch_counts(batch_size) @ np.asarray(values, np.float64) / batch_size
     return win_matrix(means, link)
 

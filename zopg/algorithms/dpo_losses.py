@@ -1,4 +1,4 @@
-"""Trajectory-level DPO (algorithms.md §7): the losses, labels, exact KL and the pair machinery
+"""Trajectory-level DPO (science.md §7): the losses, labels, exact KL and the pair machinery
 that the online (dpo_online.py) and offline (dpo_offline.py) trainers share.
 
 The policy's log-ratio to a frozen reference, summed over a trajectory's valid steps, plays the

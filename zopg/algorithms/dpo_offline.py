@@ -1,4 +1,4 @@
-"""Offline DPO (algorithms.md §7): one dataset of pairs from π_ref, labelled before iteration 0,
+"""Offline DPO (science.md §7): one dataset of pairs from π_ref, labelled before iteration 0,
 then minibatch steps over it in shuffled epochs. Losses, labels and diagnostics: dpo_losses.py."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Online DPO (algorithms.md §7): each iteration labels fresh pairs of the current policy and
+"""Online DPO (science.md §7): each iteration labels fresh pairs of the current policy and
 takes gradient steps on them. Losses, labels and diagnostics: dpo_losses.py."""
 
 from __future__ import annotations

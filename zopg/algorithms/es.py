@@ -1,4 +1,4 @@
-"""OpenAI-ES (Salimans et al. 2017) on the teacher's true utility (algorithms.md §7): a
+"""OpenAI-ES (Salimans et al. 2017) on the teacher's true utility (science.md §7): a
 reward-access reference (the utility is the return unless the teacher's is another).
 
 Written here rather than taken from evosax: evosax is not a project dependency, and the method

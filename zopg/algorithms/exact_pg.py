@@ -1,4 +1,4 @@
-"""Exact policy-gradient ascent (algorithms.md §7): jax.grad of the exact value of a tabular env.
+"""Exact policy-gradient ascent (science.md §7): jax.grad of the exact value of a tabular env.
 
 A reference with reward access: an upper bound, never budget-matched, spends nothing.
 """

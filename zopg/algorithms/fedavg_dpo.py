@@ -1,4 +1,4 @@
-"""FedAvg DPO, the federated baseline of Par-S2ZPO (algorithms.md §6; our reconstruction): K
+"""FedAvg DPO, the federated baseline of Par-S2ZPO (science.md §6; our reconstruction): K
 agents each run online DPO on their own fresh pairs and queries, and every E local steps the
 server averages their parameters and sends the average back.
 

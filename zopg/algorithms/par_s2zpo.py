@@ -1,4 +1,4 @@
-"""Par-S2ZPO (algorithms.md §6): K agents each own one block of a fixed partition of θ and send
+"""Par-S2ZPO (science.md §6): K agents each own one block of a fixed partition of θ and send
 one bit per round.
 
 Every round each block k gets its own Rademacher direction ũ_k (±1 on the block, divided by
@@ -98,7 +98,7 @@ ALGORITHM = Algorithm(
     "par-s2zpo",
     ParS2ZPOConfig,
     make_trainer,
-    "K agents, one block of θ each, one sign bit per agent and round (algorithms.md §6)",
+    "K agents, one block of θ each, one sign bit per agent and round (science.md §6)",
     assumes="no link (sign of the majority)",
     search_space=SIGN_SEARCH_SPACE,
 )

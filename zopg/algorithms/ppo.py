@@ -2,7 +2,7 @@
 
 `make_ppo` builds the reusable core: one PPO iteration on a reward function
 `reward_fn(reward_params, traj) -> [..., H]` (the environment's reward, or a learned r_φ(s, a));
-RM+PPO uses it. `make_trainer` is the reward-access reference of algorithms.md §7: PPO on the
+RM+PPO uses it. `make_trainer` is the reward-access reference of science.md §7: PPO on the
 true reward, an upper bound that spends no human queries. The losses are in ppo_losses.py, the
 value head in zopg.networks.
 """
@@ -48,8 +48,8 @@ class PPOConfig(AlgorithmConfig):
     learning_rate, value_learning_rate
                        Adam step sizes for the policy and the value head (floats, or optax
                        schedules of the optimizer's update count).
-    clip               PPO ratio clip ε (0.2 as in algorithms.md §7).
-    gae_lambda         GAE λ (0.95 as in algorithms.md §7).
+    clip               PPO ratio clip ε (0.2 as in science.md §7).
+    gae_lambda         GAE λ (0.95 as in science.md §7).
     gamma              discount. 1.0 by default: episodes have a fixed finite horizon and the
                        objective V(θ) is the undiscounted return, so no discount is needed for
                        finiteness, and γ < 1 would optimise a different objective.
@@ -255,7 +255,7 @@ def make_ppo(config: PPOConfig, problem: Problem, reward_fn: Callable = true_rew
 
 
 def make_trainer(config: PPOConfig, problem: Problem) -> Trainer:
-    """PPO on the teacher's true utility (the reference of algorithms.md §7): the env's reward
+    """PPO on the teacher's true utility (the reference of science.md §7): the env's reward
     per step for the return, else u(τ) paid at the last valid step; the oracle is never asked."""
     is_return = problem.utility is masked_return or isinstance(problem.utility, Return)
     core = make_ppo(config, problem, true_reward if is_return else utility_reward(problem.utility))
@@ -279,7 +279,7 @@ ALGORITHM = Algorithm(
     "ppo",
     PPOConfig,
     make_trainer,
-    "PPO on the true reward (algorithms.md §7)",
+    "PPO on the true reward (science.md §7)",
     reference=True,
     assumes="reward access",
     search_space=SEARCH_SPACE,

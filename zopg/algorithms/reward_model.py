@@ -43,7 +43,7 @@ class RewardModelConfig(Settings):
                    input gives every cell its own first-layer weights, so a cell the data never
                    visit keeps its initial guess; on coordinates the model is smooth across
                    cells and extrapolates to rarely or never visited ones (the over-optimisation
-                   regime, algorithms.md §9: a proxy PPO can exploit).
+                   regime, science.md §9: a proxy PPO can exploit).
     hidden_sizes   hidden layers of the mlp.
     learning_rate  Adam step size.
     num_steps      gradient steps per refit (each on a fresh minibatch of pairs).

@@ -1,4 +1,4 @@
-"""Reward model + PPO (algorithms.md §7): query rounds from the current policy, as in PrefPPO.
+"""Reward model + PPO (science.md §7): query rounds from the current policy, as in PrefPPO.
 
 Each round: roll out 2P fresh trajectories of the current policy and pair them; spend M oracle
 queries per pair; append the pairs and their vote fractions to a fixed-size FIFO buffer; refit

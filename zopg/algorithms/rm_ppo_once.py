@@ -1,4 +1,4 @@
-"""The classic RLHF pipeline (algorithms.md §9, over-optimisation): a reward model fitted ONCE on
+"""The classic RLHF pipeline (science.md §9, over-optimisation): a reward model fitted ONCE on
 n labelled pairs from the reference policy π_ref, never refit, then PPO on it.
 
 Before iteration 0, 2n fresh episodes of π_ref are paired and labelled with M oracle queries

@@ -1,4 +1,4 @@
-"""What ZSPO and Par-S2ZPO share (algorithms.md §5–§6): their settings, and one sign step: a
+"""What ZSPO and Par-S2ZPO share (science.md §5–§6): their settings, and one sign step: a
 majority vote of N one-bit comparisons between batches of D trajectories of two policies.
 
 No link is inverted: a vote only says which batch the teacher prefers, so any increasing link

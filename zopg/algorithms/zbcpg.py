@@ -1,4 +1,4 @@
-"""ZBCPG (algorithms.md §4): ZPG on random coordinate blocks, P disjoint blocks per iteration.
+"""ZBCPG (science.md §4): ZPG on random coordinate blocks, P disjoint blocks per iteration.
 
 Each block B gets a direction uniform on the sphere of R^K embedded in R^d, its own rollouts and
 queries, and the estimate (K/μ) · Δ̂ · v; only coordinates in the chosen blocks change.
@@ -72,7 +72,7 @@ ALGORITHM = Algorithm(
     "zbcpg",
     ZBCPGConfig,
     make_trainer,
-    "block-coordinate ZPG, P disjoint blocks per iteration (algorithms.md §4)",
+    "block-coordinate ZPG, P disjoint blocks per iteration (science.md §4)",
     assumes="known link (or `link`)",
     search_space=ZO_SEARCH_SPACE,
 )

@@ -1,4 +1,4 @@
-"""ZPG (algorithms.md §3): perturb θ, compare trajectories by preference, invert the link, step.
+"""ZPG (science.md §3): perturb θ, compare trajectories by preference, invert the link, step.
 
 Per iteration: one direction v (or N of them), 2N trajectories, N·M human queries, then
 ĝ = scale · mean(Δ̂) · v fed to an optax optimizer as ascent.
@@ -62,7 +62,7 @@ ALGORITHM = Algorithm(
     "zpg",
     ZPGConfig,
     make_trainer,
-    "zeroth-order policy gradient from preferences, link inverted (algorithms.md §3)",
+    "zeroth-order policy gradient from preferences, link inverted (science.md §3)",
     assumes="known link (or `link`)",
     search_space=ZO_SEARCH_SPACE,
 )

@@ -1,4 +1,4 @@
-"""ZSPO (algorithms.md §5): zeroth-order sign policy optimisation for an unknown link.
+"""ZSPO (science.md §5): zeroth-order sign policy optimisation for an unknown link.
 
 Per iteration: one direction v, N one-bit queries, each comparing a batch of D trajectories of
 θ + μv with D of θ (or of θ − μv, two-sided); ŝ = sign(Σ(2o − 1)), a fair coin on a tie; then
@@ -74,7 +74,7 @@ ALGORITHM = Algorithm(
     "zspo",
     ZSPOConfig,
     make_trainer,
-    "sign of a majority vote over batches of D trajectories (algorithms.md §5)",
+    "sign of a majority vote over batches of D trajectories (science.md §5)",
     assumes="no link (sign of the majority)",
     search_space=SIGN_SEARCH_SPACE,
 )

@@ -1,6 +1,6 @@
 """Paired comparisons over shared seeds: the mean paired difference with a seed-bootstrap CI, an
-exact sign-flip p-value, Holm's adjustment and the minimum detectable difference (DESIGN.md,
-"Statistics"; reference §12). NumPy and the standard library only; scipy checks it in the tests.
+exact sign-flip p-value, Holm's adjustment and the minimum detectable difference (docs/science.md
+§12). NumPy and the standard library only; scipy checks it in the tests.
 
 Which interval: coverage measured, not assumed. `python -m zopg.analysis.coverage` writes
 results/ci_coverage.json: 4,000 simulated 10-seed data sets per shape (binomial SE of a coverage

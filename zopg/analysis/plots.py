@@ -308,7 +308,7 @@ def has_kl(columns) -> bool:
 
 
 def plot_gold_against_kl(columns, summary: dict, path: Path) -> None:
-    """Gold against distance (algorithms.md §11): each method's normalised exact score against
+    """Gold against distance (science.md §11): each method's normalised exact score against
     √KL(π‖π_ref) over trajectories at each logged iteration, from the initial policy (√KL 0) to
     the last iteration (marked): every seed faintly, the mean over seeds of both boldly.
     Over-optimisation is a curve that rises and falls as the policy moves away from the

@@ -64,7 +64,7 @@ def draw_sweep(ax, record: dict, color="C0", label: str | None = None) -> None:
             )
     closed = (record.get("theory") or {}).get("closed_form")
     if closed is not None:
-        # Sign sweeps: the exact agreement of algorithms.md §5 beside the measured one.
+        # Sign sweeps: the exact agreement of science.md §5 beside the measured one.
         ax.plot(x, closed, "--", color="k", lw=1.0, label="closed form (§5)")
     theory = record.get("theory") or {}
     if record.get("quantity") == "grad_norm_vs_t":

@@ -1,4 +1,4 @@
-"""Fits of rate sweeps (algorithms.md §8): one JSON-ready record per sweep and per family of
+"""Fits of rate sweeps (science.md §8): one JSON-ready record per sweep and per family of
 floors, from per-seed values [seeds, grid]; CIs resample whole seeds (zopg.analysis.fits).
 
 A sweep spec and its measurement come from zopg.experiments.rates; this module only reads

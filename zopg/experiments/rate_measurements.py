@@ -1,4 +1,4 @@
-"""Rate measurements on tabular GridWorld (algorithms.md §8): one function per quantity.
+"""Rate measurements on tabular GridWorld (science.md §8): one function per quantity.
 
 Each takes (grid, seeds, key, **settings) and returns per-seed values [seeds, grid] with the
 theory numbers to compare them with. Quantities of an estimate (Δ̂, ĝ) are measured here
@@ -601,7 +601,7 @@ def second_order_noise_vs_n(
 
 def _sign_agreement(point, mu, direction_seed, pairs, repeats, seeds, key) -> Measurement:
     """Measured frequency that ŝ = sign(V(θ + μv) − V(θ)) for each (D, N) in pairs, per seed
-    over `repeats` sign estimates, with the closed form of algorithms.md §5 as theory."""
+    over `repeats` sign estimates, with the closed form of science.md §5 as theory."""
     setting = make_setting(point)
     base, theta = setting.problem, setting.theta
     v = sphere(jax.random.key(direction_seed), setting.dim)

@@ -1,4 +1,4 @@
-"""The tabular setting where rates are measured (algorithms.md §8), and its exact theory.
+"""The tabular setting where rates are measured (science.md §8), and its exact theory.
 
 A GridWorld with an exact model, a policy point θ (optionally padded to a larger d), the
 ball-smoothed gradient by our own sampler, and exact distributions of returns and of the
@@ -215,7 +215,7 @@ def rollout_fn(problem: Problem):
     return rollout
 
 
-# -- sign methods: the closed form of algorithms.md §5 ------------------------------------------
+# -- sign methods: the closed form of science.md §5 ------------------------------------------
 
 
 def batch_mean_distribution(support, probs, batch_size: int):
@@ -261,6 +261,6 @@ def majority_up(p: float, num_votes: int) -> float:
 
 
 def sign_agreement(link, support, probs_1, probs_0, value_difference, batch_size, num_votes):
-    """P(ŝ = sign(V(θ₁) − V(θ₀))), the closed form of algorithms.md §5."""
+    """P(ŝ = sign(V(θ₁) − V(θ₀))), the closed form of science.md §5."""
     up = majority_up(vote_probability(link, support, probs_1, probs_0, batch_size), num_votes)
     return up if value_difference > 0 else 1.0 - up

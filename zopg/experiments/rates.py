@@ -1,4 +1,4 @@
-"""Convergence-rate sweeps (algorithms.md §8): the quantity registry, sweep files and measuring.
+"""Convergence-rate sweeps (science.md §8): the quantity registry, sweep files and measuring.
 
 A sweep measures one quantity at every x of a grid (M, mu, N, d, T or block size K) for several
 seeds, giving per-seed values [seeds, grid] (zopg.experiments.rate_measurements; the quantities
@@ -106,7 +106,7 @@ def _arguments(quantity: str, settings: dict) -> dict:
 class RateSpec:
     """One declared sweep: what to measure, where, how to fit and what theory predicts.
 
-    prediction is the slope algorithms.md §8 states; expected, when given, is the slope our own
+    prediction is the slope science.md §8 states; expected, when given, is the slope our own
     analysis predicts for this exact setting (note says why), and CI regression checks that one.
     window may be omitted for sweeps that only fit a floor; reference is the x whose magnitude CI
     regression compares with the committed value. floor = true also fits c·x^b + floor, on

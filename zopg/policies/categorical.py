@@ -79,7 +79,7 @@ class TabularSoftmax(CategoricalPolicy):
     pad_to: d, the total number of parameters, when given: the params get a "pad" vector of
     d − num_states × num_actions zeros that the policy never reads. V and ∇V (on the logits) do
     not change and the padded gradient entries are 0, so d grows with nothing else: the
-    dimension regime (algorithms.md §9). None (the default): no padding.
+    dimension regime (science.md §9). None (the default): no padding.
     """
 
     num_states: int

@@ -247,7 +247,7 @@ class Hard:
 @dataclasses.dataclass(frozen=True)
 class WithMistakes:
     """The effective link (1 − 2ε)·σ(x) + ε of a teacher who flips each vote of `base` with
-    probability ε (algorithms.md §2); its inverse removes the flips before inverting σ."""
+    probability ε (science.md §2); its inverse removes the flips before inverting σ."""
 
     base: Link
     mistake: float = 0.1
@@ -320,7 +320,7 @@ def trim_probability(p: jax.typing.ArrayLike, link: Link, r_max: jax.typing.Arra
 def value_difference(
     p_hat: jax.typing.ArrayLike, link: Link, r_max: jax.typing.ArrayLike
 ) -> jax.Array:
-    """Δ̂ = σ⁻¹(trim(p̂)), the utility difference a preference rate implies (algorithms.md §3).
+    """Δ̂ = σ⁻¹(trim(p̂)), the utility difference a preference rate implies (science.md §3).
 
     Rates at or beyond the trimming bounds give exactly ±r_max. A link that saturates (Linear(c)
     is flat beyond ±c) cannot tell differences beyond that apart, so it is trimmed at

@@ -1,4 +1,4 @@
-"""Human utilities u(τ) (algorithms.md §2b): frozen definitions with parameters, a registry like
+"""Human utilities u(τ) (science.md §2b): frozen definitions with parameters, a registry like
 the links', and the automaton that makes path utilities exact on tabular environments.
 
 A utility is defined once (`make_utility(name, **params)`), then bound to an environment

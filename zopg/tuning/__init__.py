@@ -1,1 +1,1 @@
-"""Equal tuning effort: declared search spaces and `zopg tune` (algorithms.md §10)."""
+"""Equal tuning effort: declared search spaces and `zopg tune` (science.md §10)."""
