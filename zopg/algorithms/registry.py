@@ -4,8 +4,6 @@ outside zopg."""
 
 from __future__ import annotations
 
-import importlib
-
 from zopg.algorithms import (
     dpo_offline,
     dpo_online,
@@ -22,6 +20,7 @@ from zopg.algorithms import (
 )
 from zopg.algorithms.base import Algorithm
 from zopg.errors import ConfigError, bad_value, unknown_name
+from zopg.plugins import import_object, is_import_path
 
 ALGORITHMS: dict[str, Algorithm] = {
     module.ALGORITHM.name: module.ALGORITHM
@@ -54,7 +53,7 @@ def register(algorithm: Algorithm, *, replace: bool = False) -> Algorithm:
 
 def get(name: str) -> Algorithm:
     """A registered algorithm, or one imported from "package.module:NAME"."""
-    if isinstance(name, str) and ":" in name:
+    if is_import_path(name):
         return _import(name)
     # A non-string (a list from TOML) is no name; `in` would fail on it unhashed.
     if not isinstance(name, str) or name not in ALGORITHMS:
@@ -63,13 +62,9 @@ def get(name: str) -> Algorithm:
 
 
 def _import(path: str) -> Algorithm:
-    module_name, _, attr = path.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ConfigError(f"algorithm {path!r}: cannot import {module_name!r}: {err}") from None
-    found = getattr(module, attr, None)
+    found = import_object("algorithm", path)
     if not isinstance(found, Algorithm):
+        module_name, _, attr = path.partition(":")
         raise ConfigError(
             f"algorithm {path!r}: {module_name}.{attr} must be a zopg.algorithms.Algorithm; "
             f"got {type(found).__name__}"

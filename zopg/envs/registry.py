@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 from zopg.envs.gridworld import make_gridworld
 from zopg.envs.random_layout import random_layout
-from zopg.errors import checked_int, unknown_name
+from zopg.errors import ConfigError, checked_int, unknown_name
+from zopg.plugins import import_object, is_import_path
 
 # Built-in layouts. Slip, horizon and rewards are OUR choice (the paper's grid is not known to us):
 # enough slip that the MDP is genuinely stochastic, and a horizon with slack over the shortest
@@ -104,7 +105,23 @@ def registered_envs() -> tuple[str, ...]:
 
 
 def make(env_id: str, **overrides):
-    """Build `(env, params)` for a registered id; overrides replace any default field."""
+    """Build `(env, params)` for a registered id, or from a factory named by import path
+    ("package.module:NAME", NAME called as `NAME(**overrides) -> (env, params)`); overrides
+    replace any default field."""
+    if is_import_path(env_id):
+        factory = import_object("environment", env_id)
+        if not callable(factory):
+            raise ConfigError(f"environment {env_id!r}: must name a factory; got {factory!r}")
+        try:
+            built = factory(**overrides)
+        except TypeError as err:  # most often an override the factory does not take
+            raise ConfigError(f"environment {env_id!r}: {err}") from None
+        if not (isinstance(built, tuple) and len(built) == 2):
+            raise ConfigError(
+                f"environment {env_id!r}: the factory must return (env, params); "
+                f"got {type(built).__name__}"
+            )
+        return built
     if env_id not in _REGISTRY:
         raise unknown_name("environment", env_id, _REGISTRY)
     return _REGISTRY[env_id](**overrides)

@@ -53,7 +53,7 @@ from zopg.experiments.tomlfile import (
     positive_int,
     table_list,
 )
-from zopg.policies import POLICIES
+from zopg.policies import is_known_policy, policy_names
 from zopg.preferences import LINKS
 
 TOP_KEYS = {
@@ -210,8 +210,9 @@ def parse_experiment(raw: dict, source: str) -> Experiment:
     if not isinstance(name, str) or not _file_name(name):
         raise fail(source, "name", f"= {name!r}: must be a folder name: {FILE_NAME}")
     policy = raw.get("policy", "tabular")
-    if policy not in POLICIES:
-        raise fail(source, "policy", f"= {policy!r}: allowed: {', '.join(POLICIES)}")
+    if not is_known_policy(policy):
+        allowed = f"{', '.join(policy_names())}, or 'package.module:NAME'"
+        raise fail(source, "policy", f"= {policy!r}: allowed: {allowed}")
     evaluation = raw.get("evaluation", {})
     check_keys(source, "evaluation", evaluation, EVALUATION_KEYS)
     threshold = evaluation.get("threshold")
@@ -368,8 +369,9 @@ def _env_spec(source: str, index: int, table: dict) -> EnvSpec:
             f"= {table['id']!r}: must be an environment id: {', '.join(registered_envs())}",
         )
     policy, params = table.get("policy"), table.get("policy_params")
-    if policy is not None and policy not in POLICIES:
-        raise fail(source, f"envs[{index}].policy", f"= {policy!r}: allowed: {', '.join(POLICIES)}")
+    if policy is not None and not is_known_policy(policy):
+        allowed = f"{', '.join(policy_names())}, or 'package.module:NAME'"
+        raise fail(source, f"envs[{index}].policy", f"= {policy!r}: allowed: {allowed}")
     if params is not None and not isinstance(params, dict):
         raise fail(source, f"envs[{index}].policy_params", "must be a table")
     label = table.get("label")

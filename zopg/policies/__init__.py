@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from zopg.errors import ConfigError, unknown_name
+from zopg.plugins import import_object, is_import_path
 from zopg.policies.categorical import (
     CategoricalPolicy,
     MLPCategorical,
@@ -26,14 +28,58 @@ ACTION_KINDS = {"tabular": "discrete", "mlp": "discrete", "gaussian": "continuou
 _SUGGEST = {"discrete": "'mlp' or 'tabular'", "continuous": "'gaussian'"}
 
 
+# Policies added from Python (`register`): name -> factory(env, env_params, **options).
+_REGISTERED: dict[str, Callable] = {}
+# What every policy must have, whoever wrote it (the rollout and the algorithms call these).
+POLICY_METHODS = ("init", "log_prob", "sample")
+
+
+def register(name: str, factory: Callable, *, replace: bool = False) -> Callable:
+    """Add a policy by name: `factory(env, env_params, **options) -> policy`, the policy having
+    `init(key)`, `log_prob(params, obs, action)` and `sample(key, params, obs)`. Experiment files
+    may also name a factory by import path, `policy = "package.module:NAME"`, unregistered."""
+    if not isinstance(name, str) or not name or is_import_path(name):
+        raise ConfigError(f"policy name {name!r}: must be a non-empty string without ':'")
+    if (name in POLICIES or name in _REGISTERED) and not replace:
+        raise ConfigError(f"policy {name!r} is already registered; pass replace=True")
+    if not callable(factory):
+        raise ConfigError(f"policy {name!r}: the factory must be callable; got {factory!r}")
+    _REGISTERED[name] = factory
+    return factory
+
+
+def policy_names() -> tuple[str, ...]:
+    """The built-in policies, then the registered ones."""
+    return (*POLICIES, *sorted(_REGISTERED))
+
+
+def is_known_policy(name: object) -> bool:
+    """A built-in or registered name, or an import path (checked when the policy is built)."""
+    return isinstance(name, str) and (name in policy_names() or is_import_path(name))
+
+
 def make_policy(name: str, env, env_params, obs_norm: ObsNormalization | None = None, **kwargs):
-    """Build a policy that fits `env` (sizes are read from it); kwargs go to the policy class.
+    """Build a policy that fits `env` (sizes are read from it); kwargs go to the policy class
+    (or to the factory of a registered or imported policy).
 
     `obs_norm` (optional, from `fit_obs_normalization` or `RunningStats.freeze`) wraps the
     policy in a frozen observation normaliser; the flat parameter view is unchanged.
     """
+    if is_import_path(name) or name in _REGISTERED:
+        factory = import_object("policy", name) if is_import_path(name) else _REGISTERED[name]
+        try:
+            policy = factory(env, env_params, **kwargs)
+        except TypeError as err:  # most often an option the factory does not take
+            raise ConfigError(f"policy {name!r}: {err}") from None
+        missing = [m for m in POLICY_METHODS if not callable(getattr(policy, m, None))]
+        if missing:
+            raise ConfigError(
+                f"policy {name!r}: {type(policy).__name__} lacks {', '.join(missing)}; a policy "
+                f"needs {', '.join(POLICY_METHODS)}"
+            )
+        return policy if obs_norm is None else NormalizedPolicy(policy, obs_norm)
     if name not in POLICIES:
-        raise unknown_name("policy", name, POLICIES)
+        raise unknown_name("policy", name, policy_names())
     env_kind = getattr(env, "action_kind", None)
     if env_kind != ACTION_KINDS[name]:
         raise ConfigError(
@@ -84,6 +130,7 @@ def _build(name: str, env, env_params, **kwargs):
 __all__ = [
     "ACTION_KINDS",
     "POLICIES",
+    "POLICY_METHODS",
     "CategoricalPolicy",
     "MLPCategorical",
     "MLPGaussian",
@@ -93,7 +140,10 @@ __all__ = [
     "TabularSoftmax",
     "fit_obs_normalization",
     "flat_view",
+    "is_known_policy",
     "make_policy",
     "num_params",
+    "policy_names",
+    "register",
     "sample_categorical",
 ]
