@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+# The largest int32: counters and sizes are int32 on the device (JAX's default integer), so
+# every check of a count against that limit uses this one constant.
+INT32_MAX = 2**31 - 1
+
 
 class ConfigError(ValueError):
     """A user-supplied value is invalid; the message says which field and what is allowed."""

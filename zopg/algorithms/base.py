@@ -27,15 +27,12 @@ import jax.numpy as jnp
 from flax import struct
 
 from zopg.algorithms.settings import Settings
-from zopg.errors import ConfigError, bad_value
+from zopg.errors import INT32_MAX, ConfigError, bad_value
 from zopg.exact import utility_value_fn, value_fn
 from zopg.policies import flat_view
 from zopg.preferences import Utility
 from zopg.preferences.utilities import Return
 from zopg.rollout import masked_return
-
-INT32_MAX = 2**31 - 1  # budget counters are int32 (JAX's default integer)
-
 
 # -- what an iteration spends ----------------------------------------------------------------
 

@@ -24,9 +24,9 @@ import jax.numpy as jnp
 from zopg.algorithms import reward_model as rm
 from zopg.algorithms.base import Algorithm, AlgorithmConfig, Problem, Spent, Trainer, unit_cost
 from zopg.algorithms.ppo import PPOConfig, make_ppo
-from zopg.algorithms.settings import INT32_MAX, integer, nested
+from zopg.algorithms.settings import integer, nested
 from zopg.envs.gridworld import TabularModel
-from zopg.errors import bad_value
+from zopg.errors import INT32_MAX, bad_value
 from zopg.exact import optimal_value, policy_value
 from zopg.preferences import preference_rate
 from zopg.rollout import rollout_batch

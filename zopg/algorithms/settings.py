@@ -15,12 +15,18 @@ import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from zopg.errors import bad_value, checked_bool, checked_choice, checked_float, checked_int
+from zopg.errors import (
+    INT32_MAX,
+    bad_value,
+    checked_bool,
+    checked_choice,
+    checked_float,
+    checked_int,
+)
 from zopg.preferences import make_link
 
 # Counts become JAX scalars, indices and shapes, and JAX's default integer is int32: a count
 # beyond it overflows while the trainer is traced, whatever the field's declared bounds.
-INT32_MAX = 2**31 - 1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -43,8 +43,8 @@ import itertools
 import json
 import math
 
-from zopg.algorithms.settings import INT32_MAX
 from zopg.envs import registered_envs
+from zopg.errors import INT32_MAX
 from zopg.experiments.overrides import set_path
 from zopg.experiments.tomlfile import (
     check_keys,

@@ -9,16 +9,13 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 
-from zopg.errors import bad_value
+from zopg.errors import INT32_MAX, bad_value
 from zopg.preferences.links import Link
 from zopg.preferences.teacher import Teacher
 from zopg.preferences.utilities import HiddenContext, myopic_return
 from zopg.rollout import Trajectory, masked_return
-
-_INT32_MAX = int(np.iinfo(np.int32).max)
 
 
 @struct.dataclass
@@ -152,7 +149,7 @@ class Oracle:
             ) from None
         pair_shape = utility_a.shape
         total_queries = count * math.prod(pair_shape)
-        if total_queries > _INT32_MAX:
+        if total_queries > INT32_MAX:
             raise bad_value(
                 "num_queries",
                 num_queries,
@@ -197,7 +194,7 @@ class Oracle:
         count = _checked_num_queries(num_queries)
         p_first = self.mixture_probability(types_a, types_b)
         total_queries = count * math.prod(p_first.shape)
-        if total_queries > _INT32_MAX:
+        if total_queries > INT32_MAX:
             raise bad_value(
                 "num_queries",
                 num_queries,
