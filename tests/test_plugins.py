@@ -86,6 +86,30 @@ def make_state_free(env, env_params):
     return StateFree(num_actions=env.num_actions)
 """
 
+LINK = """\
+# A logistic link with its own name, scale 0.5.
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.scipy.special as jsp
+
+
+@dataclasses.dataclass(frozen=True)
+class Steep:
+    scale: float = 0.5
+    name: ClassVar[str] = "steep"
+    invertible: ClassVar[bool] = True
+    saturation: ClassVar[float] = float("inf")
+
+    def prob(self, x):
+        return jax.nn.sigmoid(x / self.scale)
+
+    def inverse(self, p):
+        return self.scale * jsp.logit(p)
+"""
+
 EXPERIMENT = """\
 name = "plugin"
 seeds = 2
@@ -119,6 +143,7 @@ def plugin(tmp_path, monkeypatch):
     (package / "__init__.py").write_text("")
     (package / "chain.py").write_text(CHAIN)
     (package / "policies.py").write_text(POLICY)
+    (package / "links.py").write_text(LINK)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     return tmp_path
 
@@ -145,6 +170,24 @@ def test_make_and_make_policy_take_import_paths(plugin):
     assert params.length == 2 and env.num_states(params) == 3
     policy = make_policy("zopg_plugin_test.policies:make_state_free", env, params)
     assert type(policy).__name__ == "StateFree"
+
+
+def test_a_link_from_outside_zopg_is_a_teacher_and_an_assumed_link(plugin):
+    from zopg.preferences import make_link
+
+    link = make_link("zopg_plugin_test.links:Steep", scale=0.25)
+    assert float(link.prob(0.25)) == pytest.approx(0.7310586, abs=1e-6)
+    with pytest.raises(ConfigError, match="known parameters: scale"):
+        make_link("zopg_plugin_test.links:Steep", slope=2.0)
+    with pytest.raises(ConfigError, match="must name a frozen dataclass"):
+        make_link("zopg_plugin_test.chain:make_chain")
+    text = EXPERIMENT.replace(
+        'name = "bradley-terry"', 'name = "myext.links:Steep"\nlabel = "steep"'
+    ).replace("num_queries = 5", 'num_queries = 5\nlink = "myext.links:Steep"')
+    out = plugin / "out"
+    assert cli.main(["run", str(experiment(plugin, text)), "--out", str(out), "--quiet"]) == 0
+    (result,) = store.read_json(out / "summary.json")["results"]
+    assert result["link"] == "steep"
 
 
 def test_a_registered_policy_is_named_like_a_built_in(plugin, monkeypatch):

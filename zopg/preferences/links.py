@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import jax.scipy.special as jsp
 import numpy as np
 
-from zopg.errors import bad_value, checked_float, unknown_name
+from zopg.errors import ConfigError, bad_value, checked_float, unknown_name
+from zopg.plugins import import_object, is_import_path
 
 
 class Link(Protocol):
@@ -284,12 +285,34 @@ _LINK_ALIASES = {"bt": "bradley-terry"}
 LINKS: tuple[str, ...] = tuple(_LINK_CLASSES)
 
 
+def _imported_link(path: str) -> type:
+    """A link class named by import path: a frozen dataclass with the members of `Link` (frozen,
+    so that it hashes by value and jit can take it as static)."""
+    link_class = import_object("link", path)
+    members = ("name", "invertible", "saturation", "prob", "inverse")
+    if not (
+        isinstance(link_class, type)
+        and dataclasses.is_dataclass(link_class)
+        and link_class.__dataclass_params__.frozen
+        and all(hasattr(link_class, m) for m in members)
+    ):
+        raise ConfigError(
+            f"link {path!r}: must name a frozen dataclass with {', '.join(members)} "
+            "(see zopg.preferences.Link)"
+        )
+    return link_class
+
+
 def make_link(name: str, **params: object) -> Link:
-    """The link registered as `name` (see LINKS; "bt" is an alias), built with `params`."""
-    canonical = _LINK_ALIASES.get(name, name) if isinstance(name, str) else name
-    if canonical not in _LINK_CLASSES:
-        raise unknown_name("link", name, [*LINKS, *_LINK_ALIASES])
-    link_class = _LINK_CLASSES[canonical]
+    """The link registered as `name` (see LINKS; "bt" is an alias), or the link class named by
+    import path ("package.module:NAME"), built with `params`."""
+    if is_import_path(name):
+        canonical, link_class = name, _imported_link(name)
+    else:
+        canonical = _LINK_ALIASES.get(name, name) if isinstance(name, str) else name
+        if canonical not in _LINK_CLASSES:
+            raise unknown_name("link", name, [*LINKS, *_LINK_ALIASES, "'package.module:NAME'"])
+        link_class = _LINK_CLASSES[canonical]
     known = [field.name for field in dataclasses.fields(link_class)]
     for param in params:
         if param not in known:
