@@ -110,6 +110,26 @@ class Steep:
         return self.scale * jsp.logit(p)
 """
 
+UTILITY = """\
+# The return, scaled: a utility written outside zopg.
+
+import dataclasses
+from typing import ClassVar
+
+from zopg.preferences import Utility
+from zopg.rollout import masked_return
+
+
+@dataclasses.dataclass(frozen=True)
+class Scaled(Utility):
+    factor: float = 2.0
+    name: ClassVar[str] = "scaled"
+    markov: ClassVar[bool] = True
+
+    def __call__(self, traj):
+        return self.factor * masked_return(traj)
+"""
+
 EXPERIMENT = """\
 name = "plugin"
 seeds = 2
@@ -144,6 +164,7 @@ def plugin(tmp_path, monkeypatch):
     (package / "chain.py").write_text(CHAIN)
     (package / "policies.py").write_text(POLICY)
     (package / "links.py").write_text(LINK)
+    (package / "utilities.py").write_text(UTILITY)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     return tmp_path
 
@@ -188,6 +209,22 @@ def test_a_link_from_outside_zopg_is_a_teacher_and_an_assumed_link(plugin):
     assert cli.main(["run", str(experiment(plugin, text)), "--out", str(out), "--quiet"]) == 0
     (result,) = store.read_json(out / "summary.json")["results"]
     assert result["link"] == "steep"
+
+
+def test_a_utility_from_outside_zopg_is_the_teachers(plugin):
+    from zopg.preferences import make_utility
+
+    assert make_utility("zopg_plugin_test.utilities:Scaled", factor=3.0).factor == 3.0
+    with pytest.raises(ConfigError, match=r"must name a subclass of zopg\.preferences\.Utility"):
+        make_utility("zopg_plugin_test.links:Steep")
+    text = EXPERIMENT.replace(
+        "[[envs]]", '[teacher.utility]\nname = "myext.utilities:Scaled"\nfactor = 3.0\n\n[[envs]]'
+    )
+    out = plugin / "out"
+    assert cli.main(["run", str(experiment(plugin, text)), "--out", str(out), "--quiet"]) == 0
+    (result,) = store.read_json(out / "summary.json")["results"]
+    # Scored by the teacher's utility: three times the chain's return of 0 or 1.
+    assert 0.0 < result["initial_value"]["mean"] <= 3.0
 
 
 def test_a_registered_policy_is_named_like_a_built_in(plugin, monkeypatch):

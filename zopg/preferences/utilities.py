@@ -40,6 +40,7 @@ import numpy as np
 from flax import struct
 
 from zopg.errors import ConfigError, bad_value, checked_float, checked_int, unknown_name
+from zopg.plugins import import_object, is_import_path
 from zopg.rollout import Trajectory, masked_return, next_observations
 
 
@@ -530,10 +531,18 @@ UTILITIES: dict[str, type] = {
 
 
 def make_utility(name: str, **params) -> Utility:
-    """A utility by name with its parameters (see the module docstring), unbound."""
-    if name not in UTILITIES:
-        raise unknown_name("utility", name, UTILITIES)
-    cls = UTILITIES[name]
+    """A utility by name with its parameters (see the module docstring), unbound; or the
+    `Utility` subclass named by import path ("package.module:NAME")."""
+    if is_import_path(name):
+        cls = import_object("utility", name)
+        if not (isinstance(cls, type) and issubclass(cls, Utility)):
+            raise ConfigError(
+                f"utility {name!r}: must name a subclass of zopg.preferences.Utility; got {cls!r}"
+            )
+    elif name not in UTILITIES:
+        raise unknown_name("utility", name, [*UTILITIES, "'package.module:NAME'"])
+    else:
+        cls = UTILITIES[name]
     allowed = [f.name for f in dataclasses.fields(cls) if f.name not in ("grid", "discrete")]
     unknown = sorted(set(params) - set(allowed))
     if unknown:
