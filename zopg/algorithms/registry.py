@@ -19,7 +19,7 @@ from zopg.algorithms import (
     zspo,
 )
 from zopg.algorithms.base import Algorithm
-from zopg.errors import ConfigError, bad_value, unknown_name
+from zopg.errors import bad_value, unknown_name
 from zopg.plugins import import_object, is_import_path
 
 ALGORITHMS: dict[str, Algorithm] = {
@@ -62,14 +62,9 @@ def get(name: str) -> Algorithm:
 
 
 def _import(path: str) -> Algorithm:
-    found = import_object("algorithm", path)
-    if not isinstance(found, Algorithm):
-        module_name, _, attr = path.partition(":")
-        raise ConfigError(
-            f"algorithm {path!r}: {module_name}.{attr} must be a zopg.algorithms.Algorithm; "
-            f"got {type(found).__name__}"
-        )
-    return found
+    return import_object(
+        "algorithm", path, lambda found: isinstance(found, Algorithm), "a zopg.algorithms.Algorithm"
+    )
 
 
 def for_config(config) -> Algorithm:

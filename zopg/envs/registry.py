@@ -109,9 +109,7 @@ def make(env_id: str, **overrides):
     ("package.module:NAME", NAME called as `NAME(**overrides) -> (env, params)`); overrides
     replace any default field."""
     if is_import_path(env_id):
-        factory = import_object("environment", env_id)
-        if not callable(factory):
-            raise ConfigError(f"environment {env_id!r}: must name a factory; got {factory!r}")
+        factory = import_object("environment", env_id, callable, "a factory")
         try:
             built = factory(**overrides)
         except TypeError as err:  # most often an override the factory does not take

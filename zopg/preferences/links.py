@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import jax.scipy.special as jsp
 import numpy as np
 
-from zopg.errors import ConfigError, bad_value, checked_float, unknown_name
+from zopg.errors import bad_value, checked_float, unknown_name
 from zopg.plugins import import_object, is_import_path
 
 
@@ -288,19 +288,18 @@ LINKS: tuple[str, ...] = tuple(_LINK_CLASSES)
 def _imported_link(path: str) -> type:
     """A link class named by import path: a frozen dataclass with the members of `Link` (frozen,
     so that it hashes by value and jit can take it as static)."""
-    link_class = import_object("link", path)
     members = ("name", "invertible", "saturation", "prob", "inverse")
-    if not (
-        isinstance(link_class, type)
-        and dataclasses.is_dataclass(link_class)
-        and link_class.__dataclass_params__.frozen
-        and all(hasattr(link_class, m) for m in members)
-    ):
-        raise ConfigError(
-            f"link {path!r}: must name a frozen dataclass with {', '.join(members)} "
-            "(see zopg.preferences.Link)"
+
+    def is_link_class(found) -> bool:
+        return (
+            isinstance(found, type)
+            and dataclasses.is_dataclass(found)
+            and found.__dataclass_params__.frozen
+            and all(hasattr(found, m) for m in members)
         )
-    return link_class
+
+    wanted = f"a frozen dataclass with {', '.join(members)} (see zopg.preferences.Link)"
+    return import_object("link", path, is_link_class, wanted)
 
 
 def make_link(name: str, **params: object) -> Link:

@@ -534,11 +534,12 @@ def make_utility(name: str, **params) -> Utility:
     """A utility by name with its parameters (see the module docstring), unbound; or the
     `Utility` subclass named by import path ("package.module:NAME")."""
     if is_import_path(name):
-        cls = import_object("utility", name)
-        if not (isinstance(cls, type) and issubclass(cls, Utility)):
-            raise ConfigError(
-                f"utility {name!r}: must name a subclass of zopg.preferences.Utility; got {cls!r}"
-            )
+        cls = import_object(
+            "utility",
+            name,
+            lambda found: isinstance(found, type) and issubclass(found, Utility),
+            "a subclass of zopg.preferences.Utility",
+        )
     elif name not in UTILITIES:
         raise unknown_name("utility", name, [*UTILITIES, "'package.module:NAME'"])
     else:
