@@ -99,9 +99,9 @@ compare: $(STAMP)
 	done
 	$(PY) benchmarks/readme_tables.py
 
-# Convergence-rate sweeps (benchmarks/rates_*.toml) -> results/rates/rates.json and figures.
+# Convergence-rate sweeps (benchmarks/rates/*.toml) -> results/rates/rates.json and figures.
 rates: $(STAMP)
-	$(PY) benchmarks/rates.py
+	$(PY) -m zopg.rates
 
 # The docs site (docs/, mkdocs.yml) -> site/; --strict: a broken link or reference fails.
 docs: $(STAMP)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zopg.experiments import store
+from zopg import store
 from zopg.provenance import (  # noqa: F401  (re-exported for the benchmark scripts)
     REPO_ROOT,
     device,
@@ -93,7 +93,7 @@ def _jsonable(value):
 
 
 def write_json_atomic(path, data) -> Path:
-    """Atomic JSON (see zopg.experiments.store): readers never see a half-written file."""
+    """Atomic JSON (see zopg.store): readers never see a half-written file."""
     return store.write_json_atomic(path, _walk(data))
 
 

@@ -48,14 +48,14 @@ from zopg.envs import make
 from zopg.estimators import sphere_direction
 from zopg.evaluation import make_evaluator
 from zopg.exact import normalized_score
-from zopg.experiments.rate_setting import (
+from zopg.policies import flat_view, make_policy
+from zopg.preferences import Oracle, make_link
+from zopg.rates.setting import (
     Point,
     make_setting,
     return_distribution,
     sign_agreement,
 )
-from zopg.policies import flat_view, make_policy
-from zopg.preferences import Oracle, make_link
 
 ENVS = ("gridworld/cliff-4x6", "gridworld/open-5x5")
 DEFAULT_MU = 5.0  # ZPGConfig's and ZSPOConfig's default

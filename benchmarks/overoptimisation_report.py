@@ -27,10 +27,10 @@ try:
 except ImportError:  # run as a script: benchmarks/ itself is on sys.path
     import _report
 
+from zopg import store
 from zopg.analysis.paired import CI_DESCRIPTIONS, CI_METHOD, mean_intervals
 from zopg.analysis.plots import plot_gold_against_kl
 from zopg.analysis.report import normaliser
-from zopg.experiments import store
 
 DEFAULT_DIR = _report.REPO_ROOT / "results" / "regime_overoptimisation"
 # From a seed's peak of the exact score to the last iteration: "the proxy rises while the exact

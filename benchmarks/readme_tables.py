@@ -29,10 +29,10 @@ try:
 except ImportError:  # run as a script: benchmarks/ itself is on sys.path
     import _report
 
+from zopg import store
 from zopg.analysis import paired, stats, tables
 from zopg.analysis.compare import read_final_values
-from zopg.experiments import store
-from zopg.experiments.store import read_json, write_bytes_atomic
+from zopg.store import read_json, write_bytes_atomic
 
 README = _report.REPO_ROOT / "README.md"
 RESULTS = _report.REPO_ROOT / "results"

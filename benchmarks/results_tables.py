@@ -18,7 +18,7 @@ try:
 except ImportError:  # run as a script: benchmarks/ itself is on sys.path
     import _report
 
-from zopg.experiments.store import read_json, write_bytes_atomic
+from zopg.store import read_json, write_bytes_atomic
 
 GROUPS = {
     "regimes": [

@@ -19,8 +19,8 @@ try:
 except ImportError:  # run as a script: benchmarks/ itself is on sys.path
     import _report
 
+from zopg import store
 from zopg.analysis import bootstrap_ci, first_crossing
-from zopg.experiments import store
 
 THRESHOLDS = (0.5, 0.9)
 

@@ -30,14 +30,14 @@ from zopg.algorithms.sign_zo import make_majority_sign
 from zopg.algorithms.zeroth_order import estimator_config, make_difference_fn
 from zopg.envs import make
 from zopg.estimators import sphere_direction, zo_gradient
-from zopg.experiments.rate_setting import (
+from zopg.policies import flat_view, make_policy
+from zopg.preferences import Oracle, make_link, preference_rate, value_difference
+from zopg.rates.setting import (
     Point,
     make_setting,
     return_distribution,
     sign_agreement,
 )
-from zopg.policies import flat_view, make_policy
-from zopg.preferences import Oracle, make_link, preference_rate, value_difference
 from zopg.rollout import Trajectory, rollout_batch
 
 

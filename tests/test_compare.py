@@ -6,9 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from zopg import cli
+from zopg import cli, store
 from zopg.analysis.compare import compare_folder, read_final_values
-from zopg.experiments import store
 
 SEEDS = 10
 

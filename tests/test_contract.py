@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zopg import ConfigError, cli
+from zopg import ConfigError, cli, store
 from zopg.algorithms import (
     ALGORITHMS,
     Algorithm,
@@ -26,7 +26,6 @@ from zopg.algorithms import (
 from zopg.algorithms.base import unit_cost
 from zopg.algorithms.settings import integer
 from zopg.envs import make
-from zopg.experiments import store
 from zopg.policies import make_policy
 from zopg.preferences import Oracle, make_link
 

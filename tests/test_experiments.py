@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import zopg
-from zopg import ConfigError, cli
+from zopg import ConfigError, cli, store
 from zopg.analysis.report import write_reports
-from zopg.experiments import load_experiment, store
+from zopg.experiments import load_experiment
 from zopg.experiments.runner import logged_iterations, run_experiment
 
 TINY = """

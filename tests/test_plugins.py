@@ -4,9 +4,8 @@ built-in; bad paths and broken plugins are refused with one clear line before an
 
 import pytest
 
-from zopg import ConfigError, cli
+from zopg import ConfigError, cli, store
 from zopg.envs import make
-from zopg.experiments import store
 from zopg.policies import make_policy, policy_names, register
 
 CHAIN = """\

@@ -1,7 +1,7 @@
 """Rate fits, sweep files, theory helpers, and CI regression of the M, N and mu rates and of the
 second-order part of a constant-step run against N (the T-rate's estimator term).
 
-Each rate test re-measures a small version of a sweep in benchmarks/rates_*.toml (same settings,
+Each rate test re-measures a small version of a sweep in benchmarks/rates/*.toml (same settings,
 fewer seeds and samples) and checks two things: its log-log slope is within Z bootstrap standard
 errors (plus SLOPE_ALLOWANCE) of the expected slope, and its value at the reference point is
 within Z combined relative standard errors of the value committed in results/rates/rates.json.
@@ -21,17 +21,18 @@ import pytest
 from zopg import ConfigError
 from zopg.algorithms import Spent, Trainer
 from zopg.algorithms.zeroth_order import make_difference_fn
-from zopg.analysis import fits
-from zopg.analysis.rates import analyse
 from zopg.estimators import zo_gradient
-from zopg.experiments import rate_measurements as rate_sweeps
-from zopg.experiments import rate_setting, rates
-from zopg.experiments.store import read_json
 from zopg.preferences import Oracle, make_link, preference_rate, value_difference
+from zopg.rates import fits
+from zopg.rates import measurements as rate_sweeps
+from zopg.rates import setting as rate_setting
+from zopg.rates import sweeps as rates
+from zopg.rates.analysis import analyse
 from zopg.rollout import masked_return
+from zopg.store import read_json
 
 ROOT = Path(__file__).resolve().parent.parent
-RATE_FILES = sorted((ROOT / "benchmarks").glob("rates_*.toml"))
+RATE_FILES = sorted((ROOT / "benchmarks" / "rates").glob("*.toml"))
 COMMITTED = ROOT / "results" / "rates" / "rates.json"
 Z = 4.0
 # A slope is the asymptotic one only in the limit; on a finite window the next term of the
@@ -279,7 +280,7 @@ N_SWEEP = "error_vs_n/return"
 
 
 def run_spec(spec, **broken) -> dict:
-    """Measure a sweep (optionally with a broken part) and fit it, as benchmarks/rates.py does."""
+    """Measure a sweep (optionally with a broken part) and fit it, as `python -m zopg.rates`."""
     return analyse(spec, rates.measure(spec, **broken))
 
 

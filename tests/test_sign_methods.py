@@ -22,7 +22,9 @@ from zopg.algorithms.base import Problem
 from zopg.algorithms.sign_zo import make_majority_sign
 from zopg.envs import make
 from zopg.estimators import sphere_direction
-from zopg.experiments.rate_setting import (
+from zopg.policies import flat_view, make_policy
+from zopg.preferences import Oracle, make_link, value_difference
+from zopg.rates.setting import (
     Point,
     majority_up,
     make_setting,
@@ -30,8 +32,6 @@ from zopg.experiments.rate_setting import (
     sign_agreement,
     vote_probability,
 )
-from zopg.policies import flat_view, make_policy
-from zopg.preferences import Oracle, make_link, value_difference
 
 # The cliff at a random policy: returns -1 (trap), 0 or 1 (goal); one direction, μ 3, where
 # V(θ + μv) − V(θ) = 0.095.

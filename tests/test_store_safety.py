@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zopg import cli
+from zopg import cli, store
 from zopg.analysis.report import format_summary, write_reports
-from zopg.experiments import load_experiment, store
+from zopg.experiments import load_experiment
 from zopg.experiments.runner import run_experiment
 
 ONE_RUN = """

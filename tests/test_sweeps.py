@@ -4,8 +4,8 @@ experiment-file parts of the regimes: labels, per-env utilities, method link lis
 
 import pytest
 
-from zopg import ConfigError, cli
-from zopg.experiments import load_experiment, store
+from zopg import ConfigError, cli, store
+from zopg.experiments import load_experiment
 from zopg.experiments.runner import plan_runs
 
 SWEPT = """

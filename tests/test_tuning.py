@@ -7,11 +7,11 @@ import pytest
 
 from zopg import ConfigError, cli
 from zopg.algorithms import registry
+from zopg.algorithms.search_space import SearchSpace, log_range, one_of
 from zopg.envs import make
 from zopg.experiments import load_experiment
 from zopg.experiments.build import built_runs
 from zopg.tuning import trials as trial_runs
-from zopg.tuning.space import SearchSpace, log_range, one_of
 from zopg.tuning.tune import (
     fixed_by_experiment,
     method_space,

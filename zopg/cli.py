@@ -25,7 +25,7 @@ def resolve_experiment(name: str) -> Path:
     if candidate.exists():
         return candidate
     stems = [p.stem for p in sorted(EXPERIMENTS_DIR.glob("*.toml"))]
-    known = ", ".join(s for s in stems if not s.startswith("rates_")) or "none found"
+    known = ", ".join(stems) or "none found"
     raise ConfigError(f"unknown experiment {name!r}; experiments in {EXPERIMENTS_DIR}/: {known}")
 
 
@@ -192,10 +192,9 @@ def cmd_list(args) -> int:
         print(f"  {'':14} assumes: {algo.assumes or 'nothing'}; {kind}")
         if algo.search_space is not None:
             print(f"  {'':14} tunes: {algo.search_space.describe()}")
-    tomls = sorted(EXPERIMENTS_DIR.glob("*.toml"))
-    # rates_*.toml are rate sweeps for benchmarks/rates.py, not `zopg run` experiments.
-    experiments = [p.stem for p in tomls if not p.stem.startswith("rates_")]
-    sweeps = [p.stem for p in tomls if p.stem.startswith("rates_")]
+    experiments = [p.stem for p in sorted(EXPERIMENTS_DIR.glob("*.toml"))]
+    # benchmarks/rates/*.toml are rate sweeps for `python -m zopg.rates`, not experiments.
+    sweeps = [f"rates/{p.stem}" for p in sorted((EXPERIMENTS_DIR / "rates").glob("*.toml"))]
     print("experiments:  " + (", ".join(experiments) or f"none in {EXPERIMENTS_DIR}/"))
     if sweeps:
         print("rate sweeps:  " + ", ".join(sweeps) + " (make rates)")
@@ -219,7 +218,7 @@ def cmd_plot(args) -> int:
 
 def cmd_summarize(args) -> int:
     from zopg.analysis.report import format_summary
-    from zopg.experiments.store import read_json
+    from zopg.store import read_json
 
     print(format_summary(read_json(_results_dir(args.dir) / "summary.json")))
     return 0

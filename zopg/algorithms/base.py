@@ -259,10 +259,10 @@ class Algorithm:
     reference: reward access (an upper bound): never budget-matched, and shares one run across
     a panel's teacher links. assumes: the link the method assumes about the teacher, for
     `zopg list` ("known" means it is told the teacher's link). search_space: the fields `zopg
-    tune` may set and their ranges (zopg.tuning.space.SearchSpace), checked against the config's
-    declared rules when the algorithm is registered. nan_when_undefined: metrics that are NaN by
-    definition when there is nothing to measure (an accuracy over informative pairs, in a batch
-    of ties); the report does not flag those as non-finite.
+    tune` may set and their ranges (zopg.algorithms.search_space.SearchSpace), checked against
+    the config's declared rules when the algorithm is registered. nan_when_undefined: metrics
+    that are NaN by definition when there is nothing to measure (an accuracy over informative
+    pairs, in a batch of ties); the report does not flag those as non-finite.
     """
 
     name: str

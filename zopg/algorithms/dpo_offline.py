@@ -10,9 +10,9 @@ import jax.numpy as jnp
 
 from zopg.algorithms.base import Algorithm, Problem, Spent, Trainer, unit_cost
 from zopg.algorithms.dpo_losses import NAN_WHEN_UNDEFINED, DPOSettings, make_core
+from zopg.algorithms.search_space import SearchSpace, log_range, one_of
 from zopg.algorithms.settings import integer
 from zopg.errors import bad_value
-from zopg.tuning.space import SearchSpace, log_range, one_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +94,7 @@ def make_trainer(config: DPOOfflineConfig, problem: Problem) -> Trainer:
     return Trainer(init, iterate, lambda state: problem.unravel(state["theta"]), core.diagnostics)
 
 
-# What `zopg tune` may set (the ranges are chosen as zopg/tuning/space.py says).
+# What `zopg tune` may set (the ranges are chosen as zopg/algorithms/search_space.py says).
 SEARCH_SPACE = SearchSpace(
     log_range("learning_rate", 1e-3, 0.3),
     log_range("beta", 1e-3, 1.0),

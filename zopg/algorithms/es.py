@@ -17,10 +17,10 @@ import optax
 
 from zopg.algorithms.base import Algorithm, AlgorithmConfig, Problem, Spent, Trainer, unit_cost
 from zopg.algorithms.exact_pg import OPTIMIZERS, make_optimizer
+from zopg.algorithms.search_space import SearchSpace, log_range, one_of
 from zopg.algorithms.settings import choice, integer, positive
 from zopg.errors import bad_value
 from zopg.rollout import rollout_batch
-from zopg.tuning.space import SearchSpace, log_range, one_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +108,7 @@ def make_trainer(config: ESConfig, problem: Problem) -> Trainer:
     return Trainer(init, iterate, lambda state: problem.unravel(state[0]))
 
 
-# What `zopg tune` may set (the ranges are chosen as zopg/tuning/space.py says).
+# What `zopg tune` may set (the ranges are chosen as zopg/algorithms/search_space.py says).
 SEARCH_SPACE = SearchSpace(
     log_range("learning_rate", 1e-3, 0.3),
     log_range("sigma", 0.01, 1.0),

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import optax
 
 from zopg.algorithms.base import Algorithm, AlgorithmConfig, Problem, Spent, Trainer, unit_cost
+from zopg.algorithms.search_space import SearchSpace, log_range, one_of
 from zopg.algorithms.settings import choice, integer, positive
-from zopg.tuning.space import SearchSpace, log_range, one_of
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -62,7 +62,7 @@ def make_trainer(config: ExactPGConfig, problem: Problem) -> Trainer:
     return Trainer(init, iterate, lambda state: problem.unravel(state[0]))
 
 
-# What `zopg tune` may set (the ranges are chosen as zopg/tuning/space.py says).
+# What `zopg tune` may set (the ranges are chosen as zopg/algorithms/search_space.py says).
 SEARCH_SPACE = SearchSpace(
     log_range("learning_rate", 1e-3, 1.0), one_of("optimizer", "sgd", "adam")
 )

@@ -26,13 +26,13 @@ from zopg.algorithms.ppo_losses import (
     make_loss,
     masked_mean,
 )
+from zopg.algorithms.search_space import SearchSpace, log_range, one_of
 from zopg.algorithms.settings import choice, flag, integer, positive, real, sizes
 from zopg.errors import bad_value
 from zopg.networks import VALUE_HEADS, make_value_head
 from zopg.policies import TabularSoftmax
 from zopg.preferences.utilities import Return
 from zopg.rollout import Trajectory, masked_return, rollout_batch
-from zopg.tuning.space import SearchSpace, log_range, one_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,7 +268,7 @@ def make_trainer(config: PPOConfig, problem: Problem) -> Trainer:
     return Trainer(core.init, iterate, policy_params=lambda state: state.policy_params)
 
 
-# What `zopg tune` may set (the ranges are chosen as zopg/tuning/space.py says).
+# What `zopg tune` may set (the ranges are chosen as zopg/algorithms/search_space.py says).
 SEARCH_SPACE = SearchSpace(
     log_range("learning_rate", 1e-3, 0.3),
     log_range("value_learning_rate", 1e-3, 0.3),

@@ -17,10 +17,10 @@ import jax.numpy as jnp
 from zopg.algorithms import reward_model as rm
 from zopg.algorithms.base import Algorithm, AlgorithmConfig, Problem, Spent, Trainer, unit_cost
 from zopg.algorithms.ppo import PPOConfig, make_ppo
+from zopg.algorithms.search_space import SearchSpace, log_range, one_of
 from zopg.algorithms.settings import choice, integer, nested
 from zopg.preferences import preference_rate
 from zopg.rollout import rollout_batch
-from zopg.tuning.space import SearchSpace, log_range, one_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +154,7 @@ def make_trainer(config: RMPPOConfig, problem: Problem) -> Trainer:
     return Trainer(init, iterate, policy_params=lambda state: state[0].policy_params)
 
 
-# What `zopg tune` may set (the ranges are chosen as zopg/tuning/space.py says).
+# What `zopg tune` may set (the ranges are chosen as zopg/algorithms/search_space.py says).
 # num_pairs P (pairs per round): with the budget it sets the number of rounds R = budget / (P·M),
 # so it is tuned, not chosen by hand. Each round refits the reward model: one trial (3 seeds, one
 # tuning layout, 1M queries, K = 1) ran 32 s at P = 100 (1000 rounds), 16 s at 250, 6.5 s at

@@ -24,13 +24,13 @@ import jax.numpy as jnp
 from zopg.algorithms import reward_model as rm
 from zopg.algorithms.base import Algorithm, AlgorithmConfig, Problem, Spent, Trainer, unit_cost
 from zopg.algorithms.ppo import PPOConfig, make_ppo
+from zopg.algorithms.search_space import SearchSpace, log_range
 from zopg.algorithms.settings import integer, nested
 from zopg.envs.gridworld import TabularModel
 from zopg.errors import INT32_MAX, bad_value
 from zopg.exact import optimal_value, policy_value
 from zopg.preferences import preference_rate
 from zopg.rollout import rollout_batch
-from zopg.tuning.space import SearchSpace, log_range
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +169,7 @@ def proxy_diagnostics(problem: Problem, model: rm.RewardModel):
     return diagnostics
 
 
-# What `zopg tune` may set (the ranges are chosen as zopg/tuning/space.py says).
+# What `zopg tune` may set (the ranges are chosen as zopg/algorithms/search_space.py says).
 SEARCH_SPACE = SearchSpace(
     log_range("reward_model.learning_rate", 3e-3, 0.3),
     log_range("ppo.learning_rate", 3e-3, 0.3),

@@ -18,9 +18,9 @@ import optax
 
 from zopg.algorithms.base import AlgorithmConfig, Problem, Spent, unit_cost
 from zopg.algorithms.common_random_numbers import same_trajectories
+from zopg.algorithms.search_space import SearchSpace, log_range, one_of
 from zopg.algorithms.settings import choice, flag, integer, positive
 from zopg.rollout import rollout_batch
-from zopg.tuning.space import SearchSpace, log_range, one_of
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -143,7 +143,7 @@ def unit_rademacher(key, dim: int, mask=None, scale: float | None = None) -> jax
     return z / (math.sqrt(dim) if scale is None else scale)
 
 
-# What `zopg tune` may set for the methods built on these settings (see zopg/tuning/space.py).
+# What `zopg tune` may set for the methods built on these settings (see algorithms/search_space.py).
 SIGN_SEARCH_SPACE = SearchSpace(
     log_range("step_size", 1e-3, 1.0),
     log_range("mu", 0.1, 10.0),

@@ -17,12 +17,12 @@ import optax
 
 from zopg.algorithms.base import AlgorithmConfig, Problem, Spent, Trainer, unit_cost
 from zopg.algorithms.common_random_numbers import same_trajectories
+from zopg.algorithms.search_space import SearchSpace, log_range, one_of
 from zopg.algorithms.settings import choice, flag, integer, link_setting, positive, real
 from zopg.errors import ConfigError, bad_value
 from zopg.estimators import DIRECTIONS, PARTITIONS, SPENDS, EstimatorConfig
 from zopg.preferences import WithMistakes, preference_rate, value_difference
 from zopg.rollout import rollout_batch
-from zopg.tuning.space import SearchSpace, log_range, one_of
 
 DIFFERENCES = ("preference", "return", "exact")
 OPTIMIZERS = ("sgd", "adam")
@@ -200,7 +200,7 @@ def make_zo_trainer(config: ZOConfig, problem: Problem, estimate) -> Trainer:
     return Trainer(init=init, iterate=iterate, policy_params=lambda s: problem.unravel(s[0]))
 
 
-# What `zopg tune` may set for the methods built on these settings (see zopg/tuning/space.py).
+# What `zopg tune` may set for the methods built on these settings (see algorithms/search_space.py).
 # Votes per pair M: at a fixed query budget N·M per iteration trades against iterations (at
 # M = 1 ZPG runs ten times the iterations of M = 10, and the inversion of one vote is link-free
 # in sign), so M is tuned like N. It is structural: it shapes the votes and, through the

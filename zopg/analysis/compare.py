@@ -51,7 +51,7 @@ def read_final_values(results_dir) -> tuple[dict, list[dict]]:
     """(experiment record, groups): one group per (method, env, link, sweep point) of
     metrics.csv, with `reference`, and `value` and `score` as [seeds] arrays of each seed's last
     logged iteration (NaN where a seed has no finite value there, or no row at all)."""
-    from zopg.experiments import store
+    from zopg import store
 
     results_dir = Path(results_dir)
     if not (results_dir / store.EXPERIMENT_FILE).exists():
@@ -512,7 +512,7 @@ def _sweep_comparisons(record, groups, panels, test_references, settings) -> lis
 
 def write_comparisons(path, result: dict) -> Path:
     """Atomically: a reader never sees half a file."""
-    from zopg.experiments import store
+    from zopg import store
 
     return store.write_json_atomic(path, result)
 

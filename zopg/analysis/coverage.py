@@ -179,7 +179,7 @@ def format_report(report: dict) -> str:
 def main(argv=None) -> int:
     import argparse
 
-    from zopg.experiments.store import write_json_atomic
+    from zopg.store import write_json_atomic
 
     parser = argparse.ArgumentParser(prog="python -m zopg.analysis.coverage")
     parser.add_argument("out", nargs="?", default="results/ci_coverage.json")

@@ -10,8 +10,8 @@ matplotlib.use("Agg")  # files only; no display on CI or servers
 import matplotlib.pyplot as plt
 import numpy as np
 
+from zopg import store
 from zopg.analysis.stats import bootstrap_band
-from zopg.experiments import store
 
 X_AXES = {
     "queries": "human queries",

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from zopg import store
 from zopg.analysis.stats import bootstrap_ci, first_crossing, iqm
 from zopg.errors import ConfigError
 from zopg.exact import normalized_score
-from zopg.experiments import store
 from zopg.provenance import device, git_revision, host, versions
 
 

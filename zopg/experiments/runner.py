@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from zopg import store
 from zopg.evaluation import make_evaluator
-from zopg.experiments import store
 from zopg.experiments.build import BuiltRun, built_runs
 from zopg.experiments.memory import check_fits
 from zopg.experiments.progress import Progress

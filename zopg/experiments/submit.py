@@ -1,17 +1,20 @@
 """`zopg submit`: an experiment's shards as one submitit job array (SLURM, or local processes).
 
-Every job runs `zopg run EXPERIMENT --shard i/N --out OUT` (see zopg.experiments.shards), so a
-job that dies is resubmitted by running the same command again: it skips what is finished,
-resumes from checkpoints and leaves runs another job holds alone. `zopg report OUT` merges.
+Every job is a command line, `python -m zopg run EXPERIMENT --shard i/N --out OUT` (see
+zopg.experiments.shards), run by the submitting interpreter: the job imports nothing of the
+submitting process (this module never imports the CLI), and a job that dies is resubmitted by
+running the same command again: it skips what is finished, resumes from checkpoints and leaves
+runs another job holds alone. `zopg report OUT` merges.
 
 submitit keeps its own files (scripts, logs, and the pickled call it hands each job) in the
 folder given by --logs, outside the results folder: nothing under the results folder is ever a
-pickle (see zopg.experiments.store).
+pickle (see zopg.store).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from zopg.errors import ConfigError
@@ -19,14 +22,9 @@ from zopg.errors import ConfigError
 CLUSTERS = ("auto", "slurm", "local", "debug")
 
 
-def run_shard(argv: list[str]) -> int:
-    """The job: one `zopg run ... --shard i/N`; a failure fails the job with zopg's message."""
-    from zopg.cli import main
-
-    code = main(argv)
-    if code != 0:
-        raise RuntimeError(f"zopg {' '.join(argv)} exited with {code}")
-    return code
+def shard_command(argv: list[str]) -> list[str]:
+    """The command line of one job: this interpreter running the `zopg` module."""
+    return [sys.executable, "-m", "zopg", *argv]
 
 
 def shard_commands(experiment: str, out: Path, shards: int, sets=(), seeds=None) -> list[list]:
@@ -75,5 +73,13 @@ def submit(
         raise ConfigError(f"--shards = {shards}: must be an integer >= 1")
     logs = Path(logs) if logs is not None else Path(".submitit") / out.name
     executor = make_executor(cluster, logs, options or {})
+    import submitit.helpers
+
     commands = shard_commands(os.path.abspath(experiment), out, shards, sets, seeds)
-    return executor.map_array(run_shard, commands)
+    jobs = []
+    # One batch is one job array; a job fails (with zopg's message) when its command exits != 0.
+    with executor.batch():
+        for argv in commands:
+            command = submitit.helpers.CommandFunction(shard_command(argv), verbose=False)
+            jobs.append(executor.submit(command))
+    return jobs

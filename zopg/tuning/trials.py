@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zopg.algorithms.search_space import with_values
 from zopg.algorithms.training import Training
-from zopg.tuning.space import with_values
 
 # Tuning keys never meet a benchmark's (runner.SEED_BASE = 0, EVAL_SEED = 1).
 TUNE_SEED_BASE = 1000

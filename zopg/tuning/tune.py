@@ -36,17 +36,17 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from zopg import store
 from zopg.algorithms import registry
+from zopg.algorithms.search_space import SearchSpace
 from zopg.analysis.stats import bootstrap_ci
 from zopg.errors import ConfigError
 from zopg.exact import normalized_score
-from zopg.experiments import store
 from zopg.experiments.build import build_run, built_runs
 from zopg.experiments.loading import load_experiment
 from zopg.experiments.schema import parse_experiment
 from zopg.experiments.tomlfile import check_keys, fail, positive_int, table_list
 from zopg.tuning import trials as trial_runs
-from zopg.tuning.space import SearchSpace
 
 TUNE_KEYS = {"trials", "seed", "seeds", "link", "methods", "fragment", "envs", "choices"}
 

@@ -3,8 +3,8 @@
 Each takes (grid, seeds, key, **settings) and returns per-seed values [seeds, grid] with the
 theory numbers to compare them with. Quantities of an estimate (Δ̂, ĝ) are measured here
 directly; quantities of training runs (T, K, and N at a fixed step) train through the runner with
-the exact-gradient probe. The sweep files are read by zopg.experiments.rates, the fits are
-zopg.analysis.rates.
+the exact-gradient probe. The sweep files are read by zopg.rates.sweeps, the fits are
+zopg.rates.analysis.
 
 Why the T-rates need care: for any step sizes α_t the ascent telescopes exactly,
 
@@ -39,7 +39,10 @@ from zopg.algorithms.zeroth_order import estimator_config, make_difference_fn, m
 from zopg.envs import make as make_env
 from zopg.errors import ConfigError, bad_value, unknown_name
 from zopg.estimators import EstimatorConfig, zo_gradient
-from zopg.experiments.rate_setting import (
+from zopg.experiments.runner import train_seeds
+from zopg.policies import flat_view, make_policy
+from zopg.preferences import Feedback, Oracle, make_link, preference_rate, value_difference
+from zopg.rates.setting import (
     Point,
     Setting,
     exact_value_fn,
@@ -52,9 +55,6 @@ from zopg.experiments.rate_setting import (
     smoothed_gradient,
     sphere,
 )
-from zopg.experiments.runner import train_seeds
-from zopg.policies import flat_view, make_policy
-from zopg.preferences import Feedback, Oracle, make_link, preference_rate, value_difference
 
 # -- measurements -------------------------------------------------------------------------------
 
@@ -62,7 +62,7 @@ from zopg.preferences import Feedback, Oracle, make_link, preference_rate, value
 @dataclasses.dataclass(frozen=True)
 class Measurement:
     """Per-seed values [seeds, grid], theory numbers to compare the fits with, and (set by
-    zopg.experiments.rates) the quantity's axis labels and how seeds are reduced."""
+    zopg.rates.sweeps) the quantity's axis labels and how seeds are reduced."""
 
     values: np.ndarray
     theory: dict
@@ -388,13 +388,25 @@ def error_vs_d(
     return Measurement(np.stack(columns, axis=1), {"grad_norm_sq": grad_norm_sq})
 
 
-def _final_metrics(config, env, policy, oracle, keys) -> dict:
-    """Train one run per seed key through the runner with the exact-gradient probe; the
-    metrics of the last iteration ([seeds]) and the initial exact value ("initial/value")."""
-    training = make_training(config, env, policy, oracle, probe=True)
-    result = train_seeds(training, keys, np.asarray([training.num_iterations - 1]))
-    final = {name: values[:, -1] for name, values in result["metrics"].items()}
-    return {**final, "initial/value": result["initial"]["eval/value"]}
+def _tabular_setup(env: str, link: str):
+    """The env, its uniform-start tabular policy and a teacher with `link`: the set-up every
+    training quantity shares (T, K and sign sweeps, and the ascent parts)."""
+    env_obj, params = make_env(env)
+    return env_obj, make_policy("tabular", env_obj, params), Oracle(make_link(link))
+
+
+def _final_metrics_each(configs, env: str, link: str, keys) -> list[dict]:
+    """Train every config from the uniform policy, one run per seed key through the runner with
+    the exact-gradient probe: for each, the metrics of the last iteration ([seeds]) and the
+    initial exact value ("initial/value")."""
+    env_obj, policy, oracle = _tabular_setup(env, link)
+    finals = []
+    for config in configs:
+        training = make_training(config, env_obj, policy, oracle, probe=True)
+        result = train_seeds(training, keys, np.asarray([training.num_iterations - 1]))
+        final = {name: values[:, -1] for name, values in result["metrics"].items()}
+        finals.append({**final, "initial/value": result["initial"]["eval/value"]})
+    return finals
 
 
 SCHEDULES = ("inverse-sqrt", "constant")
@@ -441,12 +453,8 @@ def grad_norm_vs_t(
             "second_order_part": parts["second_order"].mean(axis=0).tolist(),
         }
         return Measurement(parts["grad_norm_sq_mean"], theory)
-    env_obj, params = make_env(env)
-    policy = make_policy("tabular", env_obj, params)
-    oracle = Oracle(make_link(link))
-    columns, final_values, first_order = [], [], []
-    for t in ts:
-        config = ZPGConfig(
+    configs = [
+        ZPGConfig(
             num_iterations=t,
             num_pairs=num_pairs,
             num_queries=num_queries,
@@ -454,7 +462,10 @@ def grad_norm_vs_t(
             r_max=r_max,
             step_size=alpha0 / math.sqrt(t),
         )
-        final = _final_metrics(config, env_obj, policy, oracle, keys)
+        for t in ts
+    ]
+    columns, final_values, first_order = [], [], []
+    for t, final in zip(ts, _final_metrics_each(configs, env, link, keys), strict=True):
         columns.append(final["exact/grad_norm_sq_mean"])
         gain = final["exact/value"] - final["initial/value"]
         final_values.append(float(final["exact/value"].mean()))
@@ -517,9 +528,7 @@ def _ascent_parts(
     """
     if callable(config.step_size):
         raise ConfigError("the ascent parts need a constant step_size")
-    env_obj, params = make_env(env)
-    policy = make_policy("tabular", env_obj, params)
-    built = make_training(config, env_obj, policy, Oracle(make_link(link)))  # validates config
+    built = make_training(config, *_tabular_setup(env, link))  # validates config
     problem = built.problem
     est = estimator_config(config, config.block_size)
     difference_fn = make_difference(config, problem)
@@ -681,23 +690,19 @@ def sign_grad_norm_vs_t(
     batch_size: int = 4,
 ) -> Measurement:
     """(1/T) Σ_t ‖∇V(θ_t)‖² of ZSPO runs from the uniform policy, step alpha0/√T, one run per T."""
-    ts = check_grid(grid, integer=True)
-    env_obj, params = make_env(env)
-    policy = make_policy("tabular", env_obj, params)
-    oracle = Oracle(make_link(link))
-    keys = _seed_keys(key, seeds)
-    columns, final_values = [], []
-    for t in ts:
-        config = ZSPOConfig(
+    configs = [
+        ZSPOConfig(
             num_iterations=t,
             num_votes=num_votes,
             batch_size=batch_size,
             mu=mu,
             step_size=alpha0 / math.sqrt(t),
         )
-        final = _final_metrics(config, env_obj, policy, oracle, keys)
-        columns.append(final["exact/grad_norm_sq_mean"])
-        final_values.append(float(final["exact/value"].mean()))
+        for t in check_grid(grid, integer=True)
+    ]
+    finals = _final_metrics_each(configs, env, link, _seed_keys(key, seeds))
+    columns = [final["exact/grad_norm_sq_mean"] for final in finals]
+    final_values = [float(final["exact/value"].mean()) for final in finals]
     return Measurement(np.stack(columns, axis=1), {"final_value_mean": final_values})
 
 
@@ -731,10 +736,7 @@ def blocks_vs_k(
         raise unknown_name("metric", metric, METRICS)
     ks = check_grid(grid, integer=True)
     env_obj, params = make_env(env)
-    policy = make_policy("tabular", env_obj, params)
-    oracle = Oracle(make_link(link))
     dim = env_obj.num_states(params) * env_obj.num_actions
-    keys = _seed_keys(key, seeds)
     shared = {
         "num_iterations": num_iterations,
         "num_pairs": num_pairs,
@@ -742,20 +744,27 @@ def blocks_vs_k(
         "mu": mu,
         "r_max": r_max,
     }
+    configs = [
+        ZBCPGConfig(
+            block_size=k,
+            num_blocks=1,
+            step_size=step_size * dim / k if scale_step else step_size,
+            **shared,
+        )
+        for k in ks
+    ]
+    # ZPG itself last, on the same seeds and queries: K = d is ZPG.
+    *finals, reference = _final_metrics_each(
+        [*configs, ZPGConfig(step_size=step_size, **shared)], env, link, _seed_keys(key, seeds)
+    )
     columns, final_values = [], []
-    for k in ks:
-        step = step_size * dim / k if scale_step else step_size
-        config = ZBCPGConfig(block_size=k, num_blocks=1, step_size=step, **shared)
-        final = _final_metrics(config, env_obj, policy, oracle, keys)
+    for final in finals:
         per_seed = {
             "grad_norm_sq": final["exact/grad_norm_sq_mean"],
             "final_value": final["exact/value"],
         }
         columns.append(per_seed[metric])
         final_values.append(float(per_seed["final_value"].mean()))
-    reference = _final_metrics(
-        ZPGConfig(step_size=step_size, **shared), env_obj, policy, oracle, keys
-    )
     zpg_values = reference["exact/grad_norm_sq_mean"]
     theory = {
         "dim": dim,

@@ -1,7 +1,7 @@
 """Fits of rate sweeps (science.md §8): one JSON-ready record per sweep and per family of
-floors, from per-seed values [seeds, grid]; CIs resample whole seeds (zopg.analysis.fits).
+floors, from per-seed values [seeds, grid]; CIs resample whole seeds (zopg.rates.fits).
 
-A sweep spec and its measurement come from zopg.experiments.rates; this module only reads
+A sweep spec and its measurement come from zopg.rates.sweeps; this module only reads
 their fields (name, grid, window, prediction, ...; values, theory, labels, reduce).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zopg.analysis.fits import curve_band, family_slope, fit_floor, fit_slope, loglog_slopes
+from zopg.rates.fits import curve_band, family_slope, fit_floor, fit_slope, loglog_slopes
 
 
 def analyse(spec, measurement) -> dict:

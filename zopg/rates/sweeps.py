@@ -1,9 +1,9 @@
 """Convergence-rate sweeps (science.md §8): the quantity registry, sweep files and measuring.
 
 A sweep measures one quantity at every x of a grid (M, mu, N, d, T or block size K) for several
-seeds, giving per-seed values [seeds, grid] (zopg.experiments.rate_measurements; the quantities
-that train run through the runner). zopg.analysis.rates fits them. Sweeps are declared in TOML
-(benchmarks/rates_*.toml) and run by benchmarks/rates.py.
+seeds, giving per-seed values [seeds, grid] (zopg.rates.measurements; the quantities
+that train run through the runner). zopg.rates.analysis fits them. Sweeps are declared in TOML
+(benchmarks/rates/*.toml) and run by `python -m zopg.rates` (`make rates`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 import jax
 
 from zopg.errors import ConfigError, bad_value, unknown_name
-from zopg.experiments.rate_measurements import (
+from zopg.experiments.tomlfile import check_keys, fail, read_toml
+from zopg.rates.measurements import (
     Measurement,
     Point,
     bias_vs_mu,
@@ -35,7 +36,6 @@ from zopg.experiments.rate_measurements import (
     sign_agreement_vs_n,
     sign_grad_norm_vs_t,
 )
-from zopg.experiments.tomlfile import check_keys, fail, read_toml
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,11 +1,11 @@
-"""Run every rate sweep in benchmarks/rates_*.toml; write results/rates/rates.json and figures.
+"""Run every rate sweep in benchmarks/rates/*.toml; write results/rates/rates.json and figures.
 
-    python benchmarks/rates.py            # the full run (committed results)
-    python benchmarks/rates.py --quick    # small grids and few seeds, to results/rates/quick/
-    python benchmarks/rates.py --only bias_vs_mu/exact --resume   # one sweep, the rest kept
+    python -m zopg.rates                  # the full run (committed results)
+    python -m zopg.rates --quick          # small grids and few seeds, to results/rates/quick/
+    python -m zopg.rates --only bias_vs_mu/exact --resume   # one sweep, the rest kept
 
 Each sweep's record holds its slope, 95% seed-bootstrap CI, the §8 prediction (and our own
-expected slope where it differs), the window, seeds and a config hash; see zopg.analysis.rates.
+expected slope where it differs), the window, seeds and a config hash; see zopg.rates.analysis.
 A record is reused (--resume) or kept (--only) by its sweep's name or, for a renamed sweep, by
 its config hash; its name, note and figure group are refreshed from the sweep file, since they
 do not change the numbers.
@@ -15,27 +15,22 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-try:
-    from benchmarks import _report
-except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-    import _report
-
-from zopg.analysis import rate_plots
-from zopg.analysis.rates import analyse, analyse_family
+from zopg import provenance
 from zopg.errors import ConfigError
-from zopg.experiments import rates
-from zopg.experiments.store import read_json
+from zopg.rates import plots as rate_plots
+from zopg.rates import sweeps as rates
+from zopg.rates.analysis import analyse, analyse_family
+from zopg.store import read_json, write_json_atomic
 
-BENCHMARKS = Path(__file__).resolve().parent
-RESULTS = _report.REPO_ROOT / "results" / "rates"
+SWEEPS = provenance.REPO_ROOT / "benchmarks" / "rates"
+RESULTS = provenance.REPO_ROOT / "results" / "rates"
 
 
-# Files in the order of science.md §8; any other rates_*.toml follow alphabetically.
+# Files in the order of science.md §8; any other sweep file follows alphabetically.
 ORDER = ("m", "mu", "n", "d", "t", "blocks", "sign")
 
 
@@ -44,11 +39,11 @@ def rate_files() -> list[Path]:
         stem = path.stem.removeprefix("rates_")
         return (ORDER.index(stem) if stem in ORDER else len(ORDER), stem)
 
-    return sorted(BENCHMARKS.glob("rates_*.toml"), key=position)
+    return sorted(SWEEPS.glob("*.toml"), key=position)
 
 
 def load_all(quick: bool):
-    """(specs, families) over every rates_*.toml, in ORDER."""
+    """(specs, families) over every sweep file, in ORDER."""
     specs, families = [], []
     for path in rate_files():
         file_specs, file_families = rates.load_specs(path, quick=quick)
@@ -56,7 +51,7 @@ def load_all(quick: bool):
         families += file_families
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
-        raise ConfigError(f"sweep names must be unique across rates_*.toml files: {names}")
+        raise ConfigError(f"sweep names must be unique across the sweep files: {names}")
     return specs, families
 
 
@@ -128,7 +123,7 @@ def write_report(path: Path, records: dict, families: dict, quick: bool, started
         "description": "log-log slopes of §8's rates on tabular GridWorld with exact V and ∇V; "
         "95% percentile bootstrap CIs over seeds (whole seeds resampled, never grid points)",
         "quick": quick,
-        **_report.environment(),
+        **provenance.environment(),
         "summary": summary,
         "families": families,
         "sweeps": records,
@@ -137,7 +132,7 @@ def write_report(path: Path, records: dict, families: dict, quick: bool, started
         "total_s": time.perf_counter() - started,
         "measured_s": sum(r.get("runtime_s", 0.0) for r in records.values()),
     }
-    _report.write_json_atomic(path, report)
+    write_json_atomic(path, report)
 
 
 def plot_all(out: Path, records: dict, specs) -> None:
@@ -220,7 +215,3 @@ def main(argv=None) -> int:
     plot_all(out, records, specs)
     print(f"wrote {path} in {time.perf_counter() - started:.0f} s")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

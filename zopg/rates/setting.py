@@ -2,7 +2,7 @@
 
 A GridWorld with an exact model, a policy point θ (optionally padded to a larger d), the
 ball-smoothed gradient by our own sampler, and exact distributions of returns and of the
-preference estimate Δ̂, against which the measurements of rate_measurements.py are compared.
+preference estimate Δ̂, against which the measurements of measurements.py are compared.
 """
 
 from __future__ import annotations

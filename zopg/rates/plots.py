@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only; no display on CI or servers
 import matplotlib.pyplot as plt
 import numpy as np
 
-from zopg.experiments.store import write_bytes_atomic
+from zopg.store import write_bytes_atomic
 
 
 def _fmt(value) -> str:
