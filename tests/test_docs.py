@@ -67,6 +67,41 @@ def test_every_shell_command_is_real(where, code):
             assert set(named) <= targets, (where, named)
 
 
+def full_experiments() -> list[tuple[str, str]]:
+    """The TOML blocks that are whole experiment files (they set `name`), not fragments; a
+    `# file:` block of docs/extending.md needs its package and is run by test_extending.py."""
+    return [
+        (where, code)
+        for where, code in blocks("toml")
+        if re.search(r"^name = ", code, re.M) and not code.startswith("# file:")
+    ]
+
+
+@pytest.mark.parametrize(("where", "code"), full_experiments(), ids=lambda x: x[:40])
+def test_every_experiment_file_shown_is_valid(where, code, tmp_path):
+    from zopg.experiments import load_experiment
+
+    path = tmp_path / "shown.toml"
+    path.write_text(code)
+    load_experiment(path)  # every key and value checked, every run built; nothing compiles
+
+
+def test_generated_reference_lists_every_config_field():
+    sys.path.insert(0, str(ROOT / "docs" / "hooks"))
+    try:
+        import reference
+    finally:
+        sys.path.pop(0)
+    from zopg.algorithms import registry
+
+    page = reference.render((ROOT / "docs" / "experiment-file.md").read_text())
+    assert "<!-- generated:" not in page
+    for name, algo in registry.ALGORITHMS.items():
+        assert f"### `{name}`" in page
+        for row in algo.config.field_docs():
+            assert f"| `{row.path}` |" in page, (name, row.path)
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_relative_links_point_to_files(page):
     for target in LINK.findall(page.read_text()):

@@ -85,6 +85,28 @@ class Rule:
             return value
         raise AssertionError(f"unknown rule kind {self.kind}")
 
+    def describe(self) -> str:
+        """What the field allows, in words (for `zopg list` and the docs)."""
+        none = " or none" if self.optional and self.kind != "link" else ""
+        if self.kind in ("integer", "real"):
+            word = "an integer" if self.kind == "integer" else "a number"
+            low = "-inf" if self.low is None else f"{self.low:g}"
+            high = "inf" if self.high is None else f"{self.high:g}"
+            left = "(" if self.low_open or self.low is None else "["
+            right = ")" if self.high_open or self.high is None else "]"
+            if self.kind == "integer" and self.high is None:
+                high, right = f"{INT32_MAX}", "]"  # the int32 bound every count meets
+            bounds = "" if left + low + high == "(-infinf" else f" in {left}{low}, {high}{right}"
+            schedule = ", or a schedule t -> value (Python only)" if self.schedule else ""
+            return f"{word}{bounds}{none}{schedule}"
+        return {
+            "bool": "true or false",
+            "choice": "one of " + ", ".join(map(str, self.choices)),
+            "sizes": "a list of integers >= 1",
+            "link": "a link name or a table {name = ..., parameters}; none: the teacher's",
+            "config": "a table of the nested config's fields",
+        }[self.kind] + none
+
     def from_data(self, name: str, value, field_type):
         """A TOML value for this field as the config expects it; for a nested config,
         field_type is the parent's default instance of it."""
@@ -171,6 +193,16 @@ def nested(factory: Callable, doc: str = "") -> Any:
     return _setting(None, Rule("config"), doc, factory=factory)
 
 
+@dataclasses.dataclass(frozen=True)
+class FieldDoc:
+    """One config field as `zopg list` and the experiment-file reference show it."""
+
+    path: str
+    default: Any
+    allowed: str
+    doc: str
+
+
 class Settings:
     """Base of every config dataclass whose fields are declared settings (see `Rule`).
 
@@ -228,6 +260,22 @@ class Settings:
                 rule.from_data(prefix + name, value, nested_default) if rule is not None else value
             )
         return cls(**values) if base is None else dataclasses.replace(base, **values)
+
+    @classmethod
+    def field_docs(cls, prefix: str = "") -> list[FieldDoc]:
+        """Every declared field, nested configs' fields as `parent.field` after their parent:
+        the path `--set methods.LABEL.<path>` takes, the default, the rule and the doc."""
+        rows = []
+        for f in dataclasses.fields(cls):
+            rule = f.metadata.get("rule")
+            if rule is None:
+                continue
+            default = f.default_factory() if rule.kind == "config" else f.default
+            shown = "" if rule.kind == "config" else _as_data(default)
+            rows.append(FieldDoc(prefix + f.name, shown, rule.describe(), f.metadata["doc"]))
+            if rule.kind == "config":
+                rows += type(default).field_docs(f"{prefix}{f.name}.")
+        return rows
 
     def to_data(self) -> dict:
         """The inverse of from_data: plain JSON/TOML data (links as tables with their name,
