@@ -175,11 +175,11 @@ def cmd_list(args) -> int:
 
     from zopg.algorithms import registry
     from zopg.envs import registered_envs
-    from zopg.preferences import LINKS, UTILITIES, Teacher
+    from zopg.preferences import Teacher, link_names, utility_names
 
     print("environments: " + ", ".join(registered_envs()))
-    print("links:        " + ", ".join(LINKS))
-    print("utilities:    " + ", ".join(UTILITIES) + " ([teacher.utility])")
+    print("links:        " + ", ".join(link_names()))
+    print("utilities:    " + ", ".join(utility_names()) + " ([teacher.utility])")
     print("teachers:     Teacher(" + ", ".join(f.name for f in dataclasses.fields(Teacher)) + ")")
     print("algorithms:   (assumed teacher link; budget)")
     for name, algo in registry.ALGORITHMS.items():

@@ -57,10 +57,10 @@ def algorithms() -> str:
 
 
 def links() -> str:
-    from zopg.preferences import LINKS, make_link
+    from zopg.preferences import link_names, make_link
 
     rows = []
-    for name in LINKS:
+    for name in link_names():
         link = make_link(name)
         params = ", ".join(
             f"`{f.name} = {getattr(link, f.name)}`" for f in dataclasses.fields(link)
@@ -71,10 +71,11 @@ def links() -> str:
 
 
 def utilities() -> str:
-    from zopg.preferences import UTILITIES
+    from zopg.preferences import UTILITIES, utility_names
 
     rows = []
-    for name, cls in UTILITIES.items():
+    for name in utility_names():
+        cls = UTILITIES[name]
         fields = [f for f in dataclasses.fields(cls) if f.name not in ("grid", "discrete")]
         shown = []
         for f in fields:

@@ -51,6 +51,11 @@ def register(algorithm: Algorithm, *, replace: bool = False) -> Algorithm:
     return algorithm
 
 
+def names() -> tuple[str, ...]:
+    """The registered algorithms, built-in ones first."""
+    return tuple(ALGORITHMS)
+
+
 def get(name: str) -> Algorithm:
     """A registered algorithm, or one imported from "package.module:NAME"."""
     if is_import_path(name):

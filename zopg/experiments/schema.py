@@ -54,7 +54,7 @@ from zopg.experiments.tomlfile import (
     table_list,
 )
 from zopg.policies import is_known_policy, policy_names
-from zopg.preferences import LINKS
+from zopg.preferences import link_names
 
 TOP_KEYS = {
     "name",
@@ -353,7 +353,9 @@ def _sweeps(source: str, tables) -> tuple[SweepSpec, ...]:
 def _link_spec(source: str, index: int, table: dict) -> LinkSpec:
     name, label = table["name"], table.get("label")
     if not isinstance(name, str):
-        raise fail(source, f"links[{index}].name", f"= {name!r}: allowed: {', '.join(LINKS)}")
+        raise fail(
+            source, f"links[{index}].name", f"= {name!r}: allowed: {', '.join(link_names())}"
+        )
     if label is not None and (not isinstance(label, str) or not _file_name(label)):
         where = f"links[{index}].label"
         raise fail(source, where, f"= {label!r}: must be a file name: {FILE_NAME}")

@@ -10,13 +10,23 @@ from zopg.preferences.links import (
     WeibullSymmetric,
     WeibullUtility,
     WithMistakes,
+    link_names,
     make_link,
+    register_link,
     trim_probability,
     value_difference,
 )
 from zopg.preferences.oracle import Feedback, Oracle, preference_rate
 from zopg.preferences.teacher import Teacher
-from zopg.preferences.utilities import UTILITIES, Automaton, Utility, make_utility, myopic_return
+from zopg.preferences.utilities import (
+    UTILITIES,
+    Automaton,
+    Utility,
+    make_utility,
+    myopic_return,
+    register_utility,
+    utility_names,
+)
 
 __all__ = [
     "LINKS",
@@ -34,10 +44,14 @@ __all__ = [
     "WeibullSymmetric",
     "WeibullUtility",
     "WithMistakes",
+    "link_names",
     "make_link",
     "make_utility",
     "myopic_return",
     "preference_rate",
+    "register_link",
+    "register_utility",
     "trim_probability",
+    "utility_names",
     "value_difference",
 ]

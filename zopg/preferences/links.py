@@ -282,35 +282,58 @@ _LINK_CLASSES: dict[str, type] = {
     "hard": Hard,
 }
 _LINK_ALIASES = {"bt": "bradley-terry"}
+# The built-in links (registered ones are added to _LINK_CLASSES; see link_names).
 LINKS: tuple[str, ...] = tuple(_LINK_CLASSES)
 
 
+# What a link class needs, whoever wrote it (frozen, so that it hashes by value and jit can take
+# it as static).
+LINK_MEMBERS = ("name", "invertible", "saturation", "prob", "inverse")
+_LINK_WANTED = f"a frozen dataclass with {', '.join(LINK_MEMBERS)} (see zopg.preferences.Link)"
+
+
+def _is_link_class(found) -> bool:
+    return (
+        isinstance(found, type)
+        and dataclasses.is_dataclass(found)
+        and found.__dataclass_params__.frozen
+        and all(hasattr(found, m) for m in LINK_MEMBERS)
+    )
+
+
 def _imported_link(path: str) -> type:
-    """A link class named by import path: a frozen dataclass with the members of `Link` (frozen,
-    so that it hashes by value and jit can take it as static)."""
-    members = ("name", "invertible", "saturation", "prob", "inverse")
+    """A link class named by import path."""
+    return import_object("link", path, _is_link_class, _LINK_WANTED)
 
-    def is_link_class(found) -> bool:
-        return (
-            isinstance(found, type)
-            and dataclasses.is_dataclass(found)
-            and found.__dataclass_params__.frozen
-            and all(hasattr(found, m) for m in members)
-        )
 
-    wanted = f"a frozen dataclass with {', '.join(members)} (see zopg.preferences.Link)"
-    return import_object("link", path, is_link_class, wanted)
+def register_link(link_class: type, *, replace: bool = False) -> type:
+    """Make a link class known by its `name` to make_link and experiment files."""
+    if not _is_link_class(link_class):
+        raise bad_value("link class", link_class, f"must be {_LINK_WANTED}")
+    name = link_class.name
+    if not isinstance(name, str) or not name or is_import_path(name):
+        raise bad_value("link class name", name, "must be a non-empty string without ':'")
+    if (name in _LINK_CLASSES or name in _LINK_ALIASES) and not replace:
+        raise bad_value("link class name", name, "is taken; pass replace=True")
+    _LINK_CLASSES[name] = link_class
+    return link_class
+
+
+def link_names() -> tuple[str, ...]:
+    """The built-in links, then the registered ones."""
+    return tuple(_LINK_CLASSES)
 
 
 def make_link(name: str, **params: object) -> Link:
-    """The link registered as `name` (see LINKS; "bt" is an alias), or the link class named by
+    """The link registered as `name` (see link_names; "bt" is an alias), or the link class named by
     import path ("package.module:NAME"), built with `params`."""
     if is_import_path(name):
         canonical, link_class = name, _imported_link(name)
     else:
         canonical = _LINK_ALIASES.get(name, name) if isinstance(name, str) else name
         if canonical not in _LINK_CLASSES:
-            raise unknown_name("link", name, [*LINKS, *_LINK_ALIASES, "'package.module:NAME'"])
+            known = [*link_names(), *_LINK_ALIASES, "'package.module:NAME'"]
+            raise unknown_name("link", name, known)
         link_class = _LINK_CLASSES[canonical]
     known = [field.name for field in dataclasses.fields(link_class)]
     for param in params:

@@ -530,15 +530,34 @@ UTILITIES: dict[str, type] = {
 }
 
 
+def _is_utility_class(found) -> bool:
+    return isinstance(found, type) and issubclass(found, Utility)
+
+
+def register_utility(cls: type, *, replace: bool = False) -> type:
+    """Make a Utility subclass known by its `name` to make_utility and experiment files."""
+    if not _is_utility_class(cls):
+        raise bad_value("utility class", cls, "must be a subclass of zopg.preferences.Utility")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name or is_import_path(name):
+        raise bad_value("utility class name", name, "must be a non-empty string without ':'")
+    if name in UTILITIES and not replace:
+        raise bad_value("utility class name", name, "is taken; pass replace=True")
+    UTILITIES[name] = cls
+    return cls
+
+
+def utility_names() -> tuple[str, ...]:
+    """The built-in utilities, then the registered ones."""
+    return tuple(UTILITIES)
+
+
 def make_utility(name: str, **params) -> Utility:
     """A utility by name with its parameters (see the module docstring), unbound; or the
     `Utility` subclass named by import path ("package.module:NAME")."""
     if is_import_path(name):
         cls = import_object(
-            "utility",
-            name,
-            lambda found: isinstance(found, type) and issubclass(found, Utility),
-            "a subclass of zopg.preferences.Utility",
+            "utility", name, _is_utility_class, "a subclass of zopg.preferences.Utility"
         )
     elif name not in UTILITIES:
         raise unknown_name("utility", name, [*UTILITIES, "'package.module:NAME'"])
