@@ -95,7 +95,7 @@ def test_generated_reference_lists_every_config_field():
     from zopg.algorithms import registry
 
     page = reference.render((ROOT / "docs" / "experiment-file.md").read_text())
-    assert "<!-- generated:" not in page
+    assert "<!-- reference:" not in page
     for name, algo in registry.ALGORITHMS.items():
         assert f"### `{name}`" in page
         for row in algo.config.field_docs():

@@ -1,4 +1,4 @@
-"""MkDocs hook: fills the `<!-- generated: NAME -->` markers of the docs from the code itself.
+"""MkDocs hook: fills the `<!-- reference: NAME -->` markers of the docs from the code itself.
 
 The experiment-file reference lists every algorithm's config fields, the links, utilities,
 teacher and evaluation fields and the built-in environments from their declarations, so the page
@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 
-MARKER = re.compile(r"<!-- generated: ([a-z-]+) -->")
+MARKER = re.compile(r"<!-- reference: ([a-z-]+) -->")
+# The committed results folder: pages link its figures as ../results/... (right on GitHub and in
+# a clone); the site gets copies under results/ and the links are rewritten to them.
+RESULTS = Path(__file__).resolve().parents[2] / "results"
 
 
 def _cell(value) -> str:
@@ -148,5 +152,15 @@ def render(markdown: str) -> str:
     return MARKER.sub(lambda m: GENERATORS[m.group(1)](), markdown)
 
 
+def on_files(files, config):
+    """Every figure under results/ becomes a file of the site, at results/<same path>."""
+    from mkdocs.structure.files import File
+
+    for path in sorted(RESULTS.rglob("*.png")):
+        uri = "results/" + path.relative_to(RESULTS).as_posix()
+        files.append(File.generated(config, uri, abs_src_path=str(path)))
+    return files
+
+
 def on_page_markdown(markdown, page, config, files):  # MkDocs calls hooks by this signature
-    return render(markdown)
+    return render(markdown).replace("](../results/", "](results/")
