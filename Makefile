@@ -45,11 +45,11 @@ bench-control-probe: $(STAMP)
 REGIMES := richer_policy link_stakes hidden_context overoptimisation dimension_padded
 regimes: $(STAMP)
 	for regime in $(REGIMES); do $(VENV)/bin/zopg run regime_$$regime || exit 1; done
-	$(PY) benchmarks/overoptimisation_report.py
-	$(PY) benchmarks/results_tables.py regimes
+	$(PY) -m benchmarks.reports.overoptimisation_report
+	$(PY) -m benchmarks.reports.results_tables regimes
 
 regimes-design: $(STAMP)
-	$(PY) benchmarks/regime_design.py
+	$(PY) -m benchmarks.studies.regime_design
 
 # The well-specified controls: the first regimes, where a refitted r(s, a) is a compatible critic
 # and reward inference should not fail, one panel of each again with the paper comparison's
@@ -58,14 +58,14 @@ regimes-design: $(STAMP)
 REGIME_CONTROLS := link_shape non_markov stochasticity smoothness tuned distribution_shift dimension
 regime-controls: $(STAMP)
 	for regime in $(REGIME_CONTROLS); do $(VENV)/bin/zopg run regime_$$regime || exit 1; done
-	$(PY) benchmarks/results_tables.py regimes
+	$(PY) -m benchmarks.reports.results_tables regimes
 
 # Sign methods for an unknown link (ZSPO, Par-S2ZPO) and their baselines
 # (benchmarks/sign_*.toml, par_s2zpo.toml) -> results/sign_*/, results/par_s2zpo/.
 SIGN := sign_unknown_link sign_d_by_n par_s2zpo sign_cartpole
 sign: $(STAMP)
 	for experiment in $(SIGN); do $(VENV)/bin/zopg run $$experiment || exit 1; done
-	$(PY) benchmarks/results_tables.py sign
+	$(PY) -m benchmarks.reports.results_tables sign
 
 # Equal tuning effort (zopg tune): every budget-matched method of the paper comparison, of the
 # control benchmark and of the unknown-link comparison gets the same trials on tuning envs, at
@@ -76,28 +76,28 @@ tune: $(STAMP)
 	$(VENV)/bin/zopg tune paper_gridworld
 	$(VENV)/bin/zopg tune control
 	$(VENV)/bin/zopg tune sign_unknown_link
-	$(PY) benchmarks/tune_speed.py
+	$(PY) -m benchmarks.speed.tune_speed
 
 # Rollout and ZPG throughput against NumPy baselines -> results/throughput.json.
 bench-throughput: $(STAMP)
-	$(PY) benchmarks/throughput.py
+	$(PY) -m benchmarks.speed.throughput
 
 # Queries the default ZPG/ZBCPG need for 50% / 90% of the gap: the runs of
 # benchmarks/sample_efficiency.toml, then their crossings -> results/sample_efficiency.json.
 bench-sample-efficiency: $(STAMP)
 	$(VENV)/bin/zopg run sample_efficiency
-	$(PY) benchmarks/sample_efficiency.py
+	$(PY) -m benchmarks.reports.sample_efficiency
 
 # Paired comparisons of every committed results folder (zopg compare: paired sign-flip tests
 # over shared seeds, Holm over the folder where its seeds can resolve that many comparisons,
 # else within each panel) -> results/*/comparisons.json, then the README's
-# generated tables and verdicts from them (benchmarks/readme_tables.py).
+# generated tables and verdicts from them (benchmarks/reports/readme_tables.py).
 compare: $(STAMP)
 	for summary in results/*/summary.json; do \
 		dir=$$(dirname $$summary); \
 		$(VENV)/bin/zopg compare $$dir --family auto > /dev/null || exit 1; \
 	done
-	$(PY) benchmarks/readme_tables.py
+	$(PY) -m benchmarks.reports.readme_tables
 
 # Convergence-rate sweeps (benchmarks/rates/*.toml) -> results/rates/rates.json and figures.
 rates: $(STAMP)

@@ -1,5 +1,5 @@
-"""benchmarks/throughput.py bookkeeping: `--only` merges into the existing report (the merging
-lives in benchmarks/_report.py), and the CartPole section's budget-counter check.
+"""benchmarks/speed/throughput.py bookkeeping: `--only` merges into the existing report (the
+merging lives in benchmarks/speed/sections.py), and the CartPole section's budget-counter check.
 
 Nothing here times anything: the real sections are swapped for a tiny fake one.
 """
@@ -15,9 +15,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-throughput = importlib.import_module("benchmarks.throughput")
-_report = importlib.import_module("benchmarks._report")
-cartpole = importlib.import_module("benchmarks.throughput_cartpole")
+throughput = importlib.import_module("benchmarks.speed.throughput")
+sections = importlib.import_module("benchmarks.speed.sections")
+cartpole = importlib.import_module("benchmarks.speed.throughput_cartpole")
 
 OLD_DEVICE = {"backend": "gpu", "platform": "gpu", "device_kind": "H100", "num_devices": 1}
 
@@ -119,9 +119,9 @@ def test_only_refuses_a_bad_file_before_measuring(fake_sections, tmp_path, text,
 
 
 def test_environment_differs_only_on_values_recorded_by_both():
-    assert not _report.differs({"jax": "0.10.2"}, {"jax": "0.10.2", "zopg": "0.1.0"})
-    assert _report.differs({"jax": "0.10.2"}, {"jax": "0.10.3"})
-    assert _report.differs(OLD_DEVICE, {**OLD_DEVICE, "platform": "cpu"})
+    assert not sections.differs({"jax": "0.10.2"}, {"jax": "0.10.2", "zopg": "0.1.0"})
+    assert sections.differs({"jax": "0.10.2"}, {"jax": "0.10.3"})
+    assert sections.differs(OLD_DEVICE, {**OLD_DEVICE, "platform": "cpu"})
 
 
 def cumulative_metrics(queries, trajectories, env_steps):

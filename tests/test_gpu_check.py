@@ -1,4 +1,5 @@
-"""benchmarks/gpu_check.py at --quick sizes on the CPU: the report it writes, its goals, its budget.
+"""benchmarks/speed/gpu_check.py at --quick sizes on the CPU: the report it writes, its goals and
+its budget.
 
 One real section (GridWorld rollouts, about 10 s here) checks the whole path: probe process,
 section process, merged run records and the JSON; the rest needs no measuring.
@@ -13,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-gpu_check = importlib.import_module("benchmarks.gpu_check")
+gpu_check = importlib.import_module("benchmarks.speed.gpu_check")
 
 GOAL_KEYS = {"metric", "min", "value", "met"}
 
@@ -65,4 +66,4 @@ def test_goals_read_their_sections():
 
 
 def test_shell_wrapper_parses():
-    subprocess.run(["bash", "-n", str(ROOT / "benchmarks/gpu_check.sh")], check=True)
+    subprocess.run(["bash", "-n", str(ROOT / "benchmarks/speed/gpu_check.sh")], check=True)

@@ -1,5 +1,5 @@
-"""The README's generated blocks (benchmarks/readme_tables.py) match the committed results, and a
-stale block is caught: no number in a results table of the README is typed by hand."""
+"""The README's generated blocks (benchmarks/reports/readme_tables.py) match the committed results,
+and a stale block is caught: no number in a results table of the README is typed by hand."""
 
 import importlib
 import sys
@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # benchmarks/ is not installed; it is read from the checkout
     sys.path.insert(0, str(ROOT))
-readme_tables = importlib.import_module("benchmarks.readme_tables")
+readme_tables = importlib.import_module("benchmarks.reports.readme_tables")
 
 
 def test_every_generated_block_of_the_readme_matches_its_results():

@@ -20,7 +20,7 @@ budget/queries, so a CRN run ends at or below its budget; the saved queries are 
 
 Off by default: it is not the papers' estimator (their pairs are independent), it reuses a key
 on purpose (everywhere else keys are split, never reused), and what it gains depends on how far
-μ moves the policy. Measured by benchmarks/crn_effect.py (uniform policy, BT teacher, ZPG's
+μ moves the policy. Measured by benchmarks/studies/crn_effect.py (uniform policy, BT teacher, ZPG's
 defaults): at the default μ 5 the variance of Δ̂ per pair falls by 13% on the cliff and 3% on
 open-5x5, with 1% free ties; at μ 0.5 by 65% and 66%, with 53% and 64% free ties; ZSPO's
 batches of 4 were never identical at μ 5; short runs at 200k queries and 10 seeds showed no

@@ -7,7 +7,7 @@ simulating a fallen robot, which can diverge), and the rollout's valid mask drop
 
 Backend default: "positional" (our choice). Env steps/s of our rollouts, 128 envs x 100 steps,
 Gaussian MLP policy, jax 0.10, brax 0.14.2, on the 2-core CPU shared with other jobs
-(`benchmarks/throughput.py --only brax_backends`, section brax_backends of
+(`python -m benchmarks.speed.throughput --only brax_backends`, section brax_backends of
 results/throughput.json, load ~4 then; an earlier run at load ~7 gave hopper the same order and
 inverted_pendulum spring 135k, mjx 41k, positional 38k, generalized 20k):
 

@@ -3,7 +3,10 @@
 Reads results/sample_efficiency/metrics.csv (run `zopg run sample_efficiency` first; `make
 bench-sample-efficiency` does both) and writes results/sample_efficiency.json: per method and
 env, the median over seeds of the human queries at which a seed's normalised exact value first
-reaches each threshold, with a 95% percentile bootstrap CI over seeds. Trains nothing.
+reaches each threshold, with a 95% percentile bootstrap CI over seeds. Trains nothing. From the
+repository root:
+
+    .venv/bin/python -m benchmarks.reports.sample_efficiency
 """
 
 from __future__ import annotations
@@ -14,13 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    from benchmarks import _report
-except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-    import _report
-
+from benchmarks import common
 from zopg import store
 from zopg.analysis import bootstrap_ci, first_crossing
+from zopg.provenance import REPO_ROOT, environment
 
 THRESHOLDS = (0.5, 0.9)
 
@@ -55,13 +55,11 @@ def crossings(columns: dict, method: str, env: str) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--results", type=Path, default=_report.REPO_ROOT / "results/sample_efficiency"
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.reports.sample_efficiency", description=__doc__.splitlines()[0]
     )
-    parser.add_argument(
-        "--out", type=Path, default=_report.REPO_ROOT / "results/sample_efficiency.json"
-    )
+    parser.add_argument("--results", type=Path, default=REPO_ROOT / "results/sample_efficiency")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "results/sample_efficiency.json")
     args = parser.parse_args(argv)
     if not (args.results / "metrics.csv").exists():
         parser.error(f"{args.results}: no metrics.csv; run `zopg run sample_efficiency` first")
@@ -83,13 +81,13 @@ def main(argv=None) -> int:
         "50% / 90% of the gap from the uniform policy's exact value to the finite-horizon "
         "optimum, read at the experiment's logged iterations; 95% percentile bootstrap CI over "
         "seeds; Bradley-Terry teacher; default configs; tabular softmax policy",
-        "source": str(args.results.relative_to(_report.REPO_ROOT))
-        if args.results.is_relative_to(_report.REPO_ROOT)
+        "source": str(args.results.relative_to(REPO_ROOT))
+        if args.results.is_relative_to(REPO_ROOT)
         else str(args.results),
-        **_report.environment(),
+        **environment(),
         "results": results,
     }
-    path = _report.write_json_atomic(args.out, report)
+    path = common.write_json_atomic(args.out, report)
     print(f"wrote {path}")
     return 0
 

@@ -7,8 +7,8 @@ The README marks each generated block:
     ... (this script's output for NAME) ...
     <!-- end generated -->
 
-    .venv/bin/python benchmarks/readme_tables.py           # rewrite every block
-    .venv/bin/python benchmarks/readme_tables.py --check   # exit 1 if a block is stale
+    .venv/bin/python -m benchmarks.reports.readme_tables           # rewrite every block
+    .venv/bin/python -m benchmarks.reports.readme_tables --check   # exit 1 if a block is stale
 
 `make compare` first refreshes every comparisons.json from its metrics.csv, then runs this.
 """
@@ -24,18 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    from benchmarks import _report
-except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-    import _report
-
 from zopg import store
 from zopg.analysis import paired, stats, tables
 from zopg.analysis.compare import read_final_values
+from zopg.provenance import REPO_ROOT
 from zopg.store import read_json, write_bytes_atomic
 
-README = _report.REPO_ROOT / "README.md"
-RESULTS = _report.REPO_ROOT / "results"
+README = REPO_ROOT / "README.md"
+RESULTS = REPO_ROOT / "results"
 BLOCK = re.compile(r"(<!-- generated: ([\w-]+) -->\n)(.*?)(<!-- end generated -->)", re.DOTALL)
 
 # Display names; anything not listed shows its label.
@@ -108,9 +104,7 @@ def tuning_block(experiments=("paper_gridworld", "control", "sign_unknown_link")
         "|---|---|---|---|---|---|---|",
     ]
     for name in experiments:
-        tuned = tomllib.loads(
-            (_report.REPO_ROOT / "benchmarks" / "tuned" / f"{name}.toml").read_text()
-        )
+        tuned = tomllib.loads((REPO_ROOT / "benchmarks" / "tuned" / f"{name}.toml").read_text())
         trials = read_json(RESULTS / "tune" / name / "trials.json")
         seconds = trials.get("seconds", {})
         for method, prov in tuned["provenance"].items():
@@ -477,7 +471,9 @@ def render(text: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.reports.readme_tables", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 if a block is stale")
     parser.add_argument("--readme", default=str(README), help="the file (default README.md)")
     args = parser.parse_args(argv)
@@ -489,7 +485,7 @@ def main(argv=None) -> int:
             stale = [n for n, old in _blocks(text).items() if _blocks(new).get(n) != old]
             print(
                 f"{readme.name}: generated blocks {', '.join(stale)} are stale; run "
-                "benchmarks/readme_tables.py (make compare)"
+                "python -m benchmarks.reports.readme_tables (make compare)"
             )
             return 1
         return 0

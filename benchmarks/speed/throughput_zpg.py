@@ -14,17 +14,11 @@ import numpy as np
 import zopg.envs
 import zopg.policies
 import zopg.preferences
+from benchmarks.speed import throughput_numpy, timing
 from zopg.algorithms import ZPGConfig, make_training
 from zopg.algorithms.base import Problem
 from zopg.algorithms.zeroth_order import make_difference_fn
 from zopg.rollout import rollout_batch
-
-try:
-    from benchmarks import _report, throughput_numpy
-except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-    import _report
-    import throughput_numpy
-
 
 # ZPG training (science.md §3) on the cliff with N pairs and M queries per pair. Step size, mu
 # and r_max are pinned here rather than taken from ZPGConfig's defaults, so the JAX run and the
@@ -42,7 +36,7 @@ NUMPY_ZPG_STYLES = {
     "N x M votes, a Python loop over the H time steps, one iteration (one seed) at a time",
 }
 ZPG_SIZES = {
-    # rounds interleave one timed call of each measured function (see _report.time_interleaved)
+    # rounds interleave one timed call of each measured function (see timing.time_interleaved)
     "full": {
         "seeds": 8,
         "iterations": 150,
@@ -112,8 +106,8 @@ def zpg_delta_check(size: dict) -> dict:
         "numpy_mean_delta_hat": float(np_delta.mean()),
         "numpy_se": float(se[1]),
         "z": float(z_score),
-        "tolerance_se": _report.TOLERANCE_SE,
-        "agrees": bool(abs(z_score) <= _report.TOLERANCE_SE),
+        "tolerance_se": timing.TOLERANCE_SE,
+        "agrees": bool(abs(z_score) <= timing.TOLERANCE_SE),
         "exact_value_difference": float(exact),
     }
 
@@ -169,7 +163,7 @@ def zpg_training(quick: bool, size: dict | None = None) -> dict:
 
     runners = {"jax": run_jax, "bare": run_bare}
     runners.update({f"numpy_{style}": numpy_runner(style) for style in NUMPY_ZPG_STYLES})
-    times = _report.time_interleaved(runners, size["rounds"])
+    times = timing.time_interleaved(runners, size["rounds"])
     # The run's own budget counters (cumulative per seed), summed over seeds.
     steps = int(np.asarray(kept["metrics"]["budget/env_steps"])[:, -1].sum())
     queries = int(np.asarray(kept["metrics"]["budget/queries"])[:, -1].sum())
@@ -182,7 +176,7 @@ def zpg_training(quick: bool, size: dict | None = None) -> dict:
         )
 
     jax_result = {"compile_s": compile_s, "seeds": seeds, "iterations": iterations}
-    jax_result.update(_report.rate_summary(times["jax"], steps))
+    jax_result.update(timing.rate_summary(times["jax"], steps))
     jax_result["queries_per_repeat"] = queries
     jax_result["queries_per_s"] = queries / jax_result["median_s"]
     jax_result["seed_iterations_per_s"] = seeds * iterations / jax_result["median_s"]
@@ -192,13 +186,13 @@ def zpg_training(quick: bool, size: dict | None = None) -> dict:
         "calls_per_repeat": size["bare_calls"],
     }
     bare_result.update(
-        _report.rate_summary(times["bare"], size["bare_calls"] * bare_batch * horizon)
+        timing.rate_summary(times["bare"], size["bare_calls"] * bare_batch * horizon)
     )
     np_iters = size["numpy_iterations"]
     numpy_results = {}
     for style, description in NUMPY_ZPG_STYLES.items():
         result = {"style": description, "iterations_per_repeat": np_iters}
-        result.update(_report.rate_summary(times[f"numpy_{style}"], np_iters * 2 * n * horizon))
+        result.update(timing.rate_summary(times[f"numpy_{style}"], np_iters * 2 * n * horizon))
         result["iterations_per_s"] = np_iters / result["median_s"]
         result["queries_per_s"] = np_iters * n * m / result["median_s"]
         result["final_logits_finite"] = bool(np.isfinite(state[style]).all())
@@ -232,10 +226,10 @@ def zpg_training(quick: bool, size: dict | None = None) -> dict:
         "ratio_jax_over_numpy_zpg": over_numpy,
         "ratio_jax_over_numpy_zpg_vectorised": over_vectorised,
         "targets": {
-            "zpg_over_bare_rollouts": _report.target(
+            "zpg_over_bare_rollouts": timing.target(
                 "ratio_zpg_over_bare_rollouts (env steps/s)", over_bare, ZPG_TARGET_OVER_BARE
             ),
-            "jax_over_numpy_zpg": _report.target(
+            "jax_over_numpy_zpg": timing.target(
                 "ratio_jax_over_numpy_zpg (env steps/s)", over_numpy, ZPG_TARGET_OVER_NUMPY
             ),
         },

@@ -11,7 +11,7 @@ Per-seed scores and KL come from metrics.csv (committed); the initial score from
 metrics.csv does not hold: it is read from runs/ (not committed) when they are there, and kept
 from the previous overoptimisation.json otherwise.
 
-    .venv/bin/python benchmarks/overoptimisation_report.py [RESULTS_DIR]
+    .venv/bin/python -m benchmarks.reports.overoptimisation_report [RESULTS_DIR]
 """
 
 from __future__ import annotations
@@ -22,17 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    from benchmarks import _report
-except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-    import _report
-
 from zopg import store
 from zopg.analysis.paired import CI_DESCRIPTIONS, CI_METHOD, mean_intervals
 from zopg.analysis.plots import plot_gold_against_kl
 from zopg.analysis.report import normaliser
+from zopg.provenance import REPO_ROOT
 
-DEFAULT_DIR = _report.REPO_ROOT / "results" / "regime_overoptimisation"
+DEFAULT_DIR = REPO_ROOT / "results" / "regime_overoptimisation"
 # From a seed's peak of the exact score to the last iteration: "the proxy rises while the exact
 # value falls" when the proxy score gains more than PROXY_RISE and the exact score loses more
 # than GOLD_FALL (both normalised: 0 at the uniform policy, 1 at the optimum, of r_phi for the

@@ -11,12 +11,8 @@ import numpy as np
 
 import zopg.envs
 import zopg.policies
+from benchmarks.speed import timing
 from zopg.rollout import rollout_batch
-
-try:
-    from benchmarks import _report
-except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-    import _report
 
 BACKEND_BATCH = 128
 BACKEND_HORIZON = 100
@@ -46,8 +42,8 @@ def backend_row(env_id: str, backend: str, repeats: int) -> dict:
         start = time.perf_counter()
         rewards = jax.block_until_ready(run(-1))
         row["compile_and_first_s"] = time.perf_counter() - start
-        times = _report.time_repeats(run, repeats, warmup=0)
-        row.update(_report.rate_summary(times, BACKEND_BATCH * BACKEND_HORIZON))
+        times = timing.time_repeats(run, repeats, warmup=0)
+        row.update(timing.rate_summary(times, BACKEND_BATCH * BACKEND_HORIZON))
         row["finite"] = bool(np.all(np.isfinite(np.asarray(rewards))))
     except Exception as err:  # a backend that fails here is recorded, not fatal
         row["error"] = f"{type(err).__name__}: {err}"[:500]

@@ -1,12 +1,12 @@
 """Throughput of zopg's rollouts and ZPG training against NumPy baselines and bare rollouts.
 
-Sections (one module each, benchmarks/throughput_*.py): GridWorld rollouts and ZPG training
+Sections (one module each, benchmarks/speed/throughput_*.py): GridWorld rollouts and ZPG training
 against plain NumPy, ZPG on gymnax CartPole against bare rollouts of the same policy, and brax
 rollouts per physics backend. Writes results/throughput.json; `--only NAME` runs one section and
 merges it into the existing file, keeping the other sections. From the repository root:
 
-    .venv/bin/python benchmarks/throughput.py                      # every section, fresh file
-    .venv/bin/python benchmarks/throughput.py --only cartpole_zpg  # one section, merged
+    .venv/bin/python -m benchmarks.speed.throughput                      # every section, fresh file
+    .venv/bin/python -m benchmarks.speed.throughput --only cartpole_zpg  # one section, merged
 """
 
 from __future__ import annotations
@@ -17,23 +17,18 @@ import sys
 import time
 from pathlib import Path
 
-try:
-    from benchmarks import (
-        _report,
-        throughput_brax,
-        throughput_cartpole,
-        throughput_gridworld,
-        throughput_zpg,
-    )
-except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-    import _report
-    import throughput_brax
-    import throughput_cartpole
-    import throughput_gridworld
-    import throughput_zpg
+from benchmarks import common
+from benchmarks.speed import (
+    sections,
+    throughput_brax,
+    throughput_cartpole,
+    throughput_gridworld,
+    throughput_zpg,
+)
+from zopg.provenance import REPO_ROOT, environment, timestamp
 
 BENCHMARK = "throughput"
-SCRIPT = "throughput.py"
+MODULE = "benchmarks.speed.throughput"
 
 # A new section is a module with a (measure, print) pair added here; `--only NAME` runs just it.
 SECTIONS = {
@@ -48,9 +43,9 @@ SECTIONS = {
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, about 90 s in all")
-    parser.add_argument("--out", type=Path, default=_report.REPO_ROOT / "results/throughput.json")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "results/throughput.json")
     parser.add_argument(
         "--only",
         action="append",
@@ -60,12 +55,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     # A full run replaces the file; --only replaces just its sections (read first, so a bad file
     # fails before minutes of measuring).
-    old = _report.read_previous(args.out, BENCHMARK) if args.only else None
+    old = sections.read_previous(args.out, BENCHMARK) if args.only else None
     start = time.perf_counter()
-    env = _report.environment()
+    env = environment()
     report = {
         "benchmark": BENCHMARK,
-        "timestamp": _report.timestamp(),
+        "timestamp": timestamp(),
         "quick": args.quick,
         **env,
         "sections_run": list(dict.fromkeys(args.only or SECTIONS)),
@@ -82,12 +77,12 @@ def main(argv=None) -> int:
         section_start, load_before = time.perf_counter(), os.getloadavg()[0]
         result = measure(args.quick)
         runtime_s = time.perf_counter() - section_start
-        result["run"] = _report.section_run(SCRIPT, name, args.quick, runtime_s, load_before, env)
+        result["run"] = sections.section_run(MODULE, name, args.quick, runtime_s, load_before, env)
         report["sections"][name] = result
         show(result)
     report["runtime_s"] = time.perf_counter() - start
-    report = _report.merge_report(old, report)
-    path = _report.write_json_atomic(args.out, report)
+    report = sections.merge_report(old, report)
+    path = common.write_json_atomic(args.out, report)
     print(f"\nwrote {path} in {report['runtime_s']:.1f} s")
     if report["mixed_environment"]:
         print(

@@ -1,8 +1,9 @@
 """One GPU run of the throughput sections at GPU sizes, and `make bench-quick`'s wall time, to JSON.
 
-Run by benchmarks/gpu_check.sh on a lent GPU machine (see that file), or here with tiny sizes:
+Run by benchmarks/speed/gpu_check.sh on a lent GPU machine (see that file), or here with tiny
+sizes, from the repository root:
 
-    PYTHONPATH=. .venv/bin/python benchmarks/gpu_check.py --quick --out /tmp/throughput_gpu.json
+    .venv/bin/python -m benchmarks.speed.gpu_check --quick --out /tmp/throughput_gpu.json
 
 Each section runs in its own process under a time limit, so a section that hangs or crashes costs
 only its own share of the device time, and the JSON is rewritten after every section. Processes
@@ -23,14 +24,13 @@ import time
 import traceback
 from pathlib import Path
 
-try:
-    from benchmarks import _report
-except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-    import _report
+from benchmarks import common
+from benchmarks.speed.sections import merge_report, section_run
+from zopg.provenance import REPO_ROOT, environment, timestamp
 
 BENCHMARK = "throughput_gpu"
-SCRIPT = Path(__file__).resolve()
-DEFAULT_OUT = _report.REPO_ROOT / "results/throughput_gpu.json"
+MODULE = "benchmarks.speed.gpu_check"
+DEFAULT_OUT = REPO_ROOT / "results/throughput_gpu.json"
 
 # Sizes for an H200 (arguments of the throughput_*.py measuring functions). Each timed call is
 # large enough that launch overheads are amortised at the goal rates, and small enough that a
@@ -118,7 +118,7 @@ algorithm = "zpg"
 # -- in a section's own process ----------------------------------------------------------------
 
 
-# Section name -> (module, measuring function, printing function) in benchmarks/.
+# Section name -> (module, measuring function, printing function) in benchmarks/speed/.
 MEASURES = {
     "zpg_training": ("throughput_zpg", "zpg_training", "print_zpg"),
     "cartpole_zpg": ("throughput_cartpole", "cartpole_zpg", "print_cartpole"),
@@ -130,10 +130,7 @@ def measure_section(name: str, quick: bool) -> dict:
     """One throughput section at GPU sizes (at the module's own --quick sizes with `quick`)."""
     module_name, measure_name, show_name = MEASURES[name]
     # Imported only here: they import zopg and JAX, which the driver never uses.
-    try:
-        module = importlib.import_module(f"benchmarks.{module_name}")
-    except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-        module = importlib.import_module(module_name)
+    module = importlib.import_module(f"benchmarks.speed.{module_name}")
     measure, show = getattr(module, measure_name), getattr(module, show_name)
     result = measure(True) if quick else measure(False, **GPU_SIZES[name])
     show(result)
@@ -143,13 +140,13 @@ def measure_section(name: str, quick: bool) -> dict:
 def child(name: str, quick: bool, part: Path) -> int:
     """Measure one section (or, for "probe", only describe the machine) into `part`."""
     try:
-        out = {"env": _report.environment()}
+        out = {"env": environment()}
         if name != "probe":
             out["result"] = measure_section(name, quick)
     except Exception:
         traceback.print_exc()
         out = {"error": traceback.format_exc()[-4000:]}
-    _report.write_json_atomic(part, out)
+    common.write_json_atomic(part, out)
     return 0 if "error" not in out else 1
 
 
@@ -160,14 +157,14 @@ def child_env(**extra: str) -> dict:
     """The environment of a section's process: ours, with the repository importable."""
     env = {**os.environ, **extra}
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join([*paths, str(_report.REPO_ROOT)])
+    env["PYTHONPATH"] = os.pathsep.join([*paths, str(REPO_ROOT)])
     return env
 
 
 def run_child(name: str, quick: bool, timeout_s: float, workdir: Path) -> dict:
     """Run `child` in a fresh process; its part file, or why there is none."""
     part = workdir / f"{name}.json"
-    command = [sys.executable, str(SCRIPT), "--child", name, "--part", str(part)]
+    command = [sys.executable, "-m", MODULE, "--child", name, "--part", str(part)]
     if quick:
         command.append("--quick")
     start = time.perf_counter()
@@ -263,12 +260,14 @@ def write(report: dict, path: Path, start: float) -> None:
     report["runtime_s"] = time.perf_counter() - start
     report["goals"] = goals(report["sections"])
     if report.get("device") is not None:
-        report.update(_report.merge_report(None, report))
-    _report.write_json_atomic(path, report)
+        report.update(merge_report(None, report))
+    common.write_json_atomic(path, report)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {MODULE}", description=__doc__.splitlines()[0]
+    )
     parser.add_argument(
         "--quick", action="store_true", help="the throughput scripts' --quick sizes"
     )
@@ -292,7 +291,7 @@ def main(argv=None) -> int:
     names = list(dict.fromkeys(args.only or TIMEOUTS_S))
     report = {
         "benchmark": BENCHMARK,
-        "timestamp": _report.timestamp(),
+        "timestamp": timestamp(),
         "quick": args.quick,
         "runtime_s": 0.0,
         "goals": goals({}),
@@ -350,10 +349,8 @@ def main(argv=None) -> int:
                     write(report, args.out, start)
                     continue
             runtime_s = time.perf_counter() - section_start
-            run = _report.section_run(
-                SCRIPT.name, name, args.quick, runtime_s, load_before, section_env
-            )
-            run["command"] = f"python3 benchmarks/{SCRIPT.name} --only {name}" + (
+            run = section_run(MODULE, name, args.quick, runtime_s, load_before, section_env)
+            run["command"] = f"python3 -m {MODULE} --only {name}" + (
                 " --quick" if args.quick else ""
             )
             report["sections"][name] = {**result, "run": run}

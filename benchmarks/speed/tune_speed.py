@@ -6,7 +6,7 @@ compiled call vmapped over 16 trials, once as 16 calls of the same program witho
 axis (compiled once). Both include compiling; the scores must agree. Writes
 results/tune_speed.json. From the repository root:
 
-    .venv/bin/python benchmarks/tune_speed.py
+    .venv/bin/python -m benchmarks.speed.tune_speed
 """
 
 from __future__ import annotations
@@ -18,14 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    from benchmarks import _report
-except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-    import _report
-
+from benchmarks import common
 from zopg.algorithms import registry
 from zopg.experiments import load_experiment
 from zopg.experiments.build import built_runs
+from zopg.provenance import REPO_ROOT, environment, timestamp
 from zopg.tuning import trials as trial_runs
 from zopg.tuning.tune import parse_tune, tuning_experiment
 
@@ -36,9 +33,7 @@ CASES = {
 
 
 def measure(label: str, structure: dict, trials: int) -> dict:
-    experiment = load_experiment(
-        _report.REPO_ROOT / "benchmarks/paper_gridworld.toml", include=False
-    )
+    experiment = load_experiment(REPO_ROOT / "benchmarks/paper_gridworld.toml", include=False)
     spec = parse_tune(experiment, trials=trials, methods=[label])
     space = registry.get(
         next(m.algorithm for m in experiment.methods if m.label == label)
@@ -68,11 +63,13 @@ def measure(label: str, structure: dict, trials: int) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.speed.tune_speed", description=__doc__
+    )
     parser.add_argument("--trials", type=int, default=16)
-    parser.add_argument("--out", type=Path, default=_report.REPO_ROOT / "results/tune_speed.json")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "results/tune_speed.json")
     args = parser.parse_args(argv)
-    report = {"benchmark": "tune_speed", "timestamp": _report.timestamp(), **_report.environment()}
+    report = {"benchmark": "tune_speed", "timestamp": timestamp(), **environment()}
     report["cases"] = []
     for label, structure in CASES.items():
         result = measure(label, structure, args.trials)
@@ -83,7 +80,7 @@ def main(argv=None) -> int:
             f"{result['seconds_trial_by_trial']:.1f} s, speed-up x{result['speedup']:.2f} "
             f"(max |difference| {result['max_abs_value_difference']:.2g})"
         )
-    _report.write_json_atomic(args.out, report)
+    common.write_json_atomic(args.out, report)
     print(f"wrote {args.out}")
     return 0
 

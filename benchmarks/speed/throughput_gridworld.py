@@ -14,13 +14,8 @@ import numpy as np
 import zopg.envs
 import zopg.exact
 import zopg.policies
+from benchmarks.speed import throughput_numpy, timing
 from zopg.rollout import masked_return, rollout_batch
-
-try:
-    from benchmarks import _report, throughput_numpy
-except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-    import _report
-    import throughput_numpy
 
 TARGET_RATIO = 100.0  # JAX rollouts must be at least this many times the NumPy loop
 GRIDWORLD_ENVS = ("gridworld/cliff-4x6", "gridworld/open-5x5")
@@ -50,7 +45,7 @@ def mean_check(returns, exact: float) -> dict:
     mean = float(returns.mean())
     se = float(returns.std(ddof=1) / math.sqrt(returns.size))
     # A tiny absolute slack keeps a zero-variance case (e.g. slip 0, deterministic policy) sane.
-    ok = abs(mean - exact) <= _report.TOLERANCE_SE * se + 1e-6
+    ok = abs(mean - exact) <= timing.TOLERANCE_SE * se + 1e-6
     z = (mean - exact) / se if se > 0 else 0.0
     return {"n": int(returns.size), "mean": mean, "se": se, "z": z, "agrees": bool(ok)}
 
@@ -70,9 +65,9 @@ def measure_jax(key, policy, theta, env, params, size: dict) -> tuple[dict, np.n
             kept["traj"] = traj
         return traj
 
-    times = _report.time_repeats(run, size["jax_repeats"], warmup=1)
+    times = timing.time_repeats(run, size["jax_repeats"], warmup=1)
     result = {"compile_s": compile_s, "trajectories": batch}
-    result.update(_report.rate_summary(times, batch * params.horizon))
+    result.update(timing.rate_summary(times, batch * params.horizon))
     return result, np.asarray(masked_return(kept["traj"]))
 
 
@@ -109,9 +104,9 @@ def measure_numpy_vectorised(rng, world, probs, size: dict) -> tuple[dict, np.nd
             kept["reward"] = out[2]
         return out
 
-    times = _report.time_repeats(run, size["vectorised_repeats"], warmup=1)
+    times = timing.time_repeats(run, size["vectorised_repeats"], warmup=1)
     result = {"trajectories": batch}
-    result.update(_report.rate_summary(times, batch * world["horizon"]))
+    result.update(timing.rate_summary(times, batch * world["horizon"]))
     return result, kept["reward"].sum(axis=1)
 
 
@@ -150,7 +145,7 @@ def gridworld_rollouts(quick: bool, size: dict | None = None) -> dict:
             if not c["agrees"]:
                 print(
                     f"WARNING: {env_id} {name} mean return {c['mean']:.4f} differs from the exact "
-                    f"value {exact:.4f} by {c['z']:.1f} standard errors (> {_report.TOLERANCE_SE})",
+                    f"value {exact:.4f} by {c['z']:.1f} standard errors (> {timing.TOLERANCE_SE})",
                     file=sys.stderr,
                 )
         jax_rate = jax_result["steps_per_s"]
@@ -170,7 +165,7 @@ def gridworld_rollouts(quick: bool, size: dict | None = None) -> dict:
         "policy (random logits); steps = trajectories x horizon; compile time excluded",
         "config": {**size, "envs": list(GRIDWORLD_ENVS), "logit_scale": LOGIT_SCALE},
         "envs": per_env,
-        "target": _report.target("ratio_jax_over_numpy_loop (worst env)", worst, TARGET_RATIO),
+        "target": timing.target("ratio_jax_over_numpy_loop (worst env)", worst, TARGET_RATIO),
         "checks_agree": all(
             c["agrees"]
             for r in per_env.values()

@@ -19,8 +19,8 @@ uniform policy) and a Bradley-Terry teacher:
 Each CRN number comes with its independent-pairs baseline from the same run and their ratio or
 difference. Writes results/crn_effect.json. From the repository root:
 
-    .venv/bin/python benchmarks/crn_effect.py            # about 10 minutes on the 2-core CPU
-    .venv/bin/python benchmarks/crn_effect.py --quick    # a smoke test, seconds
+    .venv/bin/python -m benchmarks.studies.crn_effect          # about 10 minutes on the 2-core CPU
+    .venv/bin/python -m benchmarks.studies.crn_effect --quick  # a smoke test, seconds
 """
 
 from __future__ import annotations
@@ -34,11 +34,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-try:
-    from benchmarks import _report
-except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-    import _report
-
+from benchmarks import common
 from zopg.algorithms import ZPGConfig, ZSPOConfig, make_train
 from zopg.algorithms.base import Problem
 from zopg.algorithms.sign_zo import make_majority_sign
@@ -50,6 +46,7 @@ from zopg.evaluation import make_evaluator
 from zopg.exact import normalized_score
 from zopg.policies import flat_view, make_policy
 from zopg.preferences import Oracle, make_link
+from zopg.provenance import REPO_ROOT, environment, timestamp
 from zopg.rates.setting import (
     Point,
     make_setting,
@@ -212,17 +209,19 @@ def short_runs(env, policy, oracle, config, budget: int, seeds: int) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.studies.crn_effect", description=__doc__
+    )
     parser.add_argument("--directions", type=int, default=400)
     parser.add_argument("--budget", type=int, default=200_000)
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=4000, help="sign steps, fixed direction")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
-    parser.add_argument("--out", type=Path, default=_report.REPO_ROOT / "results/crn_effect.json")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "results/crn_effect.json")
     args = parser.parse_args(argv)
     if args.quick:
         args.directions, args.budget, args.seeds, args.repeats = 20, 10_000, 3, 200
-    report = {"benchmark": "crn_effect", "timestamp": _report.timestamp(), **_report.environment()}
+    report = {"benchmark": "crn_effect", "timestamp": timestamp(), **environment()}
     report["settings"] = {
         "teacher": "bradley-terry",
         "policy": "tabular, θ = 0 (uniform)",
@@ -269,7 +268,7 @@ def main(argv=None) -> int:
             f"crn {row['crn']:.3f} (SE {row['standard_error']:.3f})",
             flush=True,
         )
-    _report.write_json_atomic(args.out, report)
+    common.write_json_atomic(args.out, report)
     print(f"wrote {args.out}")
     return 0
 

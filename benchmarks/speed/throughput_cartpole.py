@@ -13,14 +13,10 @@ import numpy as np
 import zopg.envs
 import zopg.policies
 import zopg.preferences
+from benchmarks.speed import timing
 from zopg.algorithms import ZPGConfig, make_train, make_training
 from zopg.policies import num_params
 from zopg.rollout import masked_return, rollout_batch
-
-try:
-    from benchmarks import _report
-except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-    import _report
 
 # ZPG env steps/s must be at least this fraction of bare rollouts (as in zpg_training).
 ZPG_TARGET_OVER_BARE = 0.5
@@ -140,7 +136,7 @@ def cartpole_zpg(quick: bool, size: dict | None = None, settings: dict | None = 
         return run
 
     runners = {"zpg": run_zpg, **{f"bare_{name}": bare_runner(name) for name in bare}}
-    times = _report.time_interleaved(runners, rounds)
+    times = timing.time_interleaved(runners, rounds)
 
     # Every step of the fixed horizon is simulated (steps after termination are masked, not
     # skipped), so "env steps" are trajectories x H on every side; valid steps (the budget
@@ -156,7 +152,7 @@ def cartpole_zpg(quick: bool, size: dict | None = None, settings: dict | None = 
         )
 
     zpg_result = {"compile_s": compile_s, "seeds": 1, "iterations": iterations}
-    zpg_result.update(_report.rate_summary(times["zpg"], steps))
+    zpg_result.update(timing.rate_summary(times["zpg"], steps))
     zpg_valid = [int(valid["zpg"][i]) for i in range(rounds)]
     zpg_result.update(valid_rate(zpg_valid, times["zpg"]))
     zpg_result["iterations_per_s"] = iterations / zpg_result["median_s"]
@@ -168,7 +164,7 @@ def cartpole_zpg(quick: bool, size: dict | None = None, settings: dict | None = 
             "trajectories_per_call": trajectories,
             "calls_per_repeat": iterations,
         }
-        result.update(_report.rate_summary(times[f"bare_{name}"], steps))
+        result.update(timing.rate_summary(times[f"bare_{name}"], steps))
         counts = [int(sum(np.sum(v) for v in valid[name][i])) for i in range(rounds)]
         result.update(valid_rate(counts, times[f"bare_{name}"]))
         bare_results[name] = result
@@ -205,12 +201,12 @@ def cartpole_zpg(quick: bool, size: dict | None = None, settings: dict | None = 
         "ratio_zpg_over_bare_rollouts": ratios["trajectories"],
         "ratio_zpg_over_bare_rollouts_as_zpg": ratios["as_zpg"],
         "targets": {
-            "zpg_over_bare_rollouts": _report.target(
+            "zpg_over_bare_rollouts": timing.target(
                 "ratio_zpg_over_bare_rollouts (env steps/s)",
                 ratios["trajectories"],
                 ZPG_TARGET_OVER_BARE,
             ),
-            "zpg_over_bare_rollouts_as_zpg": _report.target(
+            "zpg_over_bare_rollouts_as_zpg": timing.target(
                 "ratio_zpg_over_bare_rollouts_as_zpg (env steps/s)",
                 ratios["as_zpg"],
                 ZPG_TARGET_OVER_BARE,

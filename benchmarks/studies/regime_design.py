@@ -18,7 +18,7 @@ and ∇V as they are). Policies there are exact gradient ascent from the uniform
 start every learner has. Writes results/regimes/design.json; trains nothing with samples (the
 reward model's least-squares fit uses trajectories of a fixed seed).
 
-    .venv/bin/python benchmarks/regime_design.py
+    .venv/bin/python -m benchmarks.studies.regime_design
 """
 
 from __future__ import annotations
@@ -26,16 +26,11 @@ from __future__ import annotations
 import itertools
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-try:
-    from benchmarks import _report
-except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-    import _report
-
-import jax
-
+from benchmarks import common
 from zopg import regimes
 from zopg.envs import make
 from zopg.exact import (
@@ -47,9 +42,10 @@ from zopg.exact import (
 )
 from zopg.policies import flat_view, make_policy
 from zopg.preferences import make_link, make_utility
+from zopg.provenance import REPO_ROOT, environment
 
 UP, RIGHT, DOWN, LEFT = 0, 1, 2, 3
-OUT = _report.REPO_ROOT / "results" / "regimes" / "design.json"
+OUT = REPO_ROOT / "results" / "regimes" / "design.json"
 LINK_SHAPE = (".....", ".....", "S...G", "XXXXX")
 LINK_SHAPE_CHOSEN = {"slip": 0.2, "trap_reward": -4.0, "horizon": 10}
 TEACHERS = {
@@ -593,7 +589,7 @@ def main() -> int:
             "grid": grid,
         },
         "non_markov": non_markov(),
-        **_report.environment(),
+        **environment(),
     }
     stakes = link_stakes()
     report["link_stakes"] = stakes
@@ -608,7 +604,7 @@ def main() -> int:
             + " ".join(f"{k} {v:.3f}" for k, v in w.items())
         )
     print(report["non_markov"])
-    _report.write_json_atomic(OUT, report)
+    common.write_json_atomic(OUT, report)
     print(f"wrote {OUT}")
     return 0
 

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Every GPU measurement in one run (benchmarks/gpu_check.py): ZPG on GridWorld and CartPole and
-# GridWorld rollouts at GPU sizes beside their baselines, and `make bench-quick`'s wall time.
+# Every GPU measurement in one run (benchmarks/speed/gpu_check.py): ZPG on GridWorld and CartPole
+# and GridWorld rollouts at GPU sizes beside their baselines, and `make bench-quick`'s wall time.
 #
-#   bash benchmarks/gpu_check.sh [OUT_JSON] [gpu_check.py options]   # default results/throughput_gpu.json
-#   QUICK=1 PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh /tmp/throughput_gpu.json
+#   bash benchmarks/speed/gpu_check.sh [OUT_JSON (results/throughput_gpu.json)] [gpu_check options]
+#   QUICK=1 PYTHON=.venv/bin/python bash benchmarks/speed/gpu_check.sh /tmp/throughput_gpu.json
 #
 # QUICK=1 runs the throughput scripts' --quick sizes, to check the script on a CPU. The project
 # runs from the working tree: missing packages (gymnax and its needs) may come first on
 # PYTHONPATH, e.g. wheels installed with `pip install --target`.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+# The repository root: `python -m benchmarks.speed.gpu_check` and `zopg run NAME` resolve from it.
+cd "$(dirname "$0")/../.."
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
 export PYTHONUNBUFFERED=1
 PYTHON=${PYTHON:-python3}
@@ -24,4 +25,4 @@ if command -v nvidia-smi >/dev/null; then
 fi
 "$PYTHON" --version
 "$PYTHON" -c 'import jax, jaxlib; print("jax", jax.__version__, "jaxlib", jaxlib.__version__)'
-exec "$PYTHON" benchmarks/gpu_check.py "${args[@]}" "$@"
+exec "$PYTHON" -m benchmarks.speed.gpu_check "${args[@]}" "$@"

@@ -1,0 +1,1 @@
+"""Benchmarks, studies and reports of zopg, run as modules from the repository root."""

@@ -1,0 +1,1 @@
+"""Speed benchmarks: rollout and training throughput, vmapped tuning, the GPU check."""

@@ -1,0 +1,1 @@
+"""Studies: scripts that compute a result by training or by exact computation."""
