@@ -90,8 +90,8 @@ bench-sample-efficiency: $(STAMP)
 
 # Paired comparisons of every committed results folder (zopg compare: paired sign-flip tests
 # over shared seeds, Holm over the folder where its seeds can resolve that many comparisons,
-# else within each panel) -> results/*/comparisons.json, then the README's
-# generated tables and verdicts from them (benchmarks/reports/readme_tables.py).
+# else within each panel) -> results/*/comparisons.json, then the generated
+# tables and verdicts of the README and docs/ from them (benchmarks/reports/readme_tables.py).
 compare: $(STAMP)
 	for summary in results/*/summary.json; do \
 		dir=$$(dirname $$summary); \

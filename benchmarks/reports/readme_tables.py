@@ -1,7 +1,8 @@
-"""The README's results tables and verdict lines, generated from results/<name>/comparisons.json
-(`zopg compare`), so that no number or ordering of methods in the README is copied by hand.
+"""The results tables and verdict lines of the README and the docs pages, generated from
+results/<name>/comparisons.json (`zopg compare`), so that no number or ordering of methods in
+them is copied by hand.
 
-The README marks each generated block:
+A page marks each generated block (a block may appear on several pages):
 
     <!-- generated: NAME -->
     ... (this script's output for NAME) ...
@@ -31,6 +32,7 @@ from zopg.provenance import REPO_ROOT
 from zopg.store import read_json, write_bytes_atomic
 
 README = REPO_ROOT / "README.md"
+DOCS = REPO_ROOT / "docs"
 RESULTS = REPO_ROOT / "results"
 BLOCK = re.compile(r"(<!-- generated: ([\w-]+) -->\n)(.*?)(<!-- end generated -->)", re.DOTALL)
 
@@ -83,7 +85,8 @@ def comparison_block(name: str, rows: str = "methods", methods=None, where=None)
         table,
         "",
         f"Final {what}, mean [95% interval] over {record['seeds']} seeds "
-        f"({stats['ci_method']}); marks from paired sign-flip tests (legend above), {family}; "
+        f"({stats['ci_method']}); marks from paired sign-flip tests (bold: best; italic: tied at "
+        f"the top; ▾: significantly worse), {family}; "
         "† reward access, not budget-matched, not tested.",
         "",
     ]
@@ -464,10 +467,15 @@ def render(text: str) -> str:
     def replace(match):
         name = match.group(2)
         if name not in BLOCKS:
-            raise SystemExit(f"README block {name!r}: no such block; known: {', '.join(BLOCKS)}")
+            raise SystemExit(f"block {name!r}: no such block; known: {', '.join(BLOCKS)}")
         return match.group(1) + BLOCKS[name]() + match.group(4)
 
     return BLOCK.sub(replace, text)
+
+
+def pages() -> list[Path]:
+    """The README and every docs page that holds a generated block."""
+    return [p for p in (README, *sorted(DOCS.glob("*.md"))) if BLOCK.search(p.read_text())]
 
 
 def main(argv=None) -> int:
@@ -475,23 +483,29 @@ def main(argv=None) -> int:
         prog="python -m benchmarks.reports.readme_tables", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--check", action="store_true", help="exit 1 if a block is stale")
-    parser.add_argument("--readme", default=str(README), help="the file (default README.md)")
+    parser.add_argument(
+        "--page",
+        action="append",
+        type=Path,
+        help="a page to render (repeatable; default: the README and docs/*.md)",
+    )
     args = parser.parse_args(argv)
-    readme = Path(args.readme)
-    text = readme.read_text()
-    new = render(text)
-    if args.check:
-        if new != text:
+    stale_pages = []
+    for page in args.page or pages():
+        text = page.read_text()
+        new = render(text)
+        if new == text:
+            continue
+        if args.check:
             stale = [n for n, old in _blocks(text).items() if _blocks(new).get(n) != old]
-            print(
-                f"{readme.name}: generated blocks {', '.join(stale)} are stale; run "
-                "python -m benchmarks.reports.readme_tables (make compare)"
-            )
-            return 1
-        return 0
-    if new != text:
-        write_bytes_atomic(readme, new.encode())
-        print(f"{readme.name}: generated blocks rewritten")
+            print(f"{page.name}: generated blocks {', '.join(stale)} are stale")
+            stale_pages.append(page)
+        else:
+            write_bytes_atomic(page, new.encode())
+            print(f"{page.name}: generated blocks rewritten")
+    if stale_pages:
+        print("run python -m benchmarks.reports.readme_tables (make compare)")
+        return 1
     return 0
 
 

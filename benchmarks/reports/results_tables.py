@@ -2,8 +2,8 @@
 (value for Monte Carlo runs) with its 95% CI, best first, queries (and rounds, judged
 trajectories) to the threshold, and RM+PPO's proxy return; from results/<name>/summary.json.
 
-Reads the store only. Writes results/<group>/summary.md; the README's sections on the regimes
-and on the sign methods are written from them.
+Reads the store only. Writes results/<group>/summary.md, every panel of a group of results
+folders in one file.
 
     .venv/bin/python -m benchmarks.reports.results_tables            # every group
     .venv/bin/python -m benchmarks.reports.results_tables regimes

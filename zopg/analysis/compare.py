@@ -1,7 +1,7 @@
 """`zopg compare`: paired comparisons of the methods of a results folder over their shared seeds,
 from the final logged value of each seed in metrics.csv, Holm-adjusted over the whole folder (or,
-with family="panel", within each panel); writes comparisons.json, from which README verdicts and
-tables are generated.
+with family="panel", within each panel); writes comparisons.json, from which the verdicts and
+tables of the README and docs are generated.
 
 Panels are (env, link, sweep point). In each, every method is compared with a baseline (the
 best budget-matched method by mean unless one is named), and a method is called best only if

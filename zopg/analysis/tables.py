@@ -1,5 +1,5 @@
 """Markdown tables and verdict lines from a comparisons record (`zopg compare`), so that every
-number and every "A beats B" in the README comes from comparisons.json, never by hand.
+number and every "A beats B" in the README and docs comes from comparisons.json, never by hand.
 
 A cell is the method's final mean with its interval (the kind whose coverage was measured,
 zopg.analysis.paired), marked by what the paired tests say against the panel's top method:
