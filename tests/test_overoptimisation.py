@@ -81,9 +81,9 @@ def test_the_reward_model_is_fitted_once(cliff):
     env, _, policy, oracle = cliff
     training = make_training(SMALL, env, policy, oracle)
     carry = training.init(jax.random.key(1))
-    before = carry["state"]["phi"]
+    before = carry["state"].phi
     carry, _ = jax.jit(lambda c: training.run(c, 0, 3))(carry)
-    chex.assert_trees_all_equal(carry["state"]["phi"], before)
+    chex.assert_trees_all_equal(carry["state"].phi, before)
 
 
 def test_proxy_value_is_the_exact_value_under_the_reward_model(cliff, small_run):
@@ -94,9 +94,9 @@ def test_proxy_value_is_the_exact_value_under_the_reward_model(cliff, small_run)
     state = carry["state"]
     diagnostics = training.trainer.diagnostics(state)
     model = rm.make_reward_model(SMALL.reward_model, env, params)
-    theta = state["ppo"].policy_params
+    theta = state.ppo.policy_params
     traj = rollout_batch(jax.random.key(3), policy, theta, env, params, 20_000)
-    proxy = np.asarray(model.utility(state["phi"], traj.obs, traj.action, traj.valid))
+    proxy = np.asarray(model.utility(state.phi, traj.obs, traj.action, traj.valid))
     mean, stderr = proxy.mean(), proxy.std(ddof=1) / np.sqrt(proxy.size)
     assert abs(float(diagnostics["rm/proxy_value"]) - mean) < 4 * stderr + 1e-4
     assert 0.0 <= float(diagnostics["rm/proxy_score"]) <= 1.0 + 1e-5

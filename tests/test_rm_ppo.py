@@ -358,9 +358,9 @@ def test_reference_pairs_come_from_the_initial_policy(open_grid):
     training = make_training(config, env, policy, oracle, params)
     key = jax.random.key(4)
     carry = training.init(key)
-    ref = carry["state"][0].ref_params
+    ref = carry["state"].ppo.ref_params
     carry, _ = jax.jit(training.run, static_argnums=2)(carry, 0, 3)
-    buffer = carry["state"][3]
+    buffer = carry["state"].buffer
     for t in range(3):
         k_pairs = jax.random.split(jax.random.fold_in(carry["run_key"], t), 4)[0]
         traj = rollout_batch(k_pairs, policy, ref, env, params, 2 * config.num_pairs)
@@ -368,7 +368,7 @@ def test_reference_pairs_come_from_the_initial_policy(open_grid):
         np.testing.assert_array_equal(buffer.obs[rows, 0], traj.obs[:4])
         np.testing.assert_array_equal(buffer.obs[rows, 1], traj.obs[4:])
     # ... while the policy itself moved away from π_ref.
-    assert not np.allclose(carry["state"][0].policy_params["logits"], ref["logits"])
+    assert not np.allclose(carry["state"].ppo.policy_params["logits"], ref["logits"])
 
 
 def test_a_reward_model_can_see_the_automaton_state():
@@ -389,7 +389,7 @@ def test_a_reward_model_can_see_the_automaton_state():
     )
     training = make_training(config, env, policy, oracle, params)
     carry, metrics = jax.jit(training.run, static_argnums=2)(training.init(jax.random.key(0)), 0, 2)
-    phi, buffer = carry["state"][1], carry["state"][3]
+    phi, buffer = carry["state"].phi, carry["state"].buffer
     assert phi["table"].shape == (2 * 10, 4)  # two automaton states × ten cells
     # Product indices q·10 + s: some of these uniform-policy episodes passed the waypoint.
     assert 10 <= int(buffer.obs.max()) < 20

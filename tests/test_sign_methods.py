@@ -225,9 +225,7 @@ def test_budgets_and_communication():
     # Averaged after iterations 3 and 6: 2·K·d floats each time, every agent at the average.
     np.testing.assert_array_equal(metrics["comm/floats"], [0, 0, 600, 600, 600, 1200])
     state = carry["state"]
-    np.testing.assert_allclose(
-        state["thetas"], np.broadcast_to(state["theta"], state["thetas"].shape)
-    )
+    np.testing.assert_allclose(state.thetas, np.broadcast_to(state.theta, state.thetas.shape))
 
 
 def test_fedavg_agents_drift_between_averages():
@@ -238,9 +236,9 @@ def test_fedavg_agents_drift_between_averages():
     )
     training = make_training(fed, env, policy, Oracle(make_link("bradley-terry")))
     carry, _ = jax.jit(training.run, static_argnums=2)(training.init(jax.random.key(2)), 0, 2)
-    thetas = np.asarray(carry["state"]["thetas"])
+    thetas = np.asarray(carry["state"].thetas)
     assert not np.allclose(thetas[0], thetas[1])  # local steps on each agent's own pairs
-    np.testing.assert_array_equal(carry["state"]["theta"], carry["state"]["ref_theta"])
+    np.testing.assert_array_equal(carry["state"].theta, carry["state"].ref_theta)
 
 
 @pytest.mark.parametrize(

@@ -119,6 +119,16 @@ class Steps:
 
 
 @struct.dataclass
+class HeldOut:
+    """The held-out pairs of a seed, from π_ref: `first` and `second` [num_eval_pairs, H] and
+    `truth` [num_eval_pairs], the sign of u(first) − u(second) (the noise-free preference)."""
+
+    first: Steps
+    second: Steps
+    truth: jax.Array
+
+
+@struct.dataclass
 class LabelledPairs:
     """Pairs (first, second) with P(first preferred) `label` and a loss `weight` (0: dropped)."""
 
@@ -191,17 +201,37 @@ def mean_where(values, mask):
 # -- what both trainers do -----------------------------------------------------------------------
 
 
+# The fields of the DPO states are in alphabetical order: these states were dicts, whose leaves
+# JAX flattens in sorted key order, and checkpoints store leaves by position, so a checkpoint
+# written before they were named still resumes into the same fields.
+@struct.dataclass
+class DPOState:
+    """What online DPO carries between iterations (and what every DPO trainer starts from).
+
+    eval_set: the seed's held-out pairs from π_ref (outside the budget; diagnostics only).
+    opt_state: Adam's state for θ.
+    ref_theta: the flat reference parameters θ_ref [d], frozen (θ_0 = θ_ref).
+    theta: the flat policy parameters θ [d] (problem.unravel gives the policy's own).
+    """
+
+    eval_set: HeldOut
+    opt_state: optax.OptState
+    ref_theta: jax.Array
+    theta: jax.Array
+
+
 @dataclasses.dataclass(frozen=True)
 class DPOCore:
     """The pieces both trainers are built from, for one (settings, problem).
 
-    init(key) -> {theta, opt_state, ref_theta, eval_set}: θ_0 = θ_ref and the held-out pairs.
+    init(key) -> DPOState: θ_0 = θ_ref and the held-out pairs.
     collect(key, theta, n) -> (LabelledPairs, Spent, label accuracy): n fresh pairs from θ,
         each labelled by M oracle queries.
     apply(theta, opt_state, ref_theta, pairs) -> (theta, opt_state, loss, reward margin): one
         Adam step on the pairs' mean loss.
     diagnostics(state) -> held-out accuracy and exact KL of θ (outside the budget; the trainer's
-        diagnostics, so a runner computes them only at the iterations it logs).
+        diagnostics, so a runner computes them only at the iterations it logs). It reads the
+        state's theta, ref_theta and eval_set, which every DPO state has.
     """
 
     init: object
@@ -263,11 +293,11 @@ def make_core(config: DPOSettings, problem: Problem) -> DPOCore:
     def held_out(key, ref_theta):
         traj_a, traj_b, _ = sample_pairs(key, ref_theta, config.num_eval_pairs)
         u_a, u_b = problem.utility(traj_a), problem.utility(traj_b)
-        return Steps.of(traj_a), Steps.of(traj_b), jnp.sign(u_a - u_b)
+        return HeldOut(Steps.of(traj_a), Steps.of(traj_b), jnp.sign(u_a - u_b))
 
     def diagnostics(state):
-        theta, ref_theta = state["theta"], state["ref_theta"]
-        first, second, truth = state["eval_set"]
+        theta, ref_theta = state.theta, state.ref_theta
+        first, second, truth = state.eval_set.first, state.eval_set.second, state.eval_set.truth
         params, ref_params = problem.unravel(theta), problem.unravel(ref_theta)
         margin = log_ratio(policy, params, ref_params, first) - log_ratio(
             policy, params, ref_params, second
@@ -290,11 +320,8 @@ def make_core(config: DPOSettings, problem: Problem) -> DPOCore:
         ref_theta = problem.initial_theta(key)
         # policy.init consumes `key` itself; fold_in derives independent streams for the rest.
         eval_set = held_out(jax.random.fold_in(key, 1), ref_theta)
-        return {
-            "theta": ref_theta,
-            "opt_state": tx.init(ref_theta),
-            "ref_theta": ref_theta,
-            "eval_set": eval_set,
-        }
+        return DPOState(
+            eval_set=eval_set, opt_state=tx.init(ref_theta), ref_theta=ref_theta, theta=ref_theta
+        )
 
     return DPOCore(init=init, collect=collect, apply=apply, diagnostics=diagnostics)

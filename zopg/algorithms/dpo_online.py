@@ -37,7 +37,7 @@ def make_trainer(config: DPOOnlineConfig, problem: Problem) -> Trainer:
 
     def iterate(state, t, key):
         del t  # fresh pairs each iteration; nothing depends on the index itself
-        theta, ref_theta = state["theta"], state["ref_theta"]
+        theta, ref_theta = state.theta, state.ref_theta
         pairs, spent, label_accuracy = core.collect(key, theta, config.num_pairs)
 
         def _gradient_step(carry, _):
@@ -46,7 +46,7 @@ def make_trainer(config: DPOOnlineConfig, problem: Problem) -> Trainer:
 
         (theta, opt_state), (loss, reward_margin) = jax.lax.scan(
             _gradient_step,
-            (theta, state["opt_state"]),
+            (theta, state.opt_state),
             None,
             length=config.updates_per_iteration,
         )
@@ -55,11 +55,9 @@ def make_trainer(config: DPOOnlineConfig, problem: Problem) -> Trainer:
             "rewards/margins": reward_margin[0],
             "dpo/label_accuracy": label_accuracy,
         }
-        return {**state, "theta": theta, "opt_state": opt_state}, spent, metrics
+        return state.replace(theta=theta, opt_state=opt_state), spent, metrics
 
-    return Trainer(
-        core.init, iterate, lambda state: problem.unravel(state["theta"]), core.diagnostics
-    )
+    return Trainer(core.init, iterate, lambda state: problem.unravel(state.theta), core.diagnostics)
 
 
 # What `zopg tune` may set (the ranges are chosen as zopg/algorithms/search_space.py says).

@@ -14,6 +14,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 
 from zopg.algorithms.base import Algorithm, AlgorithmConfig, Problem, Spent, Trainer, unit_cost
 from zopg.algorithms.exact_pg import OPTIMIZERS, make_optimizer
@@ -67,6 +68,19 @@ def centred_ranks(x: jax.Array) -> jax.Array:
     return rank / max(n - 1, 1) - 0.5
 
 
+@struct.dataclass
+class ESState:
+    """What OpenAI-ES carries between iterations.
+
+    theta: the flat mean θ [d] of the search distribution, the policy evaluated
+        (problem.unravel gives the policy's own parameters).
+    opt_state: the optax optimizer's state for θ (sgd or adam).
+    """
+
+    theta: jax.Array
+    opt_state: optax.OptState
+
+
 def make_trainer(config: ESConfig, problem: Problem) -> Trainer:
     tx = make_optimizer(config)
     half = config.population_size // 2
@@ -84,11 +98,11 @@ def make_trainer(config: ESConfig, problem: Problem) -> Trainer:
 
     def init(key):
         theta = problem.initial_theta(key)
-        return theta, tx.init(theta)
+        return ESState(theta=theta, opt_state=tx.init(theta))
 
-    def iterate(state, t, key):
+    def iterate(state: ESState, t, key):
         del t
-        theta, opt_state = state
+        theta, opt_state = state.theta, state.opt_state
         k_noise, k_roll = jax.random.split(key)
         eps = jax.random.normal(k_noise, (half, problem.dim))
         members = jnp.concatenate([theta + config.sigma * eps, theta - config.sigma * eps])
@@ -103,9 +117,9 @@ def make_trainer(config: ESConfig, problem: Problem) -> Trainer:
             env_steps=jnp.sum(steps),
         )
         metrics = {"es/mean_return": jnp.mean(returns), "es/grad_norm": jnp.linalg.norm(grad)}
-        return (optax.apply_updates(theta, updates), opt_state), spent, metrics
+        return ESState(optax.apply_updates(theta, updates), opt_state), spent, metrics
 
-    return Trainer(init, iterate, lambda state: problem.unravel(state[0]))
+    return Trainer(init, iterate, lambda state: problem.unravel(state.theta))
 
 
 # What `zopg tune` may set (the ranges are chosen as zopg/algorithms/search_space.py says).

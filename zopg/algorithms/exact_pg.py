@@ -10,6 +10,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 
 from zopg.algorithms.base import Algorithm, AlgorithmConfig, Problem, Spent, Trainer, unit_cost
 from zopg.algorithms.search_space import SearchSpace, log_range, one_of
@@ -44,22 +45,35 @@ def make_optimizer(config) -> optax.GradientTransformation:
     return make(config.learning_rate)
 
 
+@struct.dataclass
+class ExactPGState:
+    """What exact policy-gradient ascent carries between iterations.
+
+    theta: the flat policy parameters θ [d] (problem.unravel gives the policy's own).
+    opt_state: the optax optimizer's state for θ (sgd or adam).
+    """
+
+    theta: jax.Array
+    opt_state: optax.OptState
+
+
 def make_trainer(config: ExactPGConfig, problem: Problem) -> Trainer:
     tx = make_optimizer(config)
 
     def init(key):
         theta = problem.initial_theta(key)  # the same init as ZPG and DPO for the same seed
-        return theta, tx.init(theta)
+        return ExactPGState(theta=theta, opt_state=tx.init(theta))
 
-    def iterate(state, t, key):
+    def iterate(state: ExactPGState, t, key):
         del t, key  # deterministic
-        theta, opt_state = state
+        theta, opt_state = state.theta, state.opt_state
         grad = jax.grad(problem.exact_value)(theta)
         updates, opt_state = tx.update(-grad, opt_state, theta)  # optax minimises
         metrics = {"pg/grad_norm_sq": jnp.sum(grad**2)}  # at the iterate before the update
-        return (optax.apply_updates(theta, updates), opt_state), Spent.zero(), metrics
+        new = ExactPGState(optax.apply_updates(theta, updates), opt_state)
+        return new, Spent.zero(), metrics
 
-    return Trainer(init, iterate, lambda state: problem.unravel(state[0]))
+    return Trainer(init, iterate, lambda state: problem.unravel(state.theta))
 
 
 # What `zopg tune` may set (the ranges are chosen as zopg/algorithms/search_space.py says).

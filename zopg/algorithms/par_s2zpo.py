@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import struct
 
 from zopg.algorithms.base import Algorithm, Problem, Trainer
 from zopg.algorithms.settings import integer
@@ -60,6 +61,21 @@ def block_masks(dim: int, num_blocks: int) -> np.ndarray:
     return owner[None, :] == np.arange(num_blocks)[:, None]
 
 
+@struct.dataclass
+class ParS2ZPOState:
+    """What Par-S2ZPO carries between rounds.
+
+    theta: the flat policy parameters θ [d], every agent's block of it (problem.unravel gives
+        the policy's own parameters).
+    opt_state: the optax optimizer's state for θ (sgd or adam).
+    bits: int32 scalar, the bits communicated so far (d + K per round; `comm/bits`).
+    """
+
+    theta: jax.Array
+    opt_state: optax.OptState
+    bits: jax.Array
+
+
 def make_trainer(config: ParS2ZPOConfig, problem: Problem) -> Trainer:
     tx = make_optimizer(config)
     blocks = config.num_blocks
@@ -69,10 +85,10 @@ def make_trainer(config: ParS2ZPOConfig, problem: Problem) -> Trainer:
 
     def init(key):
         theta = problem.initial_theta(key)
-        return theta, tx.init(theta), jnp.zeros((), jnp.int32)
+        return ParS2ZPOState(theta=theta, opt_state=tx.init(theta), bits=jnp.zeros((), jnp.int32))
 
-    def iterate(state, t, key):
-        theta, opt_state, bits = state
+    def iterate(state: ParS2ZPOState, t, key):
+        theta, opt_state, bits = state.theta, state.opt_state, state.bits
         sign_step = make_sign_step(config, problem, schedule_value(config.mu, t))
 
         def agent(key, mask):
@@ -89,9 +105,9 @@ def make_trainer(config: ParS2ZPOConfig, problem: Problem) -> Trainer:
             "comm/bits": bits,
         }
         new_theta = optax.apply_updates(theta, updates)
-        return (new_theta, opt_state, bits), spent.total(), metrics
+        return ParS2ZPOState(new_theta, opt_state, bits), spent.total(), metrics
 
-    return Trainer(init, iterate, lambda state: problem.unravel(state[0]))
+    return Trainer(init, iterate, lambda state: problem.unravel(state.theta))
 
 
 ALGORITHM = Algorithm(

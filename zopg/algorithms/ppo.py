@@ -110,7 +110,14 @@ class PPOConfig(AlgorithmConfig):
 
 @struct.dataclass
 class PPOState:
-    """Everything PPO carries between iterations; ref_params is π_ref for the KL penalty."""
+    """Everything PPO carries between iterations.
+
+    policy_params: the policy's own parameters (a pytree, as policy.init gives them).
+    value_params: the value head's parameters.
+    policy_opt, value_opt: the two optimizers' states (Adam, after an optional global-norm clip).
+    ref_params: π_ref's parameters, the initial policy's, frozen (for the KL penalty and RM
+        pipelines' reference pairs).
+    """
 
     policy_params: object
     value_params: object

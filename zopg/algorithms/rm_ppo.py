@@ -13,10 +13,12 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import optax
+from flax import struct
 
 from zopg.algorithms import reward_model as rm
 from zopg.algorithms.base import Algorithm, AlgorithmConfig, Problem, Spent, Trainer, unit_cost
-from zopg.algorithms.ppo import PPOConfig, make_ppo
+from zopg.algorithms.ppo import PPOConfig, PPOState, make_ppo
 from zopg.algorithms.search_space import SearchSpace, log_range, one_of
 from zopg.algorithms.settings import choice, integer, nested
 from zopg.preferences import preference_rate
@@ -69,6 +71,22 @@ class RMPPOConfig(AlgorithmConfig):
             problem.require_oracle("rm-ppo")
 
 
+@struct.dataclass
+class RMPPOState:
+    """What RM+PPO carries between rounds.
+
+    ppo: PPO's state (policy, value head, their optimizers and π_ref).
+    phi: the reward model's parameters φ of r_φ.
+    rm_opt: the reward model's Adam state, warm-started from round to round.
+    buffer: the FIFO buffer of labelled pairs (buffer_size of them once full).
+    """
+
+    ppo: PPOState
+    phi: object
+    rm_opt: optax.OptState
+    buffer: rm.PairBuffer
+
+
 def make_trainer(config: RMPPOConfig, problem: Problem) -> Trainer:
     """One iteration is one round."""
     env, env_params = problem.env, problem.env_params
@@ -103,11 +121,11 @@ def make_trainer(config: RMPPOConfig, problem: Problem) -> Trainer:
             lambda k, p: view(rollout_pairs(k, p)[0]), k_rm, ppo_state.policy_params
         )
         buffer = rm.empty_buffer(config.buffer_size, example)
-        return ppo_state, phi, init_rm_opt(phi), buffer
+        return RMPPOState(ppo=ppo_state, phi=phi, rm_opt=init_rm_opt(phi), buffer=buffer)
 
-    def iterate(state, t, key):
+    def iterate(state: RMPPOState, t, key):
         del t
-        ppo_state, phi, rm_opt, buffer = state
+        ppo_state, phi, rm_opt, buffer = state.ppo, state.phi, state.rm_opt, state.buffer
         k_pairs, k_query, k_fit, k_ppo = jax.random.split(key, 4)
 
         # 1. Label P fresh pairs (of the current or the reference policy), M queries each.
@@ -149,9 +167,9 @@ def make_trainer(config: RMPPOConfig, problem: Problem) -> Trainer:
             # PPO statistics averaged over the round's K iterations.
             **jax.tree_util.tree_map(jnp.mean, stats),
         }
-        return (ppo_state, phi, rm_opt, buffer), spent, metrics
+        return RMPPOState(ppo_state, phi, rm_opt, buffer), spent, metrics
 
-    return Trainer(init, iterate, policy_params=lambda state: state[0].policy_params)
+    return Trainer(init, iterate, policy_params=lambda state: state.ppo.policy_params)
 
 
 # What `zopg tune` may set (the ranges are chosen as zopg/algorithms/search_space.py says).

@@ -20,10 +20,11 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 from zopg.algorithms import reward_model as rm
 from zopg.algorithms.base import Algorithm, AlgorithmConfig, Problem, Spent, Trainer, unit_cost
-from zopg.algorithms.ppo import PPOConfig, make_ppo
+from zopg.algorithms.ppo import PPOConfig, PPOState, make_ppo
 from zopg.algorithms.search_space import SearchSpace, log_range
 from zopg.algorithms.settings import integer, nested
 from zopg.envs.gridworld import TabularModel
@@ -99,6 +100,25 @@ def proxy_model(model: TabularModel, reward: jax.Array) -> TabularModel:
     return model.replace(reward=jnp.broadcast_to(reward[:, :, None], model.transition.shape))
 
 
+# The fields are in alphabetical order: this state was a dict, whose leaves JAX flattens in
+# sorted key order, and checkpoints store leaves by position, so a checkpoint written before it
+# was named still resumes into the same fields.
+@struct.dataclass
+class RMPPOOnceState:
+    """What fit-once RM+PPO carries between iterations.
+
+    data_spent: what labelling the reference pairs spent (reported by iteration 0).
+    fit: the one fit's statistics (dict of scalars), reported as metrics every iteration.
+    phi: the reward model's parameters φ of r_φ, frozen after the fit.
+    ppo: PPO's state (policy, value head, their optimizers and π_ref).
+    """
+
+    data_spent: Spent
+    fit: dict
+    phi: object
+    ppo: PPOState
+
+
 def make_trainer(config: RMPPOOnceConfig, problem: Problem) -> Trainer:
     env, env_params, policy = problem.env, problem.env_params, problem.policy
     model = rm.make_reward_model(config.reward_model, env, env_params)
@@ -123,26 +143,26 @@ def make_trainer(config: RMPPOOnceConfig, problem: Problem) -> Trainer:
         phi, _, fit_stats = fit(k_fit, phi, init_rm_opt(phi), buffer)
         data_spent = Spent.of(feedback.queries, 2 * num_pairs, jnp.sum(traj.valid))
         # The buffer is not kept: r_φ never sees another pair.
-        return {"ppo": ppo_state, "phi": phi, "data_spent": data_spent, "fit": fit_stats}
+        return RMPPOOnceState(data_spent=data_spent, fit=fit_stats, phi=phi, ppo=ppo_state)
 
-    def iterate(state, t, key):
+    def iterate(state: RMPPOOnceState, t, key):
         def _ppo_step(ppo_state, k):
-            ppo_state, stats, spent = core.iteration(k, ppo_state, state["phi"])
+            ppo_state, stats, spent = core.iteration(k, ppo_state, state.phi)
             return ppo_state, (stats, spent)
 
         keys = jax.random.split(key, config.ppo.num_iterations)
-        ppo_state, (stats, ppo_spent) = jax.lax.scan(_ppo_step, state["ppo"], keys)
+        ppo_state, (stats, ppo_spent) = jax.lax.scan(_ppo_step, state.ppo, keys)
         # The pairs' cost (queries, their episodes) is reported once, by iteration 0.
         data = jax.tree_util.tree_map(
-            lambda x: jnp.where(t == 0, x, jnp.zeros_like(x)), state["data_spent"]
+            lambda x: jnp.where(t == 0, x, jnp.zeros_like(x)), state.data_spent
         )
-        metrics = {**state["fit"], **jax.tree_util.tree_map(jnp.mean, stats)}
-        return {**state, "ppo": ppo_state}, data + ppo_spent.total(), metrics
+        metrics = {**state.fit, **jax.tree_util.tree_map(jnp.mean, stats)}
+        return state.replace(ppo=ppo_state), data + ppo_spent.total(), metrics
 
     return Trainer(
         init,
         iterate,
-        policy_params=lambda state: state["ppo"].policy_params,
+        policy_params=lambda state: state.ppo.policy_params,
         diagnostics=proxy_diagnostics(problem, model),
     )
 
@@ -160,9 +180,9 @@ def proxy_diagnostics(problem: Problem, model: rm.RewardModel):
     def diagnostics(state):
         # r_φ of every observation and action (model() maps an observation to its cell first
         # where the reward model sees cells only).
-        reward = model(state["phi"], states[:, None], actions[None, :])
+        reward = model(state.phi, states[:, None], actions[None, :])
         proxy = proxy_model(tabular, reward)
-        value = policy_value(proxy, policy.action_probs(state["ppo"].policy_params, states))
+        value = policy_value(proxy, policy.action_probs(state.ppo.policy_params, states))
         low, high = policy_value(proxy, uniform), optimal_value(proxy)
         return {"rm/proxy_value": value, "rm/proxy_score": (value - low) / (high - low)}
 

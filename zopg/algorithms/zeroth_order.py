@@ -14,6 +14,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 
 from zopg.algorithms.base import AlgorithmConfig, Problem, Spent, Trainer, unit_cost
 from zopg.algorithms.common_random_numbers import same_trajectories
@@ -165,6 +166,18 @@ def make_difference_fn(config: ZOConfig, problem: Problem):
     return sampled
 
 
+@struct.dataclass
+class ZOState:
+    """What ZPG and ZBCPG carry between iterations.
+
+    theta: the flat policy parameters θ [d] (problem.unravel gives the policy's own).
+    opt_state: the optax optimizer's state for θ (sgd or adam).
+    """
+
+    theta: jax.Array
+    opt_state: optax.OptState
+
+
 def make_zo_trainer(config: ZOConfig, problem: Problem, estimate) -> Trainer:
     """A Trainer around `estimate(key, theta, mu) -> (g, delta_hat, spent, update_mask)`;
     update_mask is None or a bool vector of the coordinates that may change (ZBCPG's blocks)."""
@@ -176,10 +189,10 @@ def make_zo_trainer(config: ZOConfig, problem: Problem, estimate) -> Trainer:
 
     def init(key):
         theta = problem.initial_theta(key)
-        return theta, tx.init(theta)
+        return ZOState(theta=theta, opt_state=tx.init(theta))
 
-    def iterate(state, t, key):
-        theta, opt_state = state
+    def iterate(state: ZOState, t, key):
+        theta, opt_state = state.theta, state.opt_state
         mu = schedule_value(config.mu, t)
         g, delta_hat, spent, update_mask = estimate(key, theta, mu)
         # optax minimises, so ascent feeds -g.
@@ -195,9 +208,9 @@ def make_zo_trainer(config: ZOConfig, problem: Problem, estimate) -> Trainer:
         }
         if free_ties_counted:
             metrics["zo/free_ties"] = 1.0 - spent.queries / queries_per_iteration
-        return (optax.apply_updates(theta, updates), opt_state), spent, metrics
+        return ZOState(optax.apply_updates(theta, updates), opt_state), spent, metrics
 
-    return Trainer(init=init, iterate=iterate, policy_params=lambda s: problem.unravel(s[0]))
+    return Trainer(init=init, iterate=iterate, policy_params=lambda s: problem.unravel(s.theta))
 
 
 # What `zopg tune` may set for the methods built on these settings (see algorithms/search_space.py).

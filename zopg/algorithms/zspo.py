@@ -12,6 +12,7 @@ import dataclasses
 
 import jax
 import optax
+from flax import struct
 
 from zopg.algorithms.base import Algorithm, Problem, Trainer
 from zopg.algorithms.settings import choice
@@ -48,15 +49,27 @@ def sample_direction(key, dim: int, direction: str):
     return unit_rademacher(key, dim)
 
 
+@struct.dataclass
+class ZSPOState:
+    """What ZSPO carries between iterations.
+
+    theta: the flat policy parameters θ [d] (problem.unravel gives the policy's own).
+    opt_state: the optax optimizer's state for θ (sgd or adam).
+    """
+
+    theta: jax.Array
+    opt_state: optax.OptState
+
+
 def make_trainer(config: ZSPOConfig, problem: Problem) -> Trainer:
     tx = make_optimizer(config)
 
     def init(key):
         theta = problem.initial_theta(key)
-        return theta, tx.init(theta)
+        return ZSPOState(theta=theta, opt_state=tx.init(theta))
 
-    def iterate(state, t, key):
-        theta, opt_state = state
+    def iterate(state: ZSPOState, t, key):
+        theta, opt_state = state.theta, state.opt_state
         k_dir, k_sign = jax.random.split(key)
         v = sample_direction(k_dir, problem.dim, config.direction)
         sign_step = make_sign_step(config, problem, schedule_value(config.mu, t))
@@ -65,9 +78,9 @@ def make_trainer(config: ZSPOConfig, problem: Problem) -> Trainer:
         metrics = {"zo/sign": sign, "zo/vote_margin": margin}
         if config.common_random_numbers:
             metrics["zo/free_ties"] = 1.0 - spent.queries / config.num_votes
-        return (optax.apply_updates(theta, updates), opt_state), spent, metrics
+        return ZSPOState(optax.apply_updates(theta, updates), opt_state), spent, metrics
 
-    return Trainer(init, iterate, lambda state: problem.unravel(state[0]))
+    return Trainer(init, iterate, lambda state: problem.unravel(state.theta))
 
 
 ALGORITHM = Algorithm(
