@@ -154,7 +154,8 @@ def test_counters_that_would_overflow_are_refused_before_running(problem):
 
 def test_registry_names_imports_and_duplicates():
     assert get("zpg") is ALGORITHMS["zpg"]
-    with pytest.raises(ConfigError, match=r"unknown algorithm 'zpgg'; known algorithms: .*zbcpg"):
+    unknown = r"unknown algorithm 'zpgg' \(did you mean 'zpg'\?\); known algorithms: .*zbcpg"
+    with pytest.raises(ConfigError, match=unknown):
         get("zpgg")
     with pytest.raises(ConfigError, match="cannot import 'no_such_module'"):
         get("no_such_module:ALGORITHM")

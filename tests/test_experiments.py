@@ -13,7 +13,8 @@ import zopg
 from zopg import ConfigError, cli, store
 from zopg.analysis.report import write_reports
 from zopg.experiments import load_experiment
-from zopg.experiments.runner import logged_iterations, run_experiment
+from zopg.experiments.build import built_runs
+from zopg.experiments.runner import logged_iterations, plan_runs, run_experiment
 
 TINY = """
 name = "tiny"
@@ -72,11 +73,13 @@ def write(tmp_path, text):
         (lambda t: "colour = 'red'\n" + t, r"bad.toml: colour: unknown key; allowed: .*budget_q"),
         (
             lambda t: t.replace('algorithm = "zpg"', 'algorithm = "zpgg"'),
-            r"methods.zpg.algorithm: unknown algorithm 'zpgg'; known algorithms: .*zbcpg, zpg",
+            r"methods.zpg.algorithm: unknown algorithm 'zpgg' \(did you mean 'zpg'\?\); "
+            r"known algorithms: .*zbcpg, zpg",
         ),
         (
             lambda t: t.replace("num_pairs = 4", "num_pears = 4"),
-            r"methods.zpg: num_pears = 4: unknown field of ZPGConfig; allowed: .*num_pairs",
+            r"methods.zpg: num_pears = 4: unknown field of ZPGConfig "
+            r"\(did you mean 'num_pairs'\?\); allowed: .*num_pairs",
         ),
         (
             lambda t: t.replace("num_pairs = 4", "num_pairs = 0"),
@@ -97,29 +100,32 @@ def write(tmp_path, text):
             r"envs \(gridworld/open-5x5\): slip = 2.0: must be in \[0, 1\]",
         ),
         (lambda t: t.replace('"bradley-terry"', '"logit"'), r"links \(logit\): unknown link"),
-        (lambda t: t.replace("seeds = 4", "seeds = 0"), r"seeds: = 0: must be an integer >= 1"),
+        (lambda t: t.replace("seeds = 4", "seeds = 0"), r"seeds = 0: must be an integer >= 1"),
         (
             lambda t: t.replace("budget_queries = 2000", "budget_queries = 10"),
             r"methods.zpg: spends 20 queries per unit of num_iterations, more than budget_q",
         ),
         (lambda t: t + "\n[teacher]\nmistake = 0.9\n", r"teacher: teacher.mistake = 0.9"),
-        (lambda t: t + "\n[teacher]\nlaziness = 0.9\n", r"teacher: .*laziness.*allowed: "),
-        (lambda t: t.replace("points = 10", "points = -1"), r"evaluation.points: = -1"),
+        (
+            lambda t: t + "\n[teacher]\nlaziness = 0.9\n",
+            r"teacher.laziness: unknown key; allowed: rationality",
+        ),
+        (lambda t: t.replace("points = 10", "points = -1"), r"evaluation.points = -1"),
         (lambda t: t.replace('name = "tiny"\n', ""), r"bad.toml: name: is required"),
         (
             lambda t: t.replace("chunk_iterations = 25", "chunk_iterations = 25\nepisodes = 1"),
-            r"evaluation.episodes: = 1: must be >= 2",
+            r"evaluation.episodes = 1: must be >= 2",
         ),
         (
             lambda t: t.replace('algorithm = "zpg"', 'algorithm = "zpg"\nenvs = ["gridworld/x"]'),
-            r"methods.zpg.envs: = \['gridworld/x'\]: must be a non-empty list of env ids "
+            r"methods.zpg.envs = \['gridworld/x'\]: must be a non-empty list of env ids "
             r"\(labels\) of this experiment \(gridworld/open-5x5\)",
         ),
         (
             lambda t: t.replace(
                 'id = "gridworld/open-5x5"', 'id = "gridworld/open-5x5"\npolicy = "tabularr"'
             ),
-            r"envs\[0\].policy: = 'tabularr': allowed: tabular, mlp, gaussian",
+            r"envs\[0\].policy = 'tabularr': allowed: tabular, mlp, gaussian",
         ),
         (
             lambda t: t.replace(
@@ -155,6 +161,48 @@ def write(tmp_path, text):
 def test_bad_experiment_files(tmp_path, edit, match):
     with pytest.raises(ConfigError, match=match):
         load_experiment(write(tmp_path, edit(TINY)))
+
+
+def test_integral_floats_are_integers(tiny_file):
+    """TOML reads 1e6 as a float; an integer field takes it as the integer it is."""
+    exp = load_experiment(tiny_file, ["budget_queries=1e6", "methods.zpg.num_pairs=8.0"])
+    assert exp.budget_queries == 1_000_000 and isinstance(exp.budget_queries, int)
+    run = next(iter(built_runs(exp)))[-1]
+    assert run.config.num_pairs == 8 and isinstance(run.config.num_pairs, int)
+    with pytest.raises(ConfigError, match=r"budget_queries = 1000000.5: must be an integer"):
+        load_experiment(tiny_file, ["budget_queries=1000000.5"])
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("methods.zpgg.num_pairs=3", r"methods.zpgg: no 'algorithm' key \(did you mean 'zpg'\?\)"),
+        ("teacher.mistak=0.1", r"teacher.mistak: unknown key \(did you mean 'mistake'\?\)"),
+        ("evaluation.pionts=3", r"evaluation.pionts: unknown key \(did you mean 'points'\?\)"),
+        ("envs.0.id=gridworld/open-5x6", r"\(did you mean 'gridworld/open-5x5'\?\)"),
+        ("links.0.name=bradly-terry", r"\(did you mean 'bradley-terry'\?\)"),
+    ],
+)
+def test_misspelt_names_get_a_suggestion(tiny_file, override, match):
+    with pytest.raises(ConfigError, match=match):
+        list(built_runs(load_experiment(tiny_file, [override])))
+
+
+def test_names_the_file_system_refuses_are_refused_before_running(tmp_path):
+    long_label = TINY.replace("[methods.zpg]", f"[methods.{'m' * 65}]")
+    with pytest.raises(ConfigError, match="at most 64 characters"):
+        load_experiment(write(tmp_path, long_label))
+    sweep = TINY + f'\n[[sweep]]\nfield = "description"\nvalues = ["{"v" * 250}"]\n'
+    with pytest.raises(ConfigError, match=r"bytes; file names allow 240"):
+        plan_runs(load_experiment(write(tmp_path, sweep)))
+    nul = TINY + '\n[[sweep]]\nfield = "description"\nvalues = ["a\\u0000b"]\n'
+    with pytest.raises(ConfigError, match="control character"):
+        plan_runs(load_experiment(write(tmp_path, nul)))
+
+
+def test_an_unknown_experiment_name_gets_a_suggestion():
+    with pytest.raises(ConfigError, match=r"'quick_gridwrld' \(did you mean 'quick_gridworld'\?\)"):
+        cli.resolve_experiment("quick_gridwrld")
 
 
 def test_set_overrides(tiny_file):

@@ -78,7 +78,7 @@ def test_runs_the_sweep_does_not_touch_are_reused(swept):
         ),
         (
             lambda t: t.replace("values = [1.0, 2.0]", "values = []"),
-            r"sweep\[1\].values: = \[\]: must be a non-empty list",
+            r"sweep\[1\].values = \[\]: must be a non-empty list",
         ),
         (
             lambda t: t.replace("values = [3, 4]", "values = [3, 40]"),
@@ -90,7 +90,7 @@ def test_runs_the_sweep_does_not_touch_are_reused(swept):
         ),
         (
             lambda t: t.replace('field = "methods.zpg.mu"', 'field = "seeds"'),
-            r"sweep\[1\].field: = 'seeds': cannot be swept",
+            r"sweep\[1\].field = 'seeds': cannot be swept",
         ),
         (
             lambda t: t.replace('field = "methods.zpg.mu"', 'field = "envs.3.slip"'),
@@ -98,7 +98,7 @@ def test_runs_the_sweep_does_not_touch_are_reused(swept):
         ),
         (
             lambda t: t.replace("threshold = 0.2", "threshold = 'high'"),
-            r"evaluation.threshold: = 'high': must be a number",
+            r"evaluation.threshold = 'high': must be a number",
         ),
     ],
 )
@@ -175,7 +175,7 @@ def test_labels_per_env_utilities_and_method_link_lists(tmp_path):
     [
         (
             lambda t: t.replace('links = ["bradley-terry", "sharp-bt"]', 'links = ["logit"]'),
-            r"methods.zpg-known.links: = \['logit'\]: must be a non-empty list of link names",
+            r"methods.zpg-known.links = \['logit'\]: must be a non-empty list of link names",
         ),
         (
             lambda t: t.replace('label = "sharp-bt"\n', ""),

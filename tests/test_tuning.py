@@ -240,14 +240,14 @@ def test_tuning_envs_never_equal_evaluation_envs(tmp_path):
     [
         (
             lambda t: t.replace("trials = 4", "trials = 0"),
-            r"tune.trials: = 0: must be an integer >= 1",
+            r"tune.trials = 0: must be an integer >= 1",
         ),
         (lambda t: t.replace("seeds = 2\n[[tune", "seeds = 0\n[[tune"), r"tune.seeds"),
         (
             lambda t: t.replace("[tune]", '[tune]\nmethods = ["nope"]'),
             r"tune.methods: 'nope' is not a method",
         ),
-        (lambda t: t.replace("[tune]", '[tune]\nlink = "linear"'), r"tune.link: = 'linear'"),
+        (lambda t: t.replace("[tune]", '[tune]\nlink = "linear"'), r"tune.link = 'linear'"),
         (lambda t: t.replace("[tune]", "[tune]\nbudget = 3"), r"tune.budget: unknown key"),
         (
             lambda t: t.replace('[[tune.envs]]\nid = "gridworld/random"\nseed = 3\n', ""),

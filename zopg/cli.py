@@ -11,7 +11,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from zopg.errors import ConfigError
+from zopg.errors import ConfigError, did_you_mean
 
 EXPERIMENTS_DIR = Path("benchmarks")
 
@@ -26,7 +26,10 @@ def resolve_experiment(name: str) -> Path:
         return candidate
     stems = [p.stem for p in sorted(EXPERIMENTS_DIR.glob("*.toml"))]
     known = ", ".join(stems) or "none found"
-    raise ConfigError(f"unknown experiment {name!r}; experiments in {EXPERIMENTS_DIR}/: {known}")
+    hint = did_you_mean(name, stems)
+    raise ConfigError(
+        f"unknown experiment {name!r}{hint}; experiments in {EXPERIMENTS_DIR}/: {known}"
+    )
 
 
 def cmd_run(args) -> int:

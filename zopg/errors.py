@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 
 # The largest int32: counters and sizes are int32 on the device (JAX's default integer), so
@@ -18,10 +19,19 @@ def bad_value(field: str, value: object, allowed: str) -> ConfigError:
     return ConfigError(f"{field} = {value!r}: {allowed}")
 
 
+def did_you_mean(name: object, known: Iterable[str]) -> str:
+    """ "; did you mean 'x'?" for the known name closest to a misspelt one, else ""."""
+    if not isinstance(name, str):
+        return ""
+    close = difflib.get_close_matches(name, [k for k in known if isinstance(k, str)], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def unknown_name(kind: str, name: object, known: Iterable[str]) -> ConfigError:
-    """An unknown registry name; the message lists every known one."""
-    names = ", ".join(sorted(known))
-    return ConfigError(f"unknown {kind} {name!r}; known {_plural(kind)}: {names}")
+    """An unknown registry name; the message suggests the closest and lists every known one."""
+    known = sorted(known)
+    hint = did_you_mean(name, known)
+    return ConfigError(f"unknown {kind} {name!r}{hint}; known {_plural(kind)}: {', '.join(known)}")
 
 
 def _plural(noun: str) -> str:
@@ -58,8 +68,17 @@ def interval(low, high, low_open: bool = False, high_open: bool = False) -> str:
     return f"{left}{lo}, {hi}{right}"
 
 
+def integral(value: object) -> object:
+    """An integral float (TOML reads 1e6 as 1000000.0) as an int; anything else unchanged."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def checked_int(field: str, value: object, low: int | None = 1, high: int | None = None) -> int:
-    """`value` as a Python int in [low, high], or a ConfigError naming `field`."""
+    """`value` as a Python int in [low, high], or a ConfigError naming `field`; an integral float
+    such as 1e6 is taken as the integer it is."""
+    value = integral(value)
     # bool is an int subclass; True as a count is surely a mistake.
     if isinstance(value, bool) or not isinstance(value, int):
         raise bad_value(field, value, f"must be an integer in {interval(low, high)}")

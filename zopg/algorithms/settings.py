@@ -22,6 +22,8 @@ from zopg.errors import (
     checked_choice,
     checked_float,
     checked_int,
+    did_you_mean,
+    integral,
 )
 from zopg.preferences import make_link
 
@@ -112,6 +114,8 @@ class Rule:
         field_type is the parent's default instance of it."""
         if value is None:
             return value
+        if self.kind == "integer":
+            return integral(value)  # TOML reads 1e6 as a float; it is the integer 1000000
         if self.kind == "real" and isinstance(value, int) and not isinstance(value, bool):
             # TOML writes 2 for 2.0. Kept an int, a value past int32 (sigma = 3e9 written out)
             # would overflow as a JAX scalar inside the trainer; checked_float also refuses an
@@ -246,7 +250,8 @@ class Settings:
             raise bad_value(
                 prefix + unknown[0],
                 data[unknown[0]],
-                f"unknown field of {cls.__name__}; allowed: {', '.join(sorted(fields))}",
+                f"unknown field of {cls.__name__}{did_you_mean(unknown[0], fields)}; "
+                f"allowed: {', '.join(sorted(fields))}",
             )
         values = {}
         for name, value in data.items():

@@ -8,7 +8,7 @@ from typing import Any
 
 from zopg.algorithms import Problem, Training, build, registry
 from zopg.envs import make as make_env
-from zopg.errors import ConfigError
+from zopg.errors import ConfigError, did_you_mean
 from zopg.evaluation import Evaluator, make_evaluator
 from zopg.experiments.schema import EnvSpec, Experiment, LinkSpec, MethodSpec
 from zopg.experiments.tomlfile import fail
@@ -90,9 +90,12 @@ def build_run(
         teacher = Teacher(**imperfections)
     except ConfigError as err:
         raise fail(source, "teacher", str(err)) from None
-    except TypeError as err:
-        fields = ", ".join(f.name for f in dataclasses.fields(Teacher))
-        raise fail(source, "teacher", f"{err}; allowed: {fields}, utility") from None
+    except TypeError:  # a key Teacher has no field for
+        fields = [f.name for f in dataclasses.fields(Teacher)]
+        key = sorted(set(imperfections) - set(fields))[0]
+        hint = did_you_mean(key, fields)
+        allowed = ", ".join([*fields, "utility"])
+        raise fail(source, f"teacher.{key}", f"unknown key{hint}; allowed: {allowed}") from None
     table = experiment.teacher.get("utility") if env_spec.utility is None else env_spec.utility
     utility = teacher_utility(table, source, env_spec, env, env_params)
     name, params = run_policy(experiment, env_spec)

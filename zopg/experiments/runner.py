@@ -23,6 +23,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from zopg import store
+from zopg.errors import ConfigError
 from zopg.evaluation import make_evaluator
 from zopg.experiments.build import BuiltRun, built_runs
 from zopg.experiments.memory import check_fits
@@ -195,9 +196,22 @@ def train_seeds(training, keys, logged, evaluator=None, label: str = "", quiet: 
     )
 
 
+# The longest run id whose files (<id>.json.lock, the longest) a file system takes: 255 bytes.
+MAX_RUN_ID_BYTES = 240
+
+
 def run_id(method: str, env_slug: str, link: str, point: dict) -> str:
     swept = "".join(f"__{k}={_slug(v)}" for k, v in point.items())
-    return f"{method}__{env_slug}__{link}{swept}"
+    rid = f"{method}__{env_slug}__{link}{swept}"
+    if any(ord(c) < 32 or ord(c) == 127 for c in rid):
+        raise ConfigError(f"run id {rid!r}: a sweep value has a control character")
+    if len(rid.encode()) > MAX_RUN_ID_BYTES:
+        # Only a long swept value can get here (labels are at most 64 bytes each).
+        raise ConfigError(
+            f"run id {rid[:60]!r}... is {len(rid.encode())} bytes; file names allow "
+            f"{MAX_RUN_ID_BYTES}: use shorter sweep values or labels (sweep label = ...)"
+        )
+    return rid
 
 
 def _slug(value) -> str:

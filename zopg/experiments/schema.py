@@ -44,7 +44,7 @@ import json
 import math
 
 from zopg.envs import registered_envs
-from zopg.errors import INT32_MAX
+from zopg.errors import INT32_MAX, did_you_mean
 from zopg.experiments.overrides import set_path
 from zopg.experiments.tomlfile import (
     check_keys,
@@ -254,7 +254,14 @@ def parse_experiment(raw: dict, source: str) -> Experiment:
             where = f"methods.{key_text(label)}"
             raise fail(source, where, f"the label must be a file name: {FILE_NAME}")
         if not isinstance(table, dict) or "algorithm" not in table:
-            raise fail(source, f"methods.{label}", "must be a table with an 'algorithm' key")
+            # Most often a misspelt label in --set (methods.zpgg.x=3 makes a new table).
+            others = [m for m in methods_raw if m != label]
+            raise fail(
+                source,
+                f"methods.{key_text(label)}",
+                f"no 'algorithm' key{did_you_mean(label, others)}; a method table names its "
+                f"algorithm (methods in this file: {', '.join(others) or 'none'})",
+            )
         params = {k: v for k, v in table.items() if k not in ("algorithm", "envs", "links")}
         link_names = [link.panel for link in links]
         only = {}
@@ -305,12 +312,16 @@ def parse_experiment(raw: dict, source: str) -> Experiment:
 
 # Labels and the experiment's name become file and folder names (results/<name>/runs/<method>__
 # <env>__<link>.json): "../x" would write outside the results folder, a NUL fails the write.
-FILE_NAME = "not empty or only dots, no '/' or control characters"
+FILE_NAME = "not empty or only dots, no '/' or control characters, at most 64 characters"
+# A run's files are named <method>__<env>__<link>[__<swept>=<value>...].json.lock: with three
+# labels of at most 64 bytes they stay far below the 255 bytes most file systems allow.
+MAX_LABEL_BYTES = 64
 
 
 def _file_name(text: str) -> bool:
     return (
         bool(text.strip("."))
+        and len(text.encode()) <= MAX_LABEL_BYTES
         and "/" not in text
         and not any(ord(c) < 32 or ord(c) == 127 for c in text)
     )

@@ -7,7 +7,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from zopg.errors import ConfigError
+from zopg.errors import ConfigError, did_you_mean, integral
 
 
 def read_toml(path) -> dict:
@@ -31,7 +31,9 @@ def read_toml(path) -> dict:
 
 
 def fail(source: str, key: str, message: str) -> ConfigError:
-    return ConfigError(f"{source}: {key}: {message}")
+    """`source: key: message`, or `source: key = value: rule` for a message "= value: rule"."""
+    separator = " " if message.startswith("= ") else ": "
+    return ConfigError(f"{source}: {key}{separator}{message}")
 
 
 BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -51,11 +53,13 @@ def check_keys(source, where, table, allowed) -> None:
         raise fail(
             source,
             f"{where}.{key}" if where else key,
-            f"unknown key; allowed: {', '.join(sorted(allowed))}",
+            f"unknown key{did_you_mean(unknown[0], allowed)}; "
+            f"allowed: {', '.join(sorted(allowed))}",
         )
 
 
 def positive_int(source, key, value, low: int = 1, high: int | None = None) -> int:
+    value = integral(value)  # 1e6 is a million
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise fail(source, key, f"= {value!r}: must be an integer >= {low}")
     if high is not None and value > high:
