@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -460,3 +461,40 @@ def test_summarize_into_a_closed_pipe_is_quiet():
         text=True,
     )
     assert done.returncode == 0 and done.stderr == ""
+
+
+def test_ctrl_c_exits_130_and_a_log_shows_progress_lines(tiny_file, tmp_path, monkeypatch, capsys):
+    """Without a terminal (capsys is a plain stream, as SLURM's log is) progress comes as lines;
+    Ctrl-C ends the command with the shell's 130 and says how to resume."""
+    real_save = store.save_checkpoint
+
+    def dying_save(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "save_checkpoint", dying_save)
+    code = cli.main(["run", str(tiny_file), "--out", str(tmp_path / "out"), "--seeds", "2"])
+    err = capsys.readouterr().err
+    assert code == 130
+    assert "interrupted; finished chunks are saved, run again to resume" in err
+    assert "zpg__gridworld-open-5x5__bradley-terry: 0/" in err  # a plain line, no \r
+    assert "\r" not in err
+
+
+def test_list_an_algorithm_shows_every_field_with_its_default(capsys):
+    assert cli.main(["list", "zpg"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^  num_queries +10 +an integer in \[1, 2147483647\]", out, re.M)
+    assert "budget_queries sets num_iterations" in out and "zopg tune searches:" in out
+    assert cli.main(["list", "zpgg"]) == 2
+    assert "did you mean 'zpg'" in capsys.readouterr().err
+
+
+def test_show_prints_the_resolved_config_as_toml(tiny_file, capsys):
+    """What a run will use: the file's fields, --set, the budget's field and the defaults."""
+    assert cli.main(["show", str(tiny_file), "zpg", "--set", "methods.zpg.num_pairs=8"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("[methods.zpg]  # zpg:")
+    assert "num_pairs = 8\n" in out and 'direction = "sphere"\n' in out
+    assert "num_iterations = 50\n" in out  # 2000 queries / (8 pairs x 5 votes)
+    assert "# link: not set\n" in out and "zbcpg" not in out

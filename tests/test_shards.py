@@ -185,3 +185,16 @@ def test_bad_submit_options_exit_2_before_anything_is_queued(small_file, tmp_pat
         assert cli.main([*base, *extra]) == 2, extra
         assert message in capsys.readouterr().err
     assert not list(tmp_path.glob("logs/*.pkl"))
+
+
+def test_a_shard_counts_runs_as_the_dry_run_does(tmp_path, capsys):
+    """A reference run serves every link panel: it is one run, though listed once per panel."""
+    path = tmp_path / "ref.toml"
+    path.write_text(SMALL + '[methods.exact]\nalgorithm = "exact-pg"\nnum_iterations = 5\n')
+    out = str(tmp_path / "out")
+    total = len(plan_runs(load_experiment(path))[0])
+    assert cli.main(["run", str(path), "--out", out, "--dry-run"]) == 0
+    assert f"small: {total} runs x 2 seeds" in capsys.readouterr().out
+    assert total == 3  # zpg under each link, exact-pg once
+    assert cli.main(["run", str(path), "--out", out, "--shard", "0/1", "--quiet"]) == 0
+    assert f"(of {total} runs in the experiment)" in capsys.readouterr().out

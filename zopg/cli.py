@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad input (with a message), 1 failure.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import traceback
@@ -55,7 +56,9 @@ def cmd_run(args) -> int:
     print(
         f"shard {shard}: ran {len(done['ran'])}, finished earlier "
         f"{len(done['finished_earlier'])}, held by another process {len(done['held_elsewhere'])}"
-        f" (of {len(record['runs'])} in the experiment); merge with `zopg report {out}`"
+        # Distinct runs: the entries list a reference run once per link panel it serves.
+        f" (of {len({e['run_id'] for e in record['runs']})} runs in the experiment); merge with "
+        f"`zopg report {out}`"
     )
     return 0
 
@@ -173,12 +176,34 @@ def cmd_report(args) -> int:
     return 0
 
 
+def print_fields(rows) -> None:
+    """Config fields as an aligned table: path, default, what is allowed, meaning."""
+    width = max(len(r.path) for r in rows)
+    for r in rows:
+        default = "" if r.default == "" else repr(r.default)
+        print(f"  {r.path:{width}}  {default:16} {r.allowed}" + (f"  ({r.doc})" if r.doc else ""))
+
+
 def cmd_list(args) -> int:
     import dataclasses
 
     from zopg.algorithms import registry
     from zopg.envs import registered_envs
     from zopg.preferences import Teacher, link_names, utility_names
+
+    if args.algorithm is not None:
+        algo = registry.get(args.algorithm)
+        print(f"{algo.name}: {algo.description}")
+        print(f"assumes: {algo.assumes or 'nothing'}; config {algo.config.__qualname__}")
+        if not algo.reference:
+            print(f"budget_queries sets {algo.config.budget_field}")
+        print("fields (default, allowed, meaning):")
+        print_fields(algo.config.field_docs())
+        if algo.search_space is not None:
+            print("zopg tune searches:")
+            for dim in algo.search_space.dimensions:
+                print(f"  {dim.describe()}")
+        return 0
 
     print("environments: " + ", ".join(registered_envs()))
     print("links:        " + ", ".join(link_names()))
@@ -201,6 +226,52 @@ def cmd_list(args) -> int:
     print("experiments:  " + (", ".join(experiments) or f"none in {EXPERIMENTS_DIR}/"))
     if sweeps:
         print("rate sweeps:  " + ", ".join(sweeps) + " (make rates)")
+    return 0
+
+
+def _toml_line(key: str, value) -> str:
+    """`key = value` as TOML writes it; a field left unset (None) as a comment."""
+    if value is None:
+        return f"# {key}: not set"
+    return f"{key} = {_toml_value(value)}"
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def cmd_show(args) -> int:
+    """Every method's config as the runs will use it: the file, its includes and --set applied,
+    the budget's field derived (the first env and link stand for all; they share configs)."""
+    from zopg.experiments import load_experiment
+    from zopg.experiments.build import build_run
+
+    experiment = load_experiment(resolve_experiment(args.experiment), args.set)
+    labels = [m.label for m in experiment.methods]
+    for wanted in args.methods:
+        if wanted not in labels:
+            raise ConfigError(
+                f"method {wanted!r}{did_you_mean(wanted, labels)}: not in {experiment.name} "
+                f"({', '.join(labels)})"
+            )
+    for method in experiment.methods:
+        if args.methods and method.label not in args.methods:
+            continue
+        env = next(e for e in experiment.envs if method.envs is None or e.name in method.envs)
+        link = next(x for x in experiment.links if method.links is None or x.panel in method.links)
+        run = build_run(experiment, env, link, method)
+        print(f"[methods.{method.label}]  # {run.algorithm.name}: {run.algorithm.description}")
+        for key, value in run.config.to_data().items():
+            print(_toml_line(key, value))
+        print()
     return 0
 
 
@@ -278,9 +349,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not use JAX's persistent compilation cache (~/.cache/zopg/jax)",
     )
     run.set_defaults(func=cmd_run)
-    sub.add_parser(
-        "list", help="environments, links, teachers, algorithms, experiments"
-    ).set_defaults(func=cmd_list)
+    listing = sub.add_parser(
+        "list",
+        help="environments, links, teachers, algorithms, experiments; with an algorithm's name, "
+        "every field of its config",
+    )
+    listing.add_argument("algorithm", nargs="?", help="an algorithm: its fields and search space")
+    listing.set_defaults(func=cmd_list)
+    show = sub.add_parser(
+        "show", help="the resolved config of an experiment's methods (after includes and --set)"
+    )
+    show.add_argument("experiment")
+    show.add_argument("methods", nargs="*", help="method labels (default: every method)")
+    show.add_argument("--set", action="append", default=[], metavar="PATH=VALUE")
+    show.set_defaults(func=cmd_show)
     plot = sub.add_parser("plot", help="(re)draw the figures of a results folder")
     plot.add_argument("dir")
     plot.set_defaults(func=cmd_plot)
@@ -381,7 +463,7 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt:
         print("zopg: interrupted; finished chunks are saved, run again to resume", file=sys.stderr)
-        return 1
+        return 130  # the shell's code for a command ended by SIGINT (128 + 2)
     except BrokenPipeError:
         # The reader went away (`zopg summarize DIR | head`): not an error of ours. Point stdout
         # at devnull so the interpreter's final flush does not raise again.
