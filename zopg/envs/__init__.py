@@ -1,11 +1,11 @@
 """Environments with gymnax-style explicit functions behind one registry, `make(env_id, ...)`.
 
-Every environment exposes `reset(key, params) -> (obs, state)`,
-`step(key, state, action, params) -> (obs, state, reward, done)`, `horizon(params)`,
-`observation_shape(params)` and `action_kind`: "discrete" ones give `num_actions`, "continuous"
-ones `action_shape` and `action_bounds(params) -> (low, high)`. Tabular ones also give
-`tabular_model(params)`. The gymnax and brax adapters are imported on first use (importing
-those packages costs seconds).
+Every environment keeps the `Env` contract (zopg.envs.protocol, checked by make): `reset(key,
+params) -> (obs, state)`, `step(key, state, action, params) -> (obs, state, reward, done)`,
+`horizon(params)`, `observation_shape(params)` and `action_kind`: "discrete" ones give
+`num_actions`, "continuous" ones `action_shape` and `action_bounds(params) -> (low, high)`;
+params are a flax.struct.dataclass. Tabular ones also give `tabular_model(params)`. The gymnax
+and brax adapters are imported on first use (importing those packages costs seconds).
 """
 
 from zopg.envs.gridworld import (
@@ -15,6 +15,7 @@ from zopg.envs.gridworld import (
     TabularModel,
     make_gridworld,
 )
+from zopg.envs.protocol import ContinuousEnv, DiscreteEnv, Env, check_env
 from zopg.envs.registry import make, register, registered_envs
 
 _LAZY = {
@@ -38,12 +39,16 @@ def __getattr__(name):
 __all__ = [
     "BraxEnv",
     "BraxParams",
+    "ContinuousEnv",
+    "DiscreteEnv",
+    "Env",
     "GridWorld",
     "GridWorldParams",
     "GridWorldState",
     "GymnaxEnv",
     "GymnaxParams",
     "TabularModel",
+    "check_env",
     "make",
     "make_brax",
     "make_gridworld",

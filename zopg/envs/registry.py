@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from zopg.envs.gridworld import make_gridworld
+from zopg.envs.protocol import check_env
 from zopg.envs.random_layout import random_layout
 from zopg.errors import ConfigError, checked_int, unknown_name
 from zopg.plugins import import_object, is_import_path
@@ -96,7 +97,8 @@ for _id in ("brax/inverted_pendulum", "brax/hopper", "brax/halfcheetah"):
 
 
 def register(env_id: str, factory: Callable) -> None:
-    """Add an environment: `factory(**overrides) -> (env, params)`."""
+    """Add an environment: `factory(**overrides) -> (env, params)`, a pair that keeps the Env
+    contract (zopg.envs.protocol; make checks it)."""
     _REGISTRY[env_id] = factory
 
 
@@ -107,19 +109,22 @@ def registered_envs() -> tuple[str, ...]:
 def make(env_id: str, **overrides):
     """Build `(env, params)` for a registered id, or from a factory named by import path
     ("package.module:NAME", NAME called as `NAME(**overrides) -> (env, params)`); overrides
-    replace any default field."""
+    replace any default field. Whatever the factory, the pair must keep the Env contract
+    (zopg.envs.protocol), checked here so a broken env fails now and in one line."""
     if is_import_path(env_id):
         factory = import_object("environment", env_id, callable, "a factory")
         try:
             built = factory(**overrides)
         except TypeError as err:  # most often an override the factory does not take
             raise ConfigError(f"environment {env_id!r}: {err}") from None
-        if not (isinstance(built, tuple) and len(built) == 2):
-            raise ConfigError(
-                f"environment {env_id!r}: the factory must return (env, params); "
-                f"got {type(built).__name__}"
-            )
-        return built
-    if env_id not in _REGISTRY:
+    elif env_id in _REGISTRY:
+        built = _REGISTRY[env_id](**overrides)
+    else:
         raise unknown_name("environment", env_id, _REGISTRY)
-    return _REGISTRY[env_id](**overrides)
+    if not (isinstance(built, tuple) and len(built) == 2):
+        raise ConfigError(
+            f"environment {env_id!r}: the factory must return (env, params); "
+            f"got {type(built).__name__}"
+        )
+    check_env(env_id, *built)
+    return built

@@ -1,4 +1,5 @@
-"""Policies (`init`, `log_prob`, `sample`) and the flat parameter view that ZO methods perturb."""
+"""Policies (the `Policy` contract: `init`, `log_prob`, `sample`, `sample_and_log_prob`) and the
+flat parameter view that ZO methods perturb."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from zopg.policies.normalizer import (
     RunningStats,
     fit_obs_normalization,
 )
+from zopg.policies.protocol import POLICY_METHODS, Policy, check_policy
 
 POLICIES = ("tabular", "mlp", "gaussian")
 # The action kind each policy handles, and the policies to suggest for each kind.
@@ -30,14 +32,12 @@ _SUGGEST = {"discrete": "'mlp' or 'tabular'", "continuous": "'gaussian'"}
 
 # Policies added from Python (`register`): name -> factory(env, env_params, **options).
 _REGISTERED: dict[str, Callable] = {}
-# What every policy must have, whoever wrote it (the rollout and the algorithms call these).
-POLICY_METHODS = ("init", "log_prob", "sample")
 
 
 def register(name: str, factory: Callable, *, replace: bool = False) -> Callable:
-    """Add a policy by name: `factory(env, env_params, **options) -> policy`, the policy having
-    `init(key)`, `log_prob(params, obs, action)` and `sample(key, params, obs)`. Experiment files
-    may also name a factory by import path, `policy = "package.module:NAME"`, unregistered."""
+    """Add a policy by name: `factory(env, env_params, **options) -> policy`, the policy keeping
+    the Policy contract (zopg.policies.protocol; make_policy checks it). Experiment files may
+    also name a factory by import path, `policy = "package.module:NAME"`, unregistered."""
     if not isinstance(name, str) or not name or is_import_path(name):
         raise ConfigError(f"policy name {name!r}: must be a non-empty string without ':'")
     if (name in POLICIES or name in _REGISTERED) and not replace:
@@ -63,7 +63,8 @@ def make_policy(name: str, env, env_params, obs_norm: ObsNormalization | None = 
     (or to the factory of a registered or imported policy).
 
     `obs_norm` (optional, from `fit_obs_normalization` or `RunningStats.freeze`) wraps the
-    policy in a frozen observation normaliser; the flat parameter view is unchanged.
+    policy in a frozen observation normaliser; the flat parameter view is unchanged. Every
+    policy, built-in or not, is checked against the Policy contract before it is returned.
     """
     if is_import_path(name) or name in _REGISTERED:
         factory = import_object("policy", name) if is_import_path(name) else _REGISTERED[name]
@@ -71,12 +72,7 @@ def make_policy(name: str, env, env_params, obs_norm: ObsNormalization | None = 
             policy = factory(env, env_params, **kwargs)
         except TypeError as err:  # most often an option the factory does not take
             raise ConfigError(f"policy {name!r}: {err}") from None
-        missing = [m for m in POLICY_METHODS if not callable(getattr(policy, m, None))]
-        if missing:
-            raise ConfigError(
-                f"policy {name!r}: {type(policy).__name__} lacks {', '.join(missing)}; a policy "
-                f"needs {', '.join(POLICY_METHODS)}"
-            )
+        check_policy(name, policy)
         return policy if obs_norm is None else NormalizedPolicy(policy, obs_norm)
     if name not in POLICIES:
         raise unknown_name("policy", name, policy_names())
@@ -88,6 +84,7 @@ def make_policy(name: str, env, env_params, obs_norm: ObsNormalization | None = 
         )
     _check_options(name, kwargs)
     policy = _build(name, env, env_params, **kwargs)
+    check_policy(name, policy)
     if obs_norm is None:
         return policy
     if name == "tabular":
@@ -136,8 +133,10 @@ __all__ = [
     "MLPGaussian",
     "NormalizedPolicy",
     "ObsNormalization",
+    "Policy",
     "RunningStats",
     "TabularSoftmax",
+    "check_policy",
     "fit_obs_normalization",
     "flat_view",
     "is_known_policy",
