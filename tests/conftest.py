@@ -1,6 +1,9 @@
 """Shared fixtures: built-in environments and policies, built once per test session."""
 
 import os
+import re
+import sys
+from pathlib import Path
 
 # The suite compiles far more XLA programs than it runs long ones, so it asks LLVM for -O1
 # instead of XLA's default -O2: about a quarter less time for compile-bound tests and a fifth for
@@ -19,6 +22,29 @@ from zopg.envs import make
 from zopg.policies import make_policy
 
 BUILTIN = ("gridworld/open-5x5", "gridworld/cliff-4x6")
+EXTENDING = Path(__file__).resolve().parent.parent / "docs" / "extending.md"
+FILE_BLOCK = re.compile(r"^```\w+\n# file: (\S+)\n(.*?)^```", re.S | re.M)
+
+
+def extending_files() -> dict[str, str]:
+    """file name -> contents of every block of docs/extending.md that starts `# file: NAME`: the
+    page's package `myext` and its experiment, the only copy of the plugin code tests run."""
+    return dict(FILE_BLOCK.findall(EXTENDING.read_text()))
+
+
+@pytest.fixture
+def recipes(tmp_path, monkeypatch):
+    """docs/extending.md's files written into tmp_path, which is on sys.path as a user's folder
+    would be; `myext` is forgotten afterwards so that every test imports its own copy."""
+    for name, code in extending_files().items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(code)
+    (tmp_path / "myext" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for name in [m for m in sys.modules if m == "myext" or m.startswith("myext.")]:
+        del sys.modules[name]
 
 
 @pytest.fixture(scope="session", autouse=True)

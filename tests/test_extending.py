@@ -1,36 +1,14 @@
 """docs/extending.md works as written: its `# file:` blocks make a package and an experiment that
 name an environment, a policy, a link, a utility and an algorithm by import path, and run."""
 
-import re
-from pathlib import Path
-
 import pytest
+from conftest import extending_files
 
 from zopg import cli, store
 
-PAGE = Path(__file__).resolve().parent.parent / "docs" / "extending.md"
-FILE_BLOCK = re.compile(r"^```\w+\n# file: (\S+)\n(.*?)^```", re.S | re.M)
-
-
-def page_files() -> dict[str, str]:
-    """file name -> contents of every block of the page that starts with `# file: NAME`."""
-    return {name: code for name, code in FILE_BLOCK.findall(PAGE.read_text())}
-
-
-@pytest.fixture
-def recipes(tmp_path, monkeypatch):
-    """The page's files written into tmp_path, which is put on sys.path as a reader's folder."""
-    for name, code in page_files().items():
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(code)
-    (tmp_path / "myext" / "__init__.py").write_text("")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
-
 
 def test_the_page_has_a_recipe_for_every_kind():
-    files = page_files()
+    files = extending_files()
     for module in ("chain", "policies", "links", "utilities", "random_search"):
         assert f"myext/{module}.py" in files
     assert "plugins.toml" in files
