@@ -121,3 +121,16 @@ def test_the_site_builds_without_a_warning(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "WARNING" not in result.stderr, result.stderr[-3000:]
     assert (tmp_path / "science" / "index.html").exists()
+
+
+REPO_PATH = re.compile(r"(?<!former )`((?:benchmarks|zopg|tests|results|docs)/[\w./*-]+)`")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_repository_path_named_exists(page):
+    """A path in backticks (`zopg/store.py`, `benchmarks/rates/*.toml`) names a file or folder of
+    the repository as it is now; placeholders in capitals (`benchmarks/NAME.toml`) are skipped."""
+    for path in REPO_PATH.findall(page.read_text()):
+        if re.search(r"[A-Z]{3,}", path):
+            continue
+        assert list(ROOT.glob(path.rstrip("/"))), f"{page.name}: `{path}` does not exist"
