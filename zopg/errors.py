@@ -34,6 +34,22 @@ def unknown_name(kind: str, name: object, known: Iterable[str]) -> ConfigError:
     return ConfigError(f"unknown {kind} {name!r}{hint}; known {_plural(kind)}: {', '.join(known)}")
 
 
+# The optional extras of the package and the top-level modules each provides (pyproject.toml).
+EXTRAS = {
+    "gymnax": ("gymnax", "six", "seaborn"),
+    "brax": ("brax", "mujoco", "mujoco_mjx", "trimesh"),
+    "slurm": ("submitit",),
+}
+
+
+def missing_extra(what: str, err: ModuleNotFoundError, extra: str) -> ConfigError | None:
+    """The refusal when `what` needs an optional extra that is not installed, naming the extra
+    to install; None when the missing module is not one the extra provides (a real bug)."""
+    if (err.name or "").split(".")[0] not in EXTRAS[extra]:
+        return None
+    return ConfigError(f"{what} needs the {extra} extra: pip install 'zopg[{extra}]'")
+
+
 def _plural(noun: str) -> str:
     """English plural of the registry kinds we name (policy -> policies, link -> links)."""
     if noun.endswith("y") and noun[-2:-1] not in tuple("aeiou"):

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from zopg.envs.gridworld import make_gridworld
 from zopg.envs.protocol import check_env
 from zopg.envs.random_layout import random_layout
-from zopg.errors import ConfigError, checked_int, unknown_name
+from zopg.errors import ConfigError, checked_int, missing_extra, unknown_name
 from zopg.plugins import import_object, is_import_path
 
 # Built-in layouts. Slip, horizon and rewards are OUR choice (the paper's grid is not known to us):
@@ -68,9 +68,12 @@ _REGISTRY: dict[str, Callable] = {
 
 def _gymnax(env_id):
     def factory(**overrides):
-        # Imported on first use: importing gymnax costs seconds (it pulls in seaborn).
-        from zopg.envs.gymnax_env import make_gymnax
-
+        # Imported on first use: importing gymnax costs seconds (it pulls in seaborn), and it is
+        # an optional extra.
+        try:
+            from zopg.envs.gymnax_env import make_gymnax
+        except ModuleNotFoundError as err:
+            raise missing_extra(f"environment {env_id!r}", err, "gymnax") or err from None
         return make_gymnax(env_id, **overrides)
 
     return factory
@@ -80,7 +83,10 @@ def _brax(env_id):
     def factory(**overrides):
         from zopg.envs.brax_env import make_brax
 
-        return make_brax(env_id, **overrides)
+        try:
+            return make_brax(env_id, **overrides)
+        except ModuleNotFoundError as err:  # brax itself is imported when first needed
+            raise missing_extra(f"environment {env_id!r}", err, "brax") or err from None
 
     return factory
 

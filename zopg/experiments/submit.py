@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from zopg.errors import ConfigError
+from zopg.errors import ConfigError, missing_extra
 
 CLUSTERS = ("auto", "slurm", "local", "debug")
 
@@ -40,7 +40,10 @@ def shard_commands(experiment: str, out: Path, shards: int, sets=(), seeds=None)
 def make_executor(cluster: str, folder: Path, options: dict):
     """A submitit executor for `cluster` with the user's options (submitit's own names, e.g.
     timeout_min, slurm_partition, gpus_per_node, slurm_array_parallelism)."""
-    import submitit
+    try:
+        import submitit
+    except ModuleNotFoundError as err:
+        raise missing_extra("zopg submit", err, "slurm") or err from None
 
     if cluster not in CLUSTERS:
         raise ConfigError(f"--cluster {cluster!r}: must be one of {', '.join(CLUSTERS)}")
@@ -73,7 +76,7 @@ def submit(
         raise ConfigError(f"--shards = {shards}: must be an integer >= 1")
     logs = Path(logs) if logs is not None else Path(".submitit") / out.name
     executor = make_executor(cluster, logs, options or {})
-    import submitit.helpers
+    import submitit.helpers  # make_executor has imported submitit
 
     commands = shard_commands(os.path.abspath(experiment), out, shards, sets, seeds)
     jobs = []
