@@ -260,7 +260,7 @@ class PlannedRun:
 def plan_runs(experiment: Experiment) -> tuple[list[PlannedRun], list[dict]]:
     """Every distinct run of the experiment (built and validated; nothing compiles) and one
     entry per (run, panel): a run appears in every link panel and sweep point it serves."""
-    planned, entries, by_hash = [], [], {}
+    planned, entries, by_hash, by_id = [], [], {}, {}
     for point, variant, env_spec, link_spec, method, run in built_runs(experiment):
         # References never see the teacher's link: one run serves every link.
         run_link = REWARD_ACCESS if run.algorithm.reference else link_spec
@@ -268,7 +268,16 @@ def plan_runs(experiment: Experiment) -> tuple[list[PlannedRun], list[dict]]:
         rid = by_hash.get(rhash)
         if rid is None:
             rid = run_id(method.label, env_spec.slug, run_link.panel, point)
+            if rid in by_id:
+                # Two different runs would share one file: labels that differ only where file
+                # names cannot (open/a and open-a, a '__' inside a label).
+                raise ConfigError(
+                    f"{experiment.source}: runs {by_id[rid]} and "
+                    f"{(method.label, env_spec.name, run_link.panel, point)} would share the file "
+                    f"runs/{rid}.json; give them labels that differ in letters or digits"
+                )
             by_hash[rhash] = rid
+            by_id[rid] = (method.label, env_spec.name, run_link.panel, point)
             labels = {
                 "method": method.label,
                 "env": env_spec.name,

@@ -82,6 +82,9 @@ ENV_KEYS = ("policy", "policy_params", "label", "utility")
 SWEEP_KEYS = {"field", "values", "label"}
 BUDGET_UNITS = ("queries", "judged_trajectories")
 MAX_SWEEPS = 2
+# More runs than any benchmark here has (the largest, about 100) by far, and few enough that
+# planning them takes seconds.
+MAX_RUNS = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,6 +251,16 @@ def parse_experiment(raw: dict, source: str) -> Experiment:
     methods_raw = raw["methods"]
     if not isinstance(methods_raw, dict) or not methods_raw:
         raise fail(source, "methods", "must contain at least one [methods.LABEL] table")
+    sweeps = _sweeps(source, raw.get("sweep", []))
+    count = len(methods_raw) * len(envs) * len(links) * math.prod(len(w.values) for w in sweeps)
+    if count > MAX_RUNS:
+        # Checked before the methods are parsed: 300,000 method tables would take minutes.
+        raise fail(
+            source,
+            "methods",
+            f"{count} runs (methods x envs x links x sweep points): more than {MAX_RUNS}; "
+            "split the experiment into several files",
+        )
     methods = []
     for label, table in methods_raw.items():
         if not _file_name(label):
@@ -305,7 +318,7 @@ def parse_experiment(raw: dict, source: str) -> Experiment:
         evaluation=evaluation,
         methods=tuple(methods),
         source=source,
-        sweeps=_sweeps(source, raw.get("sweep", [])),
+        sweeps=sweeps,
         raw=raw,
     )
 

@@ -71,7 +71,15 @@ class RunLock:
     def acquire(self) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            # O_NOFOLLOW: a link planted at the lock's path must not make us truncate its target.
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            except OSError as err:
+                if err.errno == errno.ELOOP:
+                    raise ConfigError(f"{self.path}: is a symbolic link, not a lock file") from None
+                if err.errno == errno.EISDIR:
+                    raise ConfigError(f"{self.path}: is a folder, not a lock file") from None
+                raise
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as err:

@@ -11,23 +11,62 @@ from zopg.errors import ConfigError, did_you_mean, integral
 
 
 def read_toml(path) -> dict:
-    """The file's tables, or a ConfigError saying it is missing or not valid TOML."""
+    """The file's tables, or a ConfigError saying it is missing, too large or not valid TOML."""
     path = Path(path)
     try:
-        # TOML files are UTF-8 whatever the locale says.
-        text = path.read_text(encoding="utf-8")
+        # Read at most one byte past the limit: /dev/zero or a huge file must not fill memory.
+        with path.open("rb") as file:
+            data = file.read(MAX_TOML_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML: not UTF-8 ({err})") from None
     except (OSError, ValueError) as err:
         # A folder, no permission, or a NUL in the name (ValueError).
         raise ConfigError(f"{path}: cannot read: {err}") from None
+    if len(data) > MAX_TOML_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_TOML_BYTES // 1024} KiB; not an experiment")
+    try:
+        # TOML files are UTF-8 whatever the locale says.
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 ({err})") from None
+    check_shape(path, text)
     try:
         return tomllib.loads(text)
     except (tomllib.TOMLDecodeError, ValueError) as err:
         # ValueError: an integer of more than 4300 digits (Python's int-string limit).
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be an experiment") from None
+
+
+# Bounds on what an experiment file may be, checked before tomllib parses it: the largest file
+# in benchmarks/ is a few KiB; tomllib's time and memory grow with the square of a dotted key's
+# parts (a 100 KB key of 50,000 parts took 14.6 GB), and deep nesting exhausts the stack.
+MAX_TOML_BYTES = 256 * 1024
+MAX_KEY_PARTS = 32
+MAX_NESTING = 32
+KEY_LINE = re.compile(r"^\s*\[{0,2}\s*([^=\]#]*)")
+
+
+def check_shape(path: Path, text: str) -> None:
+    """Refuse keys of too many dotted parts and brackets nested too deeply. The scan ignores
+    strings only roughly (a dot in a quoted key counts), erring on the side of refusing files no
+    experiment would ever be."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        key = KEY_LINE.match(line).group(1)
+        if key.count(".") >= MAX_KEY_PARTS:
+            raise ConfigError(
+                f"{path}: line {number}: a key of more than {MAX_KEY_PARTS} dotted parts"
+            )
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    if deepest > MAX_NESTING:
+        raise ConfigError(f"{path}: brackets nested more than {MAX_NESTING} deep")
 
 
 def fail(source: str, key: str, message: str) -> ConfigError:

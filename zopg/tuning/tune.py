@@ -64,6 +64,22 @@ class TuneSpec:
     choices: dict = dataclasses.field(default_factory=dict)
 
 
+def check_fragment_path(source: str, fragment: str) -> None:
+    """The fragment is written inside the experiment's folder (a subfolder such as tuned/), never
+    over an experiment file: `zopg tune` may only write where tuned settings live."""
+    folder = Path(source).resolve().parent
+    target = (folder / fragment).resolve()
+    if Path(fragment).is_absolute() or not target.is_relative_to(folder):
+        raise fail(source, "tune.fragment", f"= {fragment!r}: must be a path inside {folder.name}/")
+    if target == Path(source).resolve() or target.parent == folder:
+        # A fragment beside the experiments could overwrite one (or be taken for one).
+        raise fail(
+            source,
+            "tune.fragment",
+            f"= {fragment!r}: must be in a subfolder (e.g. tuned/), not beside the experiments",
+        )
+
+
 def parse_tune(experiment, trials: int | None = None, methods=None) -> TuneSpec:
     """The experiment's [tune] table, checked (every error names the key)."""
     source, raw = experiment.source, experiment.raw
@@ -102,6 +118,7 @@ def parse_tune(experiment, trials: int | None = None, methods=None) -> TuneSpec:
     fragment = table.get("fragment", f"tuned/{experiment.name}.toml")
     if not isinstance(fragment, str) or not fragment.endswith(".toml"):
         raise fail(source, "tune.fragment", f"= {fragment!r}: must be a path ending in .toml")
+    check_fragment_path(source, fragment)
     envs = tuple(table_list(source, "tune.envs", table.get("envs"), "id"))
     choices = parse_choices(experiment, table.get("choices", {}), chosen, by_label)
     spec = TuneSpec(

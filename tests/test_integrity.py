@@ -1,0 +1,111 @@
+"""Hostile or unlucky input cannot lose results or write outside the results folder: colliding
+run ids, planted links, escaping fragment paths, size bombs (issue 24's probes)."""
+
+import os
+import time
+
+import pytest
+
+from zopg import ConfigError, cli
+from zopg.experiments import load_experiment
+from zopg.experiments.runner import plan_runs
+from zopg.experiments.shards import RunLock
+from zopg.experiments.tomlfile import read_toml
+
+BASE = """
+name = "probe"
+seeds = 2
+budget_queries = 400
+[[envs]]
+id = "gridworld/open-5x5"
+[[links]]
+name = "bradley-terry"
+[evaluation]
+points = 2
+[methods.zpg]
+algorithm = "zpg"
+num_pairs = 2
+num_queries = 5
+"""
+
+
+def write(tmp_path, text, name="probe.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_two_runs_that_would_share_a_file_are_refused(tmp_path):
+    """Labels open/a and open-a both became the file name open-a: one run's results were lost."""
+    text = BASE.replace(
+        '[[envs]]\nid = "gridworld/open-5x5"',
+        '[[envs]]\nid = "gridworld/open-5x5"\nlabel = "open/a"\nslip = 0.0\n'
+        '[[envs]]\nid = "gridworld/open-5x5"\nlabel = "open-a"\nslip = 0.3',
+    )
+    with pytest.raises(ConfigError, match=r"would share the file runs/zpg__open-a__bradley-terry"):
+        plan_runs(load_experiment(write(tmp_path, text)))
+
+
+def test_a_lock_planted_as_a_link_is_not_followed(tmp_path, capsys):
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "out"
+    (out / "runs").mkdir(parents=True)
+    path = write(tmp_path, BASE)
+    rid = plan_runs(load_experiment(path))[0][0].run_id
+    (out / "runs" / f"{rid}.lock").symlink_to(victim)
+    assert cli.main(["run", str(path), "--out", str(out), "--quiet"]) == 2
+    assert "is a symbolic link, not a lock file" in capsys.readouterr().err
+    assert victim.read_text() == "keep me"
+
+
+def test_a_lock_that_is_a_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "x.lock").mkdir()
+    with pytest.raises(ConfigError, match="is a folder, not a lock file"):
+        RunLock(tmp_path / "x.lock").acquire()
+
+
+@pytest.mark.parametrize(
+    ("fragment", "match"),
+    [
+        ("../outside.toml", "must be a path inside"),
+        ("/tmp/absolute.toml", "must be a path inside"),
+        ("probe.toml", "must be in a subfolder"),
+        ("other.toml", "must be in a subfolder"),
+    ],
+)
+def test_a_tuned_fragment_is_written_only_in_a_subfolder(tmp_path, fragment, match):
+    from zopg.tuning.tune import parse_tune
+
+    text = BASE + f'\n[tune]\nfragment = "{fragment}"\n[[tune.envs]]\nid = "gridworld/random"\n'
+    experiment = load_experiment(write(tmp_path, text))
+    with pytest.raises(ConfigError, match=match):
+        parse_tune(experiment)
+
+
+def test_size_bombs_are_refused_before_parsing(tmp_path):
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="larger than 256 KiB"):
+        read_toml(write(tmp_path, BASE + "#" * 300_000))
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(ConfigError, match="larger than 256 KiB"):
+            read_toml("/dev/zero")
+    dotted = "a" + ".a" * 50_000 + " = 1\n"  # tomllib is quadratic in the parts of one key
+    with pytest.raises(ConfigError, match="more than 32 dotted parts"):
+        read_toml(write(tmp_path, dotted))
+    nested = "x = " + "[" * 100_000 + "]" * 100_000 + "\n"
+    with pytest.raises(ConfigError, match="nested more than 32 deep"):
+        read_toml(write(tmp_path, nested))
+    assert time.perf_counter() - started < 5.0
+
+
+def test_too_many_runs_are_refused_before_the_methods_are_parsed(tmp_path):
+    values = ", ".join(str(i / 1000) for i in range(150))
+    sweeps = "".join(
+        f'[[sweep]]\nfield = "{field}"\nvalues = [{values}]\n'
+        for field in ("envs.0.slip", "methods.zpg.mu")
+    )
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"22500 runs .* more than 10000"):
+        load_experiment(write(tmp_path, BASE + sweeps))
+    assert time.perf_counter() - started < 10.0
