@@ -109,3 +109,34 @@ def test_too_many_runs_are_refused_before_the_methods_are_parsed(tmp_path):
     with pytest.raises(ConfigError, match=r"22500 runs .* more than 10000"):
         load_experiment(write(tmp_path, BASE + sweeps))
     assert time.perf_counter() - started < 10.0
+
+
+def folder_bytes(folder) -> dict:
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_folder_of_another_configuration_is_refused_untouched(tmp_path, capsys):
+    """A 40k-query rerun silently replaced a 20k one; now it is refused, byte for byte."""
+    path, out = write(tmp_path, BASE), tmp_path / "out"
+    assert cli.main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    before = folder_bytes(out)
+    argv = ["run", str(path), "--out", str(out), "--quiet", "--set", "budget_queries=800"]
+    assert cli.main(argv) == 2
+    assert "holds results of another configuration of 'probe'" in capsys.readouterr().err
+    assert folder_bytes(out) == before
+    # The same configuration resumes (nothing to do); --overwrite replaces.
+    assert cli.main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    assert cli.main([*argv, "--overwrite"]) == 0
+    assert '"budget_queries": 800' in (out / "experiment.json").read_text()
+
+
+def test_overrides_without_out_get_a_folder_of_their_own():
+    from pathlib import Path
+
+    assert cli.default_out("exp") == Path("results/exp")
+    assert cli.default_out("exp", ["methods.zpg.num_pairs=100"], 4) == Path(
+        "results/exp+num_pairs=100+seeds=4"
+    )
+    odd = cli.default_out("exp", ['links.0.name="thurstone"'])
+    assert odd.parent == Path("results") and odd.name.startswith("exp+set-")
+    assert odd != cli.default_out("exp", ['links.0.name="weibull"'])

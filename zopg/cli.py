@@ -6,8 +6,10 @@ Exit codes: 0 success, 2 bad input (with a message), 1 failure.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -43,11 +45,13 @@ def cmd_run(args) -> int:
         raise ConfigError(f"--seeds = {args.seeds}: must be an integer >= 1")
     shard = None if args.shard is None else parse_shard(args.shard)
     experiment = load_experiment(resolve_experiment(args.experiment), args.set, args.seeds)
-    out = Path(args.out) if args.out else Path("results") / experiment.name
+    out = Path(args.out) if args.out else default_out(experiment.name, args.set, args.seeds)
     if args.dry_run:
         return print_plan(experiment, plan_runs(experiment)[0], shard, out)
     use_compilation_cache(not args.no_compilation_cache)
-    record = run_experiment(experiment, out, quiet=args.quiet, shard=shard)
+    record = run_experiment(
+        experiment, out, quiet=args.quiet, shard=shard, overwrite=args.overwrite
+    )
     if shard is None:
         print(format_summary(write_reports(out)))
         print(f"results in {out}/")
@@ -61,6 +65,27 @@ def cmd_run(args) -> int:
         f"`zopg report {out}`"
     )
     return 0
+
+
+def default_out(name: str, sets=(), seeds=None) -> Path:
+    """results/NAME, or for a run changed by --set or --seeds a folder of its own named from the
+    changes (results/NAME+num_pairs=100+seeds=4), so that an override never lands in, or is
+    refused by, the folder of the experiment as written."""
+    changes = [item.strip() for item in sets]
+    if seeds is not None:
+        changes.append(f"seeds={seeds}")
+    if not changes:
+        return Path("results") / name
+    parts = []
+    for item in changes:
+        path, _, value = item.partition("=")
+        parts.append(f"{path.rsplit('.', 1)[-1]}={value}")
+    suffix = "+".join(parts)
+    safe = re.sub(r"[^A-Za-z0-9_.=+-]", "_", suffix)
+    if safe != suffix or len(safe) > 80:
+        digest = hashlib.sha256("\n".join(changes).encode()).hexdigest()[:8]
+        safe = f"set-{digest}"
+    return Path("results") / f"{name}+{safe}"
 
 
 def print_plan(experiment, planned, shard, out: Path) -> int:
@@ -120,7 +145,7 @@ def cmd_submit(args) -> int:
         if not sep or not key:
             raise ConfigError(f"--option {item!r}: must be NAME=VALUE, e.g. timeout_min=60")
         options[key.strip()] = parse_value(text)
-    out = Path(args.out) if args.out else Path("results") / experiment.name
+    out = Path(args.out) if args.out else default_out(experiment.name, args.set, args.seeds)
     jobs = submit(
         str(path), out, args.shards, args.cluster, options, args.logs, args.set, args.seeds
     )
@@ -325,7 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run an experiment (a TOML file or a name in benchmarks/)")
     run.add_argument("experiment")
     run.add_argument("--seeds", type=int, help="override the experiment's number of seeds")
-    run.add_argument("--out", help="results folder (default results/<experiment name>)")
+    run.add_argument(
+        "--out",
+        help="results folder (default results/<experiment name>, or results/<name>+<changes> "
+        "with --set or --seeds)",
+    )
     run.add_argument(
         "--set",
         action="append",
@@ -342,6 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--dry-run", action="store_true", help="validate and list the runs; run nothing"
+    )
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="run into OUT even when it holds results of another configuration",
     )
     run.add_argument(
         "--no-compilation-cache",
@@ -385,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
         "gpus_per_node=1 (repeatable)",
     )
     sub_.add_argument("--logs", help="submitit's folder (default .submitit/<results folder>)")
-    sub_.add_argument("--out", help="results folder (default results/<experiment name>)")
+    sub_.add_argument("--out", help="results folder (default as for zopg run)")
     sub_.add_argument("--seeds", type=int, help="override the experiment's number of seeds")
     sub_.add_argument("--set", action="append", default=[], metavar="PATH=VALUE")
     sub_.add_argument(

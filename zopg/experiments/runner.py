@@ -295,7 +295,12 @@ def is_finished(runs_dir: Path, planned: PlannedRun) -> bool:
 
 
 def run_experiment(
-    experiment: Experiment, out_dir, quiet: bool = False, log=None, shard: Shard | None = None
+    experiment: Experiment,
+    out_dir,
+    quiet: bool = False,
+    log=None,
+    shard: Shard | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Run every (sweep point, env, link, method) of the experiment into out_dir/runs, or with
     `shard` only the runs that shard owns, and write out_dir/experiment.json (the experiment and
@@ -321,6 +326,7 @@ def run_experiment(
         previous = store.read_experiment(out_dir)
     except (OSError, ValueError):
         previous = None
+    check_same_experiment(out_dir, previous, record, overwrite)
     # Written first, so that `zopg report` knows every run of the experiment (and which are
     # missing) while shards are still running. Every shard writes the same text.
     store.write_experiment(out_dir, record)
@@ -352,6 +358,22 @@ def run_experiment(
         record["wall_s_this_invocation"] = previous.get("wall_s_this_invocation")
         store.write_experiment(out_dir, record)
     return {**record, "done": done}
+
+
+def check_same_experiment(out_dir: Path, previous, record: dict, overwrite: bool) -> None:
+    """A results folder belongs to one resolved experiment: running another configuration into
+    it (another --set, another file of the same name) is refused before anything is written,
+    unless asked to overwrite; the same configuration resumes."""
+    if not isinstance(previous, dict) or overwrite:
+        return
+    old_hash = previous.get("config_hash")
+    if old_hash is None or old_hash == record["config_hash"]:
+        return
+    raise ConfigError(
+        f"{out_dir} holds results of another configuration of {previous.get('name')!r} "
+        f"(config {old_hash}; this one is {record['config_hash']}): use --out with a new folder, "
+        "or --overwrite to replace them"
+    )
 
 
 def execute_and_store(planned: PlannedRun, runs_dir: Path, quiet: bool, log) -> None:
