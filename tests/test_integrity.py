@@ -122,7 +122,7 @@ def test_a_folder_of_another_configuration_is_refused_untouched(tmp_path, capsys
     before = folder_bytes(out)
     argv = ["run", str(path), "--out", str(out), "--quiet", "--set", "budget_queries=800"]
     assert cli.main(argv) == 2
-    assert "holds results of another configuration of 'probe'" in capsys.readouterr().err
+    assert "holds results of another configuration: 1 finished run" in capsys.readouterr().err
     assert folder_bytes(out) == before
     # The same configuration resumes (nothing to do); --overwrite replaces.
     assert cli.main(["run", str(path), "--out", str(out), "--quiet"]) == 0

@@ -312,6 +312,7 @@ def run_experiment(
     runs_dir = out_dir / "runs"
     started = time.perf_counter()
     planned, entries = plan_runs(experiment)
+    check_same_experiment(runs_dir, planned, overwrite)
     check_fits([(p.run_id, p.run) for p in planned], experiment.seeds, experiment.evaluation.points)
     num_devices = len(jax.devices())
     if seed_sharding(experiment.seeds) is None and num_devices > 1:
@@ -326,7 +327,6 @@ def run_experiment(
         previous = store.read_experiment(out_dir)
     except (OSError, ValueError):
         previous = None
-    check_same_experiment(out_dir, previous, record, overwrite)
     # Written first, so that `zopg report` knows every run of the experiment (and which are
     # missing) while shards are still running. Every shard writes the same text.
     store.write_experiment(out_dir, record)
@@ -360,20 +360,25 @@ def run_experiment(
     return {**record, "done": done}
 
 
-def check_same_experiment(out_dir: Path, previous, record: dict, overwrite: bool) -> None:
-    """A results folder belongs to one resolved experiment: running another configuration into
-    it (another --set, another file of the same name) is refused before anything is written,
-    unless asked to overwrite; the same configuration resumes."""
-    if not isinstance(previous, dict) or overwrite:
+def check_same_experiment(runs_dir: Path, planned: list[PlannedRun], overwrite: bool) -> None:
+    """A results folder belongs to one configuration: when a finished run there has the id of a
+    planned run but another run hash (other settings: another --set, budget or file of the same
+    name), running would replace it, so this is refused before anything is written, unless asked
+    to overwrite. Run hashes, unlike the experiment's config hash, do not change when a new
+    version of zopg adds a setting at its default, so an old folder still resumes."""
+    if overwrite:
         return
-    old_hash = previous.get("config_hash")
-    if old_hash is None or old_hash == record["config_hash"]:
-        return
-    raise ConfigError(
-        f"{out_dir} holds results of another configuration of {previous.get('name')!r} "
-        f"(config {old_hash}; this one is {record['config_hash']}): use --out with a new folder, "
-        "or --overwrite to replace them"
-    )
+    changed = []
+    for p in planned:
+        found = store.finished_run_hash(runs_dir, p.run_id)
+        if found is not None and found != p.run_hash:
+            changed.append(p.run_id)
+    if changed:
+        raise ConfigError(
+            f"{runs_dir.parent} holds results of another configuration: {len(changed)} finished "
+            f"run(s) with other settings, e.g. {changed[0]}; use --out with a new folder, or "
+            "--overwrite to replace them"
+        )
 
 
 def execute_and_store(planned: PlannedRun, runs_dir: Path, quiet: bool, log) -> None:
