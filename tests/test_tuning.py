@@ -145,6 +145,20 @@ def test_zopg_tune_gives_every_method_the_same_trials_and_a_fragment(tmp_path, c
     zpg = next(m for m in experiment.methods if m.label == "zpg")
     assert zpg.params["step_size"] == record["chosen"]["zpg"]["values"]["step_size"]
     assert "provenance" in experiment.raw and experiment.raw["provenance"]["zpg"]["trials"] == 4
+    # Another budget is another tuning: trials are reused only under the same fingerprint. And
+    # `--methods zpg` retunes zpg alone: dpo-online's trials and its fragment sections stay.
+    dpo_section = fragment.read_text().split("[methods.dpo-online]")[1].split("[")[0]
+    changed = write(tmp_path, TUNED.replace("budget_queries = 1200", "budget_queries = 2400"))
+    messages = []
+    third = tune(changed, out, methods=["zpg"], log=messages.append)
+    assert not any("reused" in m for m in messages)
+    assert third["fingerprints"]["zpg"] != record["fingerprints"]["zpg"]
+    assert third["chosen"]["dpo-online"] == record["chosen"]["dpo-online"]
+    old_dpo = [t for t in record["trials"] if t["method"] == "dpo-online"]
+    assert [t for t in third["trials"] if t["method"] == "dpo-online"] == old_dpo
+    text = fragment.read_text()
+    assert text.split("[methods.dpo-online]")[1].split("[")[0] == dpo_section
+    assert "[provenance.dpo-online]" in text and "[provenance.zpg]" in text
 
 
 def test_sizes_that_trade_against_iterations_are_searched(tmp_path):

@@ -30,6 +30,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import json
+import re
 import time
 from pathlib import Path
 
@@ -382,22 +385,77 @@ def _toml_value(value) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def finished_methods(path: Path, record: dict) -> dict:
-    """Methods whose trials a previous run of the same tuning (same experiment, trials, seed,
-    seeds, teacher and tuning envs) wrote completely: label -> space, trials, seconds."""
+def method_fingerprint(experiment, spec: TuneSpec, method) -> str:
+    """Everything a method's trials depend on: its table, the experiment's budget, policy,
+    teacher and evaluation, the tuning envs, seeds and teacher link, and every trial's values.
+    A stored trial is reused only under the same fingerprint."""
+    space = method_space(method, spec)
+    identity = {
+        "algorithm": method.algorithm,
+        "params": method.params,
+        "budget": [experiment.budget_queries, experiment.budget_unit],
+        "policy": [experiment.policy, experiment.policy_params],
+        "teacher": experiment.teacher,
+        "evaluation": dataclasses.asdict(experiment.evaluation),
+        "tuning": [spec.seed, spec.seeds, spec.link, list(spec.envs)],
+        "trials": trial_points(method, space, spec),
+    }
+    text = json.dumps(identity, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def previous_record(path: Path, experiment_name: str) -> dict:
+    """The trials.json of an earlier `zopg tune` of this experiment, or {}."""
     try:
         old = store.read_json(path)
     except (OSError, ValueError):
         return {}
-    same = ("experiment", "trials_per_method", "seed", "seeds", "link", "tuning_envs", "vmapped")
-    if not isinstance(old, dict) or any(old.get(k) != record[k] for k in same):
+    if not isinstance(old, dict) or old.get("experiment") != experiment_name:
         return {}
+    return old
+
+
+def finished_methods(old: dict, record: dict) -> dict:
+    """Methods whose trials an earlier tuning wrote completely under the same fingerprint:
+    label -> trials, seconds."""
     done = {}
+    fingerprints = old.get("fingerprints", {})
     for label, seconds in old.get("seconds", {}).items():
+        if fingerprints.get(label) != record["fingerprints"].get(label):
+            continue
         trials = [t for t in old.get("trials", []) if t.get("method") == label]
         if len(trials) == record["trials_per_method"]:
-            done[label] = {"space": old["spaces"].get(label), "trials": trials, "seconds": seconds}
+            done[label] = {"trials": trials, "seconds": seconds}
     return done
+
+
+def merged_fragment(old_text: str, new_text: str, tuned, order) -> str:
+    """The new fragment's header and the sections of the methods tuned now, with every other
+    method's [methods.X] and [provenance.X] section kept as the old fragment had it."""
+
+    def sections(text: str) -> tuple[str, dict]:
+        head, found, key = [], {}, None
+        for line in text.splitlines(keepends=True):
+            match = re.match(r"\[(methods|provenance)\.([^\]]+)\]", line)
+            if match:
+                key = (match.group(1), match.group(2))
+                found[key] = ""
+            if key is None:
+                head.append(line)
+            else:
+                found[key] += line
+        return "".join(head), found
+
+    head, new = sections(new_text)
+    _, old = sections(old_text)
+    parts = [head]
+    for kind in ("methods", "provenance"):
+        for label in order:
+            key = (kind, label)
+            block = new.get(key) if label in tuned else old.get(key)
+            if block:
+                parts.append(block if block.endswith("\n\n") else block.rstrip("\n") + "\n\n")
+    return "".join(parts).rstrip("\n") + "\n"
 
 
 def tune(path, out_dir=None, trials=None, methods=None, vmapped=True, log=print) -> dict:
@@ -421,13 +479,27 @@ def tune(path, out_dir=None, trials=None, methods=None, vmapped=True, log=print)
         "chosen": {},
         "seconds": {},
     }
-    earlier = finished_methods(out_dir / "trials.json", record)
+    by_label = {m.label: m for m in experiment.methods}
+    record["fingerprints"] = {
+        label: method_fingerprint(experiment, spec, by_label[label]) for label in spec.methods
+    }
+    old = previous_record(out_dir / "trials.json", experiment.name)
+    earlier = finished_methods(old, record)
+    # Methods not tuned now keep what the earlier tuning stored for them (`--methods A` tunes A
+    # and leaves the others' trials and choices as they were).
+    for label in old.get("chosen", {}):
+        if label in by_label and label not in spec.methods:
+            record["spaces"][label] = old["spaces"].get(label)
+            record["trials"].extend(t for t in old["trials"] if t.get("method") == label)
+            record["chosen"][label] = old["chosen"][label]
+            record["seconds"][label] = old["seconds"].get(label)
+            record["fingerprints"][label] = old.get("fingerprints", {}).get(label)
     for label in spec.methods:
-        method = next(m for m in experiment.methods if m.label == label)
+        method = by_label[label]
         record["spaces"][label] = space_record(method, method_space(method, spec))
-        if label in earlier and earlier[label]["space"] == record["spaces"][label]:
+        if label in earlier:
             # An interrupted `zopg tune` resumes: a method whose trials all finished under the
-            # same space, trials, seeds, envs and teacher is not run again.
+            # same fingerprint (its table, budget, trials, seeds, envs, teacher) is not rerun.
             log(f"{label}: {spec.trials} trials finished earlier, reused")
             results = earlier[label]["trials"]
             record["seconds"][label] = earlier[label]["seconds"]
@@ -444,7 +516,10 @@ def tune(path, out_dir=None, trials=None, methods=None, vmapped=True, log=print)
     record["wall_s"] = time.perf_counter() - started
     record["out_dir"], record["fragment"] = str(out_dir), str(spec.fragment)
     store.write_json_atomic(out_dir / "trials.json", record)
-    text = fragment_text(experiment, spec, record["chosen"])
+    tuned_now = {label: record["chosen"][label] for label in spec.methods}
+    text = fragment_text(experiment, spec, tuned_now)
+    if spec.fragment.exists():
+        text = merged_fragment(spec.fragment.read_text(), text, spec.methods, list(by_label))
     store.write_bytes_atomic(spec.fragment, text.encode())
     store.write_bytes_atomic(out_dir / "chosen.toml", text.encode())
     return record
