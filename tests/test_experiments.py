@@ -238,8 +238,9 @@ def test_end_to_end_writes_every_result_file(tiny_results):
     ):
         assert (tiny_results / "figures" / f"{name}.png").stat().st_size > 1000
     columns = store.read_tidy(tiny_results / "metrics.csv")
-    # One row per (method, env, link, seed, logged iteration): 2 methods x 4 seeds x 10 points.
-    assert len(columns["method"]) == 2 * 4 * 10
+    # One row per (method, env, link, seed, logged iteration) and one per seed for the initial
+    # policy: 2 methods x 4 seeds x (10 points + 1).
+    assert len(columns["method"]) == 2 * 4 * 11
     summary = store.read_json(tiny_results / "summary.json")
     by_method = {r["method"]: r for r in summary["results"]}
     # Both spent the shared budget: 100 iterations of 20 queries (ZBCPG: 2 blocks x 2 pairs x 5).
@@ -389,7 +390,7 @@ def test_monte_carlo_evaluation_per_env_policy_and_resume(tmp_path, monkeypatch)
     }
     cart = (columns["method"] == "zpg") & (columns["env"] == "gymnax/CartPole-v1")
     # 24 iterations (240 / (2 x 5)), 4 logged points spread evenly over 0..23.
-    np.testing.assert_array_equal(np.unique(columns["iteration"][cart]), [0, 8, 15, 23])
+    np.testing.assert_array_equal(np.unique(columns["iteration"][cart]), [-1, 0, 8, 15, 23])
     returns, stderr = columns["value"][cart], columns["value_se"][cart]
     # CartPole pays +1 per step until termination; horizon 50.
     assert np.all((returns >= 1) & (returns <= 50)) and np.all(stderr >= 0)

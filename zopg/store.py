@@ -25,6 +25,9 @@ import jax
 import numpy as np
 
 # metrics.csv: one row per (method, env, link, seed, iteration); pandas.read_csv reads it.
+# Each seed's first row (iteration INITIAL_ITERATION) is its initial policy, before anything was
+# spent, so curves start at 0 queries; files written before that row existed lack it, and readers
+# of final values and crossings take the logged iterations only (logged_rows).
 TIDY_COLUMNS = (
     "method",
     "algorithm",
@@ -56,6 +59,7 @@ TIDY_METRICS = {
     "value_se": "eval/value_se",
     "kl_to_reference": "eval/kl_to_reference",
 }
+INITIAL_ITERATION = -1
 EXPERIMENT_FILE = "experiment.json"
 # Everything a damaged, truncated or foreign npz can raise on the way in (zlib: a corrupt
 # compressed member).
@@ -216,16 +220,31 @@ def tidy_column(metrics: dict, column: str):
 
 def write_tidy(path, runs: list[dict], sweep_labels=()) -> Path:
     """runs: dicts with method/algorithm/reference/env/link/sweep, `iterations` [P], `metrics`
-    name -> [seeds, P] arrays and `normalise` (value -> score). Each swept field is a column
-    after `link` (named by its label)."""
+    name -> [seeds, P] arrays and `normalise` (value -> score), and optionally `initial_value`
+    and `initial_value_se` ([seeds], the initial policy's): then each seed's rows start with one
+    at INITIAL_ITERATION with nothing spent. Each swept field is a column after `link` (named by
+    its label)."""
     rows = []
     for run in runs:
-        metrics, iterations = run["metrics"], run["iterations"]
+        metrics = run["metrics"]
+        iterations = np.asarray(run["iterations"])
         seeds = next(iter(metrics.values())).shape[0]
         columns = {}
         for column in TIDY_METRICS:
             found = tidy_column(metrics, column)
             columns[column] = np.full((seeds, iterations.size), np.nan) if found is None else found
+        if run.get("initial_value") is not None:
+            initial = {column: np.zeros(seeds) for column in TIDY_METRICS}
+            initial["value"] = np.asarray(run["initial_value"], dtype=float)
+            se = run.get("initial_value_se")
+            initial["value_se"] = np.full(seeds, np.nan) if se is None else np.asarray(se, float)
+            if tidy_column(metrics, "kl_to_reference") is None:
+                initial["kl_to_reference"] = np.full(seeds, np.nan)
+            # else 0: the reference of the KL is the seed's initial policy itself.
+            iterations = np.concatenate([[INITIAL_ITERATION], iterations])
+            columns = {
+                c: np.concatenate([initial[c][:, None], columns[c]], axis=1) for c in columns
+            }
         columns["score"] = run["normalise"](columns["value"])
         numeric = TIDY_COLUMNS[7:]
         for seed in range(seeds):
@@ -269,6 +288,13 @@ def read_tidy(path) -> dict[str, np.ndarray]:
         else:
             columns[name] = _numbers_or_text(values)
     return columns
+
+
+def logged_rows(columns: dict) -> dict:
+    """metrics.csv's columns without the initial-policy rows: the logged iterations only, as
+    final values and threshold crossings read them (a file without those rows is unchanged)."""
+    keep = np.asarray(columns["iteration"], dtype=float) != INITIAL_ITERATION
+    return {name: values[keep] for name, values in columns.items()}
 
 
 def _numbers_or_text(values: list[str]) -> np.ndarray:

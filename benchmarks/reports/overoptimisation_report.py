@@ -233,7 +233,8 @@ def report(out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     record = store.read_experiment(out_dir)
     summary = store.read_json(out_dir / "summary.json")
-    columns = store.read_tidy(out_dir / "metrics.csv")
+    # The initial score comes from summary.json below, so the initial rows (newer files) go.
+    columns = store.logged_rows(store.read_tidy(out_dir / "metrics.csv"))
     previous_path = out_dir / "overoptimisation.json"
     previous = store.read_json(previous_path) if previous_path.exists() else None
     arms = []

@@ -28,6 +28,7 @@ import numpy as np
 from zopg import store
 from zopg.analysis import paired, stats, tables
 from zopg.analysis.compare import read_final_values
+from zopg.analysis.names import DISPLAY_NAMES
 from zopg.provenance import REPO_ROOT
 from zopg.store import read_json, write_bytes_atomic
 
@@ -36,23 +37,11 @@ DOCS = REPO_ROOT / "docs"
 RESULTS = REPO_ROOT / "results"
 BLOCK = re.compile(r"(<!-- generated: ([\w-]+) -->\n)(.*?)(<!-- end generated -->)", re.DOTALL)
 
-# Display names; anything not listed shows its label.
+# Display names from the one mapping the figures use too (a label without one shows itself);
+# the tables mark the methods with reward access, which are not budget-matched, by a dagger.
+REWARD_ACCESS = ("exact-pg", "ppo", "es", "ppo-gaussian")
 NAMES = {
-    "zpg": "ZPG",
-    "zbcpg": "ZBCPG",
-    "zspo": "ZSPO",
-    "par-s2zpo": "Par-S2ZPO",
-    "dpo-online": "online DPO",
-    "dpo-offline": "offline DPO",
-    "fedavg-dpo": "FedAvg DPO",
-    "rm-ppo": "RM+PPO",
-    "rm-ppo-once": "RM+PPO fitted once (MLP)",
-    "rm-ppo-once-kl": "RM+PPO fitted once (MLP), KL 1",
-    "rm-ppo-once-tabular": "RM+PPO fitted once (table)",
-    "exact-pg": "exact PG †",
-    "ppo": "PPO †",
-    "es": "ES †",
-    "ppo-gaussian": "PPO †",
+    label: name + (" †" if label in REWARD_ACCESS else "") for label, name in DISPLAY_NAMES.items()
 }
 LINKS = {"bradley-terry": "BT", "weibull": "Weibull", "linear": "linear", "hard": "hard"}
 
@@ -331,7 +320,8 @@ def crossings_block(folder: str, thresholds: dict) -> str:
     """Median human queries at which each seed's value first reaches a threshold per env
     (thresholds: env id -> value), read at the logged iterations, with a 95% bootstrap CI of the
     median over seeds (whole seeds resampled), from metrics.csv."""
-    columns = store.read_tidy(RESULTS / folder / "metrics.csv")
+    # Crossings are read at the logged iterations, whether or not the file has initial rows.
+    columns = store.logged_rows(store.read_tidy(RESULTS / folder / "metrics.csv"))
     lines = [
         "| env | method | threshold | queries to it, median [95% CI] | seeds reaching it |",
         "|---|---|---|---|---|",

@@ -63,7 +63,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not (args.results / "metrics.csv").exists():
         parser.error(f"{args.results}: no metrics.csv; run `zopg run sample_efficiency` first")
-    columns = store.read_tidy(args.results / "metrics.csv")
+    # Crossings are read at the logged iterations, as before metrics.csv had initial rows.
+    columns = store.logged_rows(store.read_tidy(args.results / "metrics.csv"))
     pairs = list(dict.fromkeys(zip(columns["method"], columns["env"], strict=True)))
     results = {}
     fmt = lambda x: "never" if x is None else f"{x:.2e}"  # noqa: E731

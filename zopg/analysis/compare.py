@@ -73,6 +73,8 @@ def read_final_values(results_dir) -> tuple[dict, list[dict]]:
             f"{results_dir}/metrics.csv: no column {', '.join(missing)}; columns are "
             f"{', '.join(columns)} (rewrite it with `zopg report {results_dir}`)"
         )
+    # Final values come from the logged iterations, never from an initial policy's row.
+    columns = store.logged_rows(columns)
     num_seeds = int(record.get("seeds") or 0)
     seeds = columns["seed"].astype(int)
     if seeds.size:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from zopg import store
-from zopg.analysis.stats import bootstrap_ci, first_crossing, iqm
+from zopg.analysis.stats import MIN_SEEDS_FOR_CI, bootstrap_ci, first_crossing, iqm
 from zopg.errors import ConfigError
 from zopg.exact import normalized_score
 from zopg.provenance import device, git_revision, host, versions
@@ -175,6 +175,9 @@ def write_reports(out_dir) -> dict:
             "iterations": run["iterations"],
             "metrics": run["metrics"],
             "normalise": normaliser(run),
+            # Each seed's row before training: curves start where nothing was spent.
+            "initial_value": run["initial_value"],
+            "initial_value_se": run.get("initial_value_se"),
         }
         for run in runs
     ]
@@ -244,12 +247,22 @@ def format_summary(summary: dict) -> str:
         f"{'method':14} {'env':22} {'link':14} {'queries':>10} {'value':>8} "
         f"{'value 95% CI':>19} {extra_header}"
     )
+    # The numbers stay as summary.json has them; below MIN_SEEDS_FOR_CI the header says not to
+    # trust the intervals (the figures draw none).
+    few = summary["seeds"] < MIN_SEEDS_FOR_CI or any(
+        r["seeds"] < MIN_SEEDS_FOR_CI for r in summary["results"]
+    )
     lines = [
         f"{summary['experiment']}: {summary['seeds']} seeds, budget "
         f"{summary['budget_queries']:,} {summary.get('budget_unit', 'queries').replace('_', ' ')}; "
         + (f"score = {summary['score']}" if scored else f"value = {summary.get('value', '')}"),
-        header,
     ]
+    if few:
+        lines.append(
+            f"WARNING n < {MIN_SEEDS_FOR_CI} seeds: the 95% CIs are unreliable (a bootstrap over "
+            "so few seeds is far too narrow)"
+        )
+    lines.append(header)
     for r in summary["results"]:
         queries = "reference" if r["reference"] else f"{r['queries']:.3g}"
         point = ",".join(f"{k}={v}" for k, v in r.get("sweep", {}).items())

@@ -6,6 +6,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+# Fewer seeds than this and a seed-bootstrap interval is not to be trusted: n seeds allow only
+# C(2n - 1, n) distinct resamples (35 at n = 4, 1 at n = 1), so the percentile interval is far
+# narrower than the truth. Figures then draw no band and the printed table says so; summary.json
+# keeps the numbers as computed.
+MIN_SEEDS_FOR_CI = 5
+
 
 def iqm(values, axis: int = 0) -> np.ndarray:
     """Interquartile mean: the mean of the middle 50% (robust, yet uses half the samples)."""
