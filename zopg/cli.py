@@ -16,23 +16,12 @@ from pathlib import Path
 
 from zopg.errors import ConfigError, did_you_mean
 
-EXPERIMENTS_DIR = Path("benchmarks")
-
 
 def resolve_experiment(name: str) -> Path:
-    """A path to a TOML file, or the name of one in ./benchmarks/."""
-    path = Path(name)
-    if path.suffix == ".toml" or path.exists():
-        return path
-    candidate = EXPERIMENTS_DIR / f"{name}.toml"
-    if candidate.exists():
-        return candidate
-    stems = [p.stem for p in sorted(EXPERIMENTS_DIR.glob("*.toml"))]
-    known = ", ".join(stems) or "none found"
-    hint = did_you_mean(name, stems)
-    raise ConfigError(
-        f"unknown experiment {name!r}{hint}; experiments in {EXPERIMENTS_DIR}/: {known}"
-    )
+    """A path to a TOML file, or a shipped experiment's name, found from any folder."""
+    from zopg.experiments.library import resolve_experiment as resolve  # a light import
+
+    return resolve(name)
 
 
 def cmd_run(args) -> int:
@@ -245,12 +234,12 @@ def cmd_list(args) -> int:
         print(f"  {'':14} assumes: {algo.assumes or 'nothing'}; {kind}")
         if algo.search_space is not None:
             print(f"  {'':14} tunes: {algo.search_space.describe()}")
-    experiments = [p.stem for p in sorted(EXPERIMENTS_DIR.glob("*.toml"))]
-    # benchmarks/rates/*.toml are rate sweeps for `python -m zopg.rates`, not experiments.
-    sweeps = [f"rates/{p.stem}" for p in sorted((EXPERIMENTS_DIR / "rates").glob("*.toml"))]
-    print("experiments:  " + (", ".join(experiments) or f"none in {EXPERIMENTS_DIR}/"))
-    if sweeps:
-        print("rate sweeps:  " + ", ".join(sweeps) + " (make rates)")
+    from zopg.experiments.library import experiment_names, library_dir, sweep_names
+
+    print(f"experiments:  {', '.join(experiment_names()) or 'none'}")
+    print(f"  {'':12} shipped with zopg, in {library_dir()}; `zopg run NAME`, or a path to a file")
+    if sweep_names():
+        print("rate sweeps:  " + ", ".join(sweep_names()) + " (python -m zopg.rates)")
     return 0
 
 

@@ -21,13 +21,16 @@ from pathlib import Path
 
 from zopg import provenance
 from zopg.errors import ConfigError
+from zopg.experiments.library import library_dir
 from zopg.rates import plots as rate_plots
 from zopg.rates import sweeps as rates
 from zopg.rates.analysis import analyse, analyse_family
 from zopg.store import read_json, write_json_atomic
 
-SWEEPS = provenance.REPO_ROOT / "benchmarks" / "rates"
-RESULTS = provenance.REPO_ROOT / "results" / "rates"
+# The sweep files ship with the experiments (benchmarks/rates/ in a clone); results go under the
+# current folder, as every zopg command's do.
+SWEEPS = library_dir() / "rates"
+RESULTS = Path("results") / "rates"
 
 
 # Files in the order of science.md §8; any other sweep file follows alphabetically.
