@@ -3,6 +3,7 @@ run ids, planted links, escaping fragment paths, size bombs (issue 24's probes).
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +141,90 @@ def test_overrides_without_out_get_a_folder_of_their_own():
     odd = cli.default_out("exp", ['links.0.name="thurstone"'])
     assert odd.parent == Path("results") and odd.name.startswith("exp+set-")
     assert odd != cli.default_out("exp", ['links.0.name="weibull"'])
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """BASE run once into a folder (two methods), shared by the report probes below."""
+    folder = tmp_path_factory.mktemp("finished")
+    text = BASE + '[methods.zbcpg]\nalgorithm = "zbcpg"\nnum_pairs = 2\nnum_queries = 5\n'
+    text += "block_size = 20\nnum_blocks = 2\n"
+    path = write(folder, text)
+    out = folder / "out"
+    assert cli.main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def copy_of(folder, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(folder, tmp_path / "copy"))
+
+
+def test_report_leaves_out_and_names_a_run_made_with_other_settings(finished, tmp_path, capsys):
+    import json
+
+    out = copy_of(finished, tmp_path)
+    record = json.loads((out / "experiment.json").read_text())
+    stale_id = record["runs"][0]["run_id"]
+    record["runs"][0]["run_hash"] = "0" * 16  # the experiment now plans other settings for it
+    (out / "experiment.json").write_text(json.dumps(record))
+    assert cli.main(["report", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "1 run files made with other settings (left out above; rerun them" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stale_runs"] == [stale_id]
+    assert stale_id.split("__")[0] not in {r["method"] for r in summary["results"]}
+
+
+def test_a_run_id_that_leaves_runs_is_refused(finished, tmp_path, capsys):
+    import json
+
+    out = copy_of(finished, tmp_path)
+    record = json.loads((out / "experiment.json").read_text())
+    record["runs"][0]["run_id"] = "../../other/runs/x"
+    (out / "experiment.json").write_text(json.dumps(record))
+    assert cli.main(["report", str(out)]) == 2
+    assert "run id '../../other/runs/x' is not a file name" in capsys.readouterr().err
+
+
+def test_a_figure_is_written_whole_or_not_at_all(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from zopg import store
+
+    path = tmp_path / "f.png"
+    fig = plt.figure()
+    store.save_figure(fig, path)
+    before = path.read_bytes()
+    assert before.startswith(b"\x89PNG")
+
+    def dying(*args, **kwargs):
+        args[0].write(b"\x89PNG half")
+        raise KeyboardInterrupt  # killed while drawing
+
+    fig.savefig = dying
+    with pytest.raises(KeyboardInterrupt):
+        store.save_figure(fig, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["f.png"]
+    plt.close(fig)
+
+
+def test_a_full_disk_names_the_file_in_one_line(finished, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from zopg import store
+
+    out = copy_of(finished, tmp_path)
+
+    def full(fd, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store.os, "fdopen", full)
+    assert cli.main(["report", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "cannot write" in err and str(out) in err and "No space left on device" in err

@@ -141,7 +141,10 @@ RAW = {
     [
         ({"colour": 1}, r"sweep 'x'\.colour: unknown key; allowed: .*quantity"),
         ({"quantity": "speed"}, "unknown quantity 'speed'; known quantities: bias_vs_mu"),
-        ({"settings": {"links": "bt"}}, r"settings\.links: unknown key; allowed: .*link"),
+        (
+            {"settings": {"links": "bt"}},
+            r"settings\.links: unknown key \(did you mean 'link'\?\); allowed: .*link",
+        ),
         ({"seeds": 1}, "seeds = 1: must be an integer >= 2"),
         ({"grid": [4, 4, 16]}, "must be strictly increasing"),
         ({"grid": [0.5, 4, 16]}, "must be integers >= 1"),

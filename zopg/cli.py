@@ -187,6 +187,12 @@ def cmd_report(args) -> int:
     missing = summary.get("missing_runs", [])
     if missing:
         print(f"{len(missing)} runs not finished yet (left out above): " + ", ".join(missing))
+    stale = summary.get("stale_runs", [])
+    if stale:
+        print(
+            f"{len(stale)} run files made with other settings (left out above; rerun them with "
+            "`zopg run ... --overwrite`): " + ", ".join(stale)
+        )
     return 0
 
 
@@ -492,6 +498,10 @@ def main(argv=None) -> int:
         # at devnull so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as err:
+        # A full disk, a read-only folder, a file that vanished: the store names the path.
+        print(f"zopg: error: {err}", file=sys.stderr)
+        return 1
     except Exception:
         traceback.print_exc()
         return 1

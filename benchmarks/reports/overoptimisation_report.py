@@ -191,7 +191,7 @@ def plot_proxy_and_gold(curves, path: Path) -> None:
     )
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    store.save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 

@@ -264,7 +264,7 @@ def plot_convergence(columns, summary: dict, x_axis: str, path: Path, statistic:
         + _interval_note(shown, hidden, "band"),
     )
     _legend_below(fig, axes.flat, above=above, rank=rank)
-    fig.savefig(path, dpi=110)
+    store.save_figure(fig, path)
     plt.close(fig)
     return fig
 
@@ -365,7 +365,7 @@ def plot_final(summary: dict, path: Path, columns=None):
     ax.set_title(_wrap(title, fig.get_figwidth(), 10), fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     _legend_below(fig, [ax])
-    fig.savefig(path, dpi=110)
+    store.save_figure(fig, path)
     plt.close(fig)
     return fig
 
@@ -423,7 +423,7 @@ def plot_final_values(summary: dict, path: Path, columns=None):
         size=9,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    store.save_figure(fig, path)
     plt.close(fig)
     return fig
 
@@ -505,7 +505,7 @@ def plot_sweeps(summary: dict, path: Path):
         size=10,
     )
     _legend_below(fig, axes[0], above=above)
-    fig.savefig(path, dpi=110)
+    store.save_figure(fig, path)
     plt.close(fig)
     return fig
 
@@ -576,7 +576,7 @@ def plot_gold_against_kl(columns, summary: dict, path: Path):
         size=10,
     )
     _legend_below(fig, axes.flat, above=above)
-    fig.savefig(path, dpi=110)
+    store.save_figure(fig, path)
     plt.close(fig)
     return fig
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -133,27 +134,45 @@ def _nanmean(values) -> float | None:
     return float(np.nanmean(values)) if np.any(np.isfinite(values)) else None
 
 
-def load_runs(out_dir) -> tuple[dict, list[tuple[str, dict]], list[str]]:
-    """(experiment record, [(run id, run)], [ids of runs not finished]) of a results folder;
-    each run is labelled with its panel's link and sweep point (one run may serve several: a
-    reference every link panel, a run the swept field does not touch every sweep point)."""
+def load_runs(out_dir) -> tuple[dict, list[tuple[str, dict]], list[str], list[str]]:
+    """(experiment record, [(run id, run)], [ids of runs not finished], [ids of stale runs]) of
+    a results folder; each run is labelled with its panel's link and sweep point (one run may
+    serve several: a reference every link panel, a run the swept field does not touch every
+    sweep point). A run file whose run hash is not the one the experiment planned (made with
+    other settings) is stale: left out and named, never merged."""
     record = store.read_experiment(out_dir)
     runs_dir = Path(out_dir) / "runs"
-    loaded, runs, missing = {}, [], []
-    for entry in record["runs"]:
-        rid = entry["run_id"]
-        if rid not in loaded:
-            # Shards still running, or a run that failed: report what is there.
-            loaded[rid] = (
-                store.load_run(runs_dir, rid) if store.finished_run_hash(runs_dir, rid) else None
+    entries = record.get("runs") if isinstance(record, dict) else None
+    if not isinstance(entries, list):
+        raise ConfigError(f"{Path(out_dir) / store.EXPERIMENT_FILE}: has no list of runs")
+    loaded, runs, missing, stale = {}, [], [], []
+    for entry in entries:
+        rid = entry.get("run_id") if isinstance(entry, dict) else None
+        if not isinstance(rid, str) or not RUN_ID.fullmatch(rid):
+            # A run id is a file name inside runs/: "../other/runs/x" would merge a foreign run.
+            raise ConfigError(
+                f"{Path(out_dir) / store.EXPERIMENT_FILE}: run id {rid!r} is not a file name"
             )
-            if loaded[rid] is None:
-                missing.append(rid)
+        if rid not in loaded:
+            found = store.finished_run_hash(runs_dir, rid)
+            expected = entry.get("run_hash")  # absent in folders written before it was stored
+            if found is not None and expected is not None and found != expected:
+                stale.append(rid)
+                loaded[rid] = None
+            else:
+                # Shards still running, or a run that failed: report what is there.
+                loaded[rid] = store.load_run(runs_dir, rid) if found else None
+                if loaded[rid] is None:
+                    missing.append(rid)
         if loaded[rid] is not None:
             runs.append(
                 (rid, {**loaded[rid], "link": entry["link"], "sweep": entry.get("sweep", {})})
             )
-    return record, runs, missing
+    return record, runs, missing, stale
+
+
+# What the runner names runs: labels and slugs joined by "__", no path separators.
+RUN_ID = re.compile(r"(?!\.\.?$)[^/\\\x00]+")
 
 
 def write_reports(out_dir) -> dict:
@@ -161,7 +180,7 @@ def write_reports(out_dir) -> dict:
     from zopg.analysis.plots import plot_results
 
     out_dir = Path(out_dir)
-    record, labelled, missing = load_runs(out_dir)
+    record, labelled, missing, stale = load_runs(out_dir)
     if not labelled:
         raise ConfigError(
             f"{out_dir}: none of the experiment's {len(missing)} runs has finished yet"
@@ -197,6 +216,8 @@ def write_reports(out_dir) -> dict:
     if missing:
         # Only when there are some: a complete folder's summary is the same however it was run.
         summary["missing_runs"] = missing
+    if stale:
+        summary["stale_runs"] = stale
     store.write_json_atomic(out_dir / "summary.json", summary)
     distinct = dict(labelled)
     manifest = {

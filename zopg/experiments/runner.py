@@ -285,7 +285,8 @@ def plan_runs(experiment: Experiment) -> tuple[list[PlannedRun], list[dict]]:
                 "sweep": point,
             }
             planned.append(PlannedRun(rid, rhash, variant, run, labels))
-        entries.append({"run_id": rid, "link": link_spec.panel, "sweep": point})
+        # The run hash too, so that `zopg report` uses only runs made with these settings.
+        entries.append({"run_id": rid, "link": link_spec.panel, "sweep": point, "run_hash": rhash})
     return planned, entries
 
 

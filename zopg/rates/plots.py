@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only; no display on CI or servers
 import matplotlib.pyplot as plt
 import numpy as np
 
-from zopg.store import write_bytes_atomic
+from zopg.store import save_figure
 
 
 def _fmt(value) -> str:
@@ -97,13 +97,8 @@ def draw_sweep(ax, record: dict, color="C0", label: str | None = None) -> None:
 
 def _finish(fig, path: Path) -> Path:
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    path = save_figure(fig, path)
     plt.close(fig)
-    # Re-written through the atomic writer so a reader never sees half a PNG.
-    write_bytes_atomic(path, tmp.read_bytes())
-    tmp.unlink()
     return path
 
 
