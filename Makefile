@@ -9,7 +9,7 @@ EXTRAS := dev$(if $(JAX_EXTRA),$(comma)$(JAX_EXTRA))
 # One stamp per extra, so a change of JAX_EXTRA re-installs.
 STAMP  := $(VENV)/.installed$(if $(JAX_EXTRA),-$(JAX_EXTRA))
 
-.PHONY: docs compare tune regimes regimes-design regime-controls sign rates bench bench-quick bench-control bench-control-probe bench-throughput bench-sample-efficiency test test-all lint format clean-venv
+.PHONY: docs compare tune regimes regimes-design regime-controls sign rates bench bench-quick bench-control bench-control-probe bench-throughput bench-sample-efficiency mutation test test-all lint format clean-venv
 
 # Re-install whenever pyproject.toml is newer than the last install.
 $(STAMP): pyproject.toml
@@ -106,6 +106,13 @@ rates: $(STAMP)
 # The docs site (docs/, mkdocs.yml) -> site/; --strict: a broken link or reference fails.
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# Mutation testing of the core (benchmarks/studies/mutation.py): mutmut mutates exact values, the
+# estimators, links, oracle, zeroth-order and sign methods, DPO losses, budget accounting and
+# paired statistics, each against its own tests, in scratch copies under mutants/ ->
+# results/mutation.json. Hours on the 2-core CPU; interrupted, it resumes. Not part of `make test`.
+mutation: $(STAMP)
+	$(PY) -m benchmarks.studies.mutation
 
 # Slow tests (brax locomotion, other brax backends) are marked; `make test-all` includes them.
 # Test files run in parallel, one worker per core: most of the suite's time is XLA compiling,
