@@ -228,3 +228,45 @@ def test_a_full_disk_names_the_file_in_one_line(finished, tmp_path, monkeypatch,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "cannot write" in err and str(out) in err and "No space left on device" in err
+
+
+RUN = "zpg__gridworld-open-5x5__bradley-terry"
+
+
+def _object_array(path):
+    import numpy as np
+
+    np.savez(path, __iterations__=np.arange(2), x=np.array([object()], dtype=object))
+
+
+@pytest.mark.parametrize(
+    ("damage", "command", "code", "named"),
+    [
+        (lambda t: (t / "experiment.json").write_text('{"runs": 5, "name": 3}'), "compare", 2,
+         "experiment.json: damaged (not an experiment record)"),
+        (lambda t: (t / "experiment.json").write_text('{"name": "probe", "ru'), "report", 2,
+         "experiment.json: damaged (Unterminated string"),
+        (lambda t: (t / "summary.json").write_text('{"experiment": '), "summarize", 2,
+         "summary.json: damaged"),
+        (lambda t: (t / "metrics.csv").write_text("a,b\n1\n"), "plot", 2,
+         "metrics.csv: damaged (line 2 has not 2 cells)"),
+        (lambda t: (t / "runs" / f"{RUN}.json").write_text("[1, 2]"), "report", 0, None),
+        (lambda t: (t / "runs" / f"{RUN}.json").write_text("[" * 10**5 + "]" * 10**5),
+         "report", 0, None),
+        (lambda t: _object_array(t / "runs" / f"{RUN}.npz"), "report", 0, None),
+    ],
+)  # fmt: skip
+def test_a_damaged_file_is_one_line_or_a_clear_skip(
+    finished, tmp_path, capsys, damage, command, code, named
+):
+    """A damaged run file counts as unfinished (a run redoes it; a report leaves it out and
+    still reports the others); a damaged record of the folder is one line naming it."""
+    out = copy_of(finished, tmp_path)
+    damage(out)
+    assert cli.main([command, str(out)]) == code
+    err = capsys.readouterr().err.strip()
+    if named is None:
+        assert RUN in (out / "summary.json").read_text()  # listed as not finished
+        assert "Traceback" not in err
+    else:
+        assert len(err.splitlines()) == 1 and named in err, err

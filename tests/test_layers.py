@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "zopg"
 # Lowest first. The results store sits on the ground floor, so reading a report imports no
 # training code; search spaces live in algorithms/, so nothing below tuning/ imports it.
 FLOORS = [
-    {"errors", "store", "provenance", "rollout"},
+    {"errors"},
+    {"store", "provenance", "rollout"},
     {"zopg", "plugins", "networks", "estimators"},  # "zopg": the package's __init__
     {"envs", "policies", "preferences"},
     {"exact", "occupancy"},
@@ -121,4 +122,4 @@ def test_nothing_below_the_cli_imports_it():
 
 
 def test_the_store_imports_no_other_layer():
-    assert zopg_imports(PACKAGE / "store.py") == set()
+    assert zopg_imports(PACKAGE / "store.py") <= {"zopg.errors"}

@@ -24,6 +24,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from zopg.errors import ConfigError
+
 # metrics.csv: one row per (method, env, link, seed, iteration); pandas.read_csv reads it.
 # Each seed's first row (iteration INITIAL_ITERATION) is its initial policy, before anything was
 # spent, so curves start at 0 queries; files written before that row existed lack it, and readers
@@ -117,7 +119,14 @@ def write_json_atomic(path, data) -> Path:
 
 
 def read_json(path):
-    return json.loads(Path(path).read_text())
+    """A JSON file of a results folder; a damaged one (truncated, not UTF-8, nested beyond
+    reason) is one ConfigError naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError too
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise ConfigError(f"{path}: damaged ({reason}); delete it or write it again") from None
 
 
 def _npz_bytes(arrays: dict) -> bytes:
@@ -152,18 +161,53 @@ def finished_run_hash(runs_dir, run_id: str) -> str | None:
     if not (meta.exists() and data.exists()):
         return None
     try:
-        return read_json(meta).get("run_hash")
-    except (OSError, ValueError):
+        found = read_json(meta)
+    except (OSError, ValueError):  # ConfigError is a ValueError: a damaged file is not finished
         return None
+    found = found.get("run_hash") if isinstance(found, dict) else None
+    return found if isinstance(found, str) and _arrays_readable(data) else None
+
+
+def _arrays_readable(path: Path) -> bool:
+    """Whether a run's .npz is an archive of plain arrays with its iterations, from the array
+    headers alone (cheap): a truncated file or an object array (which would need a pickle)
+    makes the run unfinished, so it runs again instead of failing every report."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            for name in names:
+                with archive.open(name) as member:
+                    major, _ = np.lib.format.read_magic(member)
+                    read_header = (
+                        np.lib.format.read_array_header_1_0
+                        if major == 1
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    _, _, dtype = read_header(member)
+                    if dtype.hasobject:
+                        return False
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return False
+    return "__iterations__.npy" in names
 
 
 def load_run(runs_dir, run_id: str) -> dict:
     """A finished run: its metadata, `iterations` [P] and `metrics` name -> [seeds, P]."""
     runs_dir = Path(runs_dir)
     meta = read_json(runs_dir / f"{run_id}.json")
-    with np.load(runs_dir / f"{run_id}.npz", allow_pickle=False) as data:
-        iterations = data["__iterations__"]
-        metrics = {_metric_name(k): data[k] for k in data.files if k != "__iterations__"}
+    path = runs_dir / f"{run_id}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            iterations = data["__iterations__"]
+            metrics = {_metric_name(k): data[k] for k in data.files if k != "__iterations__"}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        # Truncated, not an archive, an object array (refused: no pickles), a missing part.
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise ConfigError(f"{path}: damaged ({reason}); delete it to run it again") from None
+    if not isinstance(meta, dict) or not all(
+        isinstance(meta.get(k), str) for k in ("method", "env", "run_hash")
+    ):
+        raise ConfigError(f"{runs_dir / f'{run_id}.json'}: damaged (not a run record)")
     return {**meta, "iterations": iterations, "metrics": metrics}
 
 
@@ -172,10 +216,21 @@ def write_experiment(out_dir, record: dict) -> Path:
 
 
 def read_experiment(out_dir) -> dict:
+    """experiment.json, checked for the shape every reader relies on (a name, a list of run
+    entries with their ids, a list of sweeps): a damaged one is one ConfigError naming it."""
     path = Path(out_dir) / EXPERIMENT_FILE
     if not path.exists():
         raise FileNotFoundError(f"{out_dir}: no {EXPERIMENT_FILE}; run the experiment first")
-    return read_json(path)
+    record = read_json(path)
+    entries = record.get("runs") if isinstance(record, dict) else None
+    if not (
+        isinstance(entries, list)
+        and isinstance(record.get("name"), str)
+        and isinstance(record.get("sweeps", []), list)
+        and all(isinstance(e, dict) and isinstance(e.get("run_id"), str) for e in entries)
+    ):
+        raise ConfigError(f"{path}: damaged (not an experiment record); run the experiment again")
+    return record
 
 
 # -- checkpoints ---------------------------------------------------------------------------------
@@ -285,11 +340,21 @@ def _cell(x):
 
 
 def read_tidy(path) -> dict[str, np.ndarray]:
-    """metrics.csv as columns (strings for names, floats for numbers; empty cells are NaN)."""
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader)
-        rows = list(reader)
+    """metrics.csv as columns (strings for names, floats for numbers; empty cells are NaN); a
+    malformed file is one ConfigError naming it."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader)
+            rows = list(reader)
+    except (StopIteration, csv.Error, UnicodeDecodeError) as err:
+        raise ConfigError(
+            f"{path}: damaged ({err or 'empty'}); rewrite it with zopg report"
+        ) from None
+    short = next((n for n, row in enumerate(rows, start=2) if len(row) != len(header)), None)
+    if short is not None or "iteration" not in header:
+        where = f"line {short} has not {len(header)} cells" if short else "no iteration column"
+        raise ConfigError(f"{path}: damaged ({where}); rewrite it with zopg report")
     columns = {}
     for i, name in enumerate(header):
         values = [row[i] for row in rows]

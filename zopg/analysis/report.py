@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -142,13 +143,10 @@ def load_runs(out_dir) -> tuple[dict, list[tuple[str, dict]], list[str], list[st
     other settings) is stale: left out and named, never merged."""
     record = store.read_experiment(out_dir)
     runs_dir = Path(out_dir) / "runs"
-    entries = record.get("runs") if isinstance(record, dict) else None
-    if not isinstance(entries, list):
-        raise ConfigError(f"{Path(out_dir) / store.EXPERIMENT_FILE}: has no list of runs")
     loaded, runs, missing, stale = {}, [], [], []
-    for entry in entries:
-        rid = entry.get("run_id") if isinstance(entry, dict) else None
-        if not isinstance(rid, str) or not RUN_ID.fullmatch(rid):
+    for entry in record["runs"]:
+        rid = entry["run_id"]
+        if not RUN_ID.fullmatch(rid):
             # A run id is a file name inside runs/: "../other/runs/x" would merge a foreign run.
             raise ConfigError(
                 f"{Path(out_dir) / store.EXPERIMENT_FILE}: run id {rid!r} is not a file name"
@@ -160,8 +158,13 @@ def load_runs(out_dir) -> tuple[dict, list[tuple[str, dict]], list[str], list[st
                 stale.append(rid)
                 loaded[rid] = None
             else:
-                # Shards still running, or a run that failed: report what is there.
-                loaded[rid] = store.load_run(runs_dir, rid) if found else None
+                # Shards still running, or a run that failed: report what is there. A damaged
+                # run file is named and left out; it blocks no other run.
+                try:
+                    loaded[rid] = store.load_run(runs_dir, rid) if found else None
+                except ConfigError as err:
+                    print(f"zopg: {err}; left out", file=sys.stderr)
+                    loaded[rid] = None
                 if loaded[rid] is None:
                     missing.append(rid)
         if loaded[rid] is not None:
