@@ -121,6 +121,13 @@ SETTINGS = {
     "pytest_add_cli_args": ["-p", "no:cacheprovider", "-p", "benchmarks.studies.mutation"],
 }
 
+# Settings that cannot change a verdict, left out of the stamp. The scratch copies lie inside this
+# repository, so mutmut's git commands would compare the working tree (everyone's edits) with
+# the commit of its first run and warn about hundreds of changed files; the stamp decides when a
+# module's verdicts are stale instead.
+UNHASHED = {"use_git_change_detection": False}
+MUTMUT_SECTION = "\n[tool.mutmut]\n"
+
 STATUSES = ("killed", "survived", "timeout", "no tests", "suspicious")
 
 
@@ -187,38 +194,42 @@ def prepare(module: str) -> Path:
     work = SCRATCH / _slug(module)
     key = _settings_key(module)
     stamp = _read_stamp(work)
-    if (
+    if not (
         stamp is not None
         and stamp.get("key", {}).get("settings") == key["settings"]
         and stamp["key"].get("tool") == key["tool"]
         and _inputs(module, stamp["commit"]) == _inputs(module, "HEAD")
     ):
-        return work
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", "HEAD", *COPIED],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(work, filter="data")
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", "HEAD", *COPIED],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(work, filter="data")
+        commit = _git("rev-parse", "HEAD")
+        _write_stamp(work, {"key": key, "commit": commit, "wall_seconds": 0.0, "finished": None})
+    _configure(work, module)
+    return work
+
+
+def _configure(work: Path, module: str) -> None:
+    """mutmut's settings and the plugin, rewritten on every run (the settings that decide verdicts
+    are those of the stamp; the others may change without starting over)."""
     # The plugin the mutant runs load is this file, committed or not.
     plugin = work / "benchmarks" / "studies" / "mutation.py"
     plugin.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(__file__), plugin)
-    lines = ["", "[tool.mutmut]"]
-    lines += [f"{name} = {_toml_value(value)}" for name, value in mutmut_settings(module).items()]
-    with (work / "pyproject.toml").open("a") as pyproject:
-        pyproject.write("\n".join(lines) + "\n")
+    pyproject = work / "pyproject.toml"
+    text = pyproject.read_text().split(MUTMUT_SECTION, 1)[0]
+    settings = {**mutmut_settings(module), **UNHASHED}
+    lines = [f"{name} = {_toml_value(value)}" for name, value in settings.items()]
+    pyproject.write_text(text + MUTMUT_SECTION + "\n".join(lines) + "\n")
     (work / "mutmut-preload.txt").write_text("\n".join(PRELOAD) + "\n")
-    _write_stamp(
-        work,
-        {"key": key, "commit": _git("rev-parse", "HEAD"), "wall_seconds": 0.0, "finished": None},
-    )
-    return work
 
 
 def _stop(process: subprocess.Popen) -> None:
