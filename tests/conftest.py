@@ -56,10 +56,13 @@ def compilation_cache(tmp_path_factory):
     CPU. The cache starts empty in every session, so it never carries anything between runs of
     the suite and CI measures a cold start; the numbers are the same with or without it.
     """
-    cache_dir = tmp_path_factory.mktemp("jax-compilation-cache")
+    # A caller may name a folder to share between sessions (the mutation runs do: every mutant
+    # recompiles the same unmutated programs); the suite itself never sets it.
+    shared = os.environ.get("ZOPG_TEST_COMPILATION_CACHE")
+    cache_dir = Path(shared) if shared else tmp_path_factory.mktemp("jax-compilation-cache")
     jax.config.update("jax_compilation_cache_dir", str(cache_dir))
     # Cache every program that took a noticeable time to compile, whatever its size.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0 if shared else 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return cache_dir
 
