@@ -98,6 +98,20 @@ def test_size_bombs_are_refused_before_parsing(tmp_path):
     with pytest.raises(ConfigError, match="nested more than 32 deep"):
         read_toml(write(tmp_path, nested))
     assert time.perf_counter() - started < 5.0
+    inline = "x = { " + "a." * 40 + "b = 1 }\n"  # a dotted key inside an inline table counts too
+    with pytest.raises(ConfigError, match="more than 32 dotted parts"):
+        read_toml(write(tmp_path, inline))
+
+
+def test_dots_and_brackets_in_values_are_not_keys(tmp_path):
+    # A GridWorld layout of long rows written one row per line, and a long array of floats:
+    # neither is a dotted key, whatever the count of dots.
+    rows = ["S" + "." * 59] + ["." * 60] * 3 + ["." * 59 + "G"]
+    layout = "layout = [\n" + "".join(f'  "{row}",\n' for row in rows) + "]\n"
+    floats = "values = [" + ", ".join(["0.5"] * 100) + "]  # a.b.c\n"
+    brackets = 'note = "' + "[" * 40 + '"\n'
+    data = read_toml(write(tmp_path, layout + floats + brackets))
+    assert data["layout"] == rows and len(data["values"]) == 100
 
 
 def test_too_many_runs_are_refused_before_the_methods_are_parsed(tmp_path):

@@ -2,21 +2,26 @@
 checked against what XLA allocates for the same computation."""
 
 import logging
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import pytest
 
 from zopg import ConfigError
+from zopg.envs import make as make_env
 from zopg.experiments import load_experiment
 from zopg.experiments.build import build_run
 from zopg.experiments.memory import (
     ENV_VAR,
     check_fits,
+    check_model_fits,
     estimate_run_bytes,
     memory_limit,
     parse_bytes,
 )
+from zopg.experiments.runner import plan_runs
 
 SMALL = """
 name = "memory"
@@ -183,3 +188,62 @@ def test_wider_estimates_grow_with_num_pairs(runs, xla_measured):
     narrow, wide = (estimate_run_bytes(runs[k], 1, POINTS) for k in ("zpg", "zpg_wide"))
     assert wide.iteration > 2 * narrow.iteration
     assert xla_measured["zpg_wide"] > 2 * xla_measured["zpg"]
+
+
+def open_layout(cells: int) -> list[str]:
+    return ["S" + "." * (cells - 1)] + ["." * cells] * (cells - 2) + ["." * (cells - 1) + "G"]
+
+
+def test_a_huge_tabular_model_is_refused_before_it_is_built(monkeypatch):
+    # 1000 x 1000 cells: P alone would be 14.6 TiB; an abstract trace sizes it in no memory.
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    env, params = make_env("gridworld/open-5x5", layout=open_layout(1000))
+    with pytest.raises(ConfigError, match=r"1000000 states x 4 actions.*use a smaller layout"):
+        check_model_fits(env, params, "probe")
+    # A small one passes, and an env without a model is not checked at all.
+    check_model_fits(*make_env("gridworld/open-5x5"), "probe")
+    check_model_fits(*make_env("gymnax/CartPole-v1"), "probe")
+
+
+def test_the_model_check_runs_when_an_experiment_loads(tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "64M")
+    rows = ",".join(f'"{row}"' for row in open_layout(40))  # P and R: 78 MiB
+    path = tmp_path / "big.toml"
+    path.write_text(
+        SMALL.replace(
+            'id = "gridworld/open-5x5"\n', f'id = "gridworld/open-5x5"\nlayout = [{rows}]\n'
+        )
+    )
+    # Loading validates by building every run; the check comes before the model is built.
+    with pytest.raises(
+        ConfigError, match=r"envs \(gridworld/open-5x5\): its tabular model \(1600 states"
+    ):
+        load_experiment(path)
+
+
+@pytest.mark.slow
+def test_tabular_estimate_is_within_a_factor_of_two_of_a_run(tmp_path):
+    """`zopg run` on a 40x40 open GridWorld: its max RSS less a 5x5 run's, against the estimate."""
+    used = {}
+    for cells in (5, 40):
+        rows = ",".join(f'"{row}"' for row in open_layout(cells))
+        path = tmp_path / f"grid{cells}.toml"
+        path.write_text(
+            SMALL.replace("seeds = 4", "seeds = 2")
+            .replace(
+                'id = "gridworld/open-5x5"\n', f'id = "gridworld/open-5x5"\nlayout = [{rows}]\n'
+            )
+            .split("[methods.zpg_wide]")[0]
+        )
+        script = (
+            "import resource, sys; from zopg.cli import main; "
+            f"code = main(['run', {str(path)!r}, '--out', {str(tmp_path / str(cells))!r}]); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)"
+        )
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        used[cells] = int(done.stdout.split()[-1]) * 1024
+    experiment = load_experiment(tmp_path / "grid40.toml")
+    runs = [(p.run_id, p.run) for p in plan_runs(experiment)[0]]
+    estimate = estimate_run_bytes(runs[0][1], experiment.seeds, experiment.evaluation.points)
+    assert 0.5 <= estimate.total / (used[40] - used[5]) <= 2.0

@@ -101,10 +101,10 @@ def _jsonable(value):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
+    elif hasattr(value, "__array__"):  # numpy and jax arrays, whatever the device
+        return _jsonable(np.asarray(value).tolist())
     if isinstance(value, float) and not np.isfinite(value):
         return None
     return value

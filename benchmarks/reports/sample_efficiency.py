@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import common
 from zopg import store
 from zopg.analysis import bootstrap_ci, first_crossing
 from zopg.provenance import REPO_ROOT, environment
@@ -88,7 +87,7 @@ def main(argv=None) -> int:
         **environment(),
         "results": results,
     }
-    path = common.write_json_atomic(args.out, report)
+    path = store.write_json_atomic(args.out, report)
     print(f"wrote {path}")
     return 0
 

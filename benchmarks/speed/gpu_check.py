@@ -24,8 +24,8 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import common
 from benchmarks.speed.sections import merge_report, section_run
+from zopg import store
 from zopg.provenance import REPO_ROOT, environment, timestamp
 
 BENCHMARK = "throughput_gpu"
@@ -146,7 +146,7 @@ def child(name: str, quick: bool, part: Path) -> int:
     except Exception:
         traceback.print_exc()
         out = {"error": traceback.format_exc()[-4000:]}
-    common.write_json_atomic(part, out)
+    store.write_json_atomic(part, out)
     return 0 if "error" not in out else 1
 
 
@@ -261,7 +261,7 @@ def write(report: dict, path: Path, start: float) -> None:
     report["goals"] = goals(report["sections"])
     if report.get("device") is not None:
         report.update(merge_report(None, report))
-    common.write_json_atomic(path, report)
+    store.write_json_atomic(path, report)
 
 
 def main(argv=None) -> int:

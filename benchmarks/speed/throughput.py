@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import common
 from benchmarks.speed import (
     sections,
     throughput_brax,
@@ -25,6 +24,7 @@ from benchmarks.speed import (
     throughput_gridworld,
     throughput_zpg,
 )
+from zopg import store
 from zopg.provenance import REPO_ROOT, environment, timestamp
 
 BENCHMARK = "throughput"
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
         show(result)
     report["runtime_s"] = time.perf_counter() - start
     report = sections.merge_report(old, report)
-    path = common.write_json_atomic(args.out, report)
+    path = store.write_json_atomic(args.out, report)
     print(f"\nwrote {path} in {report['runtime_s']:.1f} s")
     if report["mixed_environment"]:
         print(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import common
+from zopg import store
 from zopg.algorithms import registry
 from zopg.experiments import load_experiment
 from zopg.experiments.build import built_runs
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
             f"{result['seconds_trial_by_trial']:.1f} s, speed-up x{result['speedup']:.2f} "
             f"(max |difference| {result['max_abs_value_difference']:.2g})"
         )
-    common.write_json_atomic(args.out, report)
+    store.write_json_atomic(args.out, report)
     print(f"wrote {args.out}")
     return 0
 

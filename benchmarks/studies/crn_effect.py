@@ -34,7 +34,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from benchmarks import common
+from zopg import store
 from zopg.algorithms import ZPGConfig, ZSPOConfig, make_train
 from zopg.algorithms.base import Problem
 from zopg.algorithms.sign_zo import make_majority_sign
@@ -268,7 +268,7 @@ def main(argv=None) -> int:
             f"crn {row['crn']:.3f} (SE {row['standard_error']:.3f})",
             flush=True,
         )
-    common.write_json_atomic(args.out, report)
+    store.write_json_atomic(args.out, report)
     print(f"wrote {args.out}")
     return 0
 

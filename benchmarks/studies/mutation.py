@@ -414,7 +414,7 @@ def _previous() -> dict:
 def write_report() -> dict:
     """results/mutation.json from every scratch copy; a module without one keeps its entry of the
     previous file if that was reached with the same settings (else it is listed as not run)."""
-    from benchmarks.common import write_json_atomic
+    from zopg.store import write_json_atomic
 
     equivalent = load_equivalent()
     previous = _previous()

@@ -30,8 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import common
-from zopg import regimes
+from zopg import regimes, store
 from zopg.envs import make
 from zopg.exact import (
     optimal_utility_value,
@@ -604,7 +603,7 @@ def main() -> int:
             + " ".join(f"{k} {v:.3f}" for k, v in w.items())
         )
     print(report["non_markov"])
-    common.write_json_atomic(OUT, report)
+    store.write_json_atomic(OUT, report)
     print(f"wrote {OUT}")
     return 0
 

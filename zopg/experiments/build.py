@@ -10,6 +10,7 @@ from zopg.algorithms import Problem, Training, build, registry
 from zopg.envs import make as make_env
 from zopg.errors import ConfigError, did_you_mean
 from zopg.evaluation import Evaluator, make_evaluator
+from zopg.experiments.memory import check_model_fits
 from zopg.experiments.schema import EnvSpec, Experiment, LinkSpec, MethodSpec
 from zopg.experiments.tomlfile import fail
 from zopg.policies import make_policy
@@ -79,6 +80,8 @@ def build_run(
         env, env_params = make_env(env_spec.id, **env_spec.overrides)
     except ConfigError as err:
         raise fail(source, f"envs ({env_spec.name})", str(err)) from None
+    # Before anything below builds the tabular model (the evaluator, the teacher's automaton).
+    check_model_fits(env, env_params, f"{source}: envs ({env_spec.name})")
     try:
         link = make_link(link_spec.name, **link_spec.params)
     except ConfigError as err:

@@ -27,6 +27,13 @@ BYTES = re.compile(r"\s*(\d+(?:\.\d*)?(?:e\d+)?)\s*([kmgtp]?)(?:i?b)?\s*", re.IG
 # A field whose doubling grows a run by less (e.g. a count of stacked scalar losses) is not
 # worth naming as a remedy.
 MIN_GROWTH = 0.05
+# What a run holds per byte of a large constant its programs close over (a tabular model's P
+# and R): the constant, the arrays of building it eagerly (about 3x), and XLA's copies of it
+# inside every compiled program that embeds it (about 2.4x each). Measured as `zopg run`'s max
+# RSS less that of a 5x5 run, over the bytes of P and R, on open GridWorlds with 2 seeds:
+# 8.2x at 40x40 cells, 12.3x at 50x50, 11.9x at 60x60 (a 60x60 run used 5.0 GiB for a 0.39 GiB
+# model). Counting the model once, as before, fell 3x short.
+CONSTANT_COPIES = 12
 CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
@@ -41,7 +48,8 @@ class Estimate:
     the exact computation).
     metrics: the kept metrics and evaluations at every logged point. They live on the host but
     count against the same limit: exact on the CPU, on the safe side on an accelerator.
-    shared: constants of the traced computations (e.g. a tabular model), not per seed.
+    shared: constants of the traced computations (e.g. a tabular model), not per seed, times
+    CONSTANT_COPIES.
     """
 
     seeds: int
@@ -90,7 +98,7 @@ def _per_seed_parts(training: Training, evaluator):
 
     evaluation = jax.make_jaxpr(evaluate)(carry, keys)
     constants = (*advance.consts, *evaluation.consts)
-    shared = sum(_nbytes(c) for c in constants if hasattr(c, "shape"))
+    shared = CONSTANT_COPIES * sum(_nbytes(c) for c in constants if hasattr(c, "shape"))
     iteration = _created_bytes(advance.jaxpr)
     return state, iteration, _created_bytes(evaluation.jaxpr), metrics, shared
 
@@ -220,6 +228,8 @@ def check_fits(runs: Iterable[tuple[str, object]], seeds: int, points: int) -> N
             ("kept metrics", estimate.metrics),
         )
     )
+    if estimate.shared:
+        parts += f"; constants shared by the seeds {format_bytes(estimate.shared)}"
     more = len(too_big) - 1
     others = f"; {more} other run{'s' * (more > 1)} would not fit either" if more else ""
     raise ConfigError(
@@ -227,6 +237,25 @@ def check_fits(runs: Iterable[tuple[str, object]], seeds: int, points: int) -> N
         f"more than the memory limit {format_bytes(limit)} ({where}){others}; "
         f"use {' or '.join(_remedies(run, estimate))}"
     )
+
+
+def check_model_fits(env, env_params, where: str) -> None:
+    """Refuse an environment whose tabular model would not fit, before anything builds it: the
+    model's shapes come from an abstract trace (a 1000x1000 GridWorld's P alone is 14.6 TiB;
+    building it fails deep inside XLA)."""
+    if not hasattr(env, "tabular_model"):
+        return
+    model = jax.eval_shape(lambda: env.tabular_model(env_params))
+    need = CONSTANT_COPIES * _tree_bytes(model)
+    limit, source = memory_limit()
+    if need > limit:
+        states, actions = model.transition.shape[:2]
+        raise ConfigError(
+            f"{where}: its tabular model ({states} states x {actions} actions, P and R of "
+            f"{format_bytes(_tree_bytes(model))}) needs about {format_bytes(need)} to build and "
+            f"compile, more than the memory limit {format_bytes(limit)} ({source}); use a "
+            "smaller layout"
+        )
 
 
 def _seed_devices(seeds: int) -> int:

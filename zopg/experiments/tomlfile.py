@@ -45,28 +45,38 @@ def read_toml(path) -> dict:
 MAX_TOML_BYTES = 256 * 1024
 MAX_KEY_PARTS = 32
 MAX_NESTING = 32
-KEY_LINE = re.compile(r"^\s*\[{0,2}\s*([^=\]#]*)")
+# A basic or literal string on one line: a dot or bracket inside one is text, not structure
+# (a GridWorld layout row of 40 cells, "S.......", is one string, not 40 key parts).
+ONE_LINE_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'')
 
 
 def check_shape(path: Path, text: str) -> None:
-    """Refuse keys of too many dotted parts and brackets nested too deeply. The scan ignores
-    strings only roughly (a dot in a quoted key counts), erring on the side of refusing files no
-    experiment would ever be."""
-    for number, line in enumerate(text.splitlines(), start=1):
-        key = KEY_LINE.match(line).group(1)
-        if key.count(".") >= MAX_KEY_PARTS:
-            raise ConfigError(
-                f"{path}: line {number}: a key of more than {MAX_KEY_PARTS} dotted parts"
-            )
+    """Refuse keys of too many dotted parts and brackets nested too deeply, before tomllib sees
+    the file, in one linear pass. A key is what ends at `=` or at a table header's `]`, counted
+    from the last `,`, `{` or `[`, so keys in inline tables count and floats (after `=`) do not.
+    Strings on one line are left out; text inside a multi-line string is scanned as if it were
+    TOML, which errs on the side of refusing files no experiment would be."""
     depth = deepest = 0
-    for char in text:
-        if char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth -= 1
-    if deepest > MAX_NESTING:
-        raise ConfigError(f"{path}: brackets nested more than {MAX_NESTING} deep")
+    for number, line in enumerate(text.splitlines(), start=1):
+        bare = ONE_LINE_STRING.sub('""', line).split("#", 1)[0]
+        dots = 0
+        for char in bare:
+            if char == ".":
+                dots += 1
+                if dots >= MAX_KEY_PARTS:
+                    raise ConfigError(
+                        f"{path}: line {number}: a key of more than {MAX_KEY_PARTS} dotted parts"
+                    )
+            elif char in "=,]}":
+                dots = 0
+            if char in "[{":
+                dots = 0
+                depth += 1
+                deepest = max(deepest, depth)
+            elif char in "]}":
+                depth -= 1
+        if deepest > MAX_NESTING:
+            raise ConfigError(f"{path}: brackets nested more than {MAX_NESTING} deep")
 
 
 def fail(source: str, key: str, message: str) -> ConfigError:
