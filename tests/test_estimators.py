@@ -134,12 +134,103 @@ def test_block_masks_are_disjoint_with_right_sizes(partition):
     [
         (EstimatorConfig(direction="cauchy"), "unknown direction 'cauchy'.*rademacher"),
         (EstimatorConfig(spend="all"), "unknown spend 'all'"),
-        (EstimatorConfig(num_pairs=0), "num_pairs = 0"),
+        (EstimatorConfig(num_pairs=0), r"^num_pairs = 0: must be an integer >= 1$"),
         (EstimatorConfig(direction="block-sphere", block_size=0), r"block_size = 0.*1\.\.6"),
         (EstimatorConfig(direction="block-sphere", block_size=7), r"block_size = 7.*1\.\.6"),
-        (EstimatorConfig(direction="block-sphere", block_size=2, partition="x"), "partition"),
+        (
+            EstimatorConfig(direction="block-sphere", block_size=2, partition="x"),
+            r"^unknown partition 'x'; known partitions: fixed, random$",
+        ),
     ],
 )
 def test_bad_estimator_config(config, match):
     with pytest.raises(ConfigError, match=match):
         config.validate(DIM)
+
+
+@pytest.mark.parametrize("block_size", [1, DIM])
+def test_block_sizes_at_both_ends_are_valid(block_size):
+    # K = 1 (one coordinate per estimate) and K = d (block-sphere is the sphere) are both allowed.
+    config = EstimatorConfig(direction="block-sphere", block_size=block_size)
+    assert config.validate(DIM) is config
+
+
+@pytest.mark.parametrize(
+    ("partition", "num_blocks", "message"),
+    [
+        ("random", 4, "num_blocks = 4: times block_size 3 must be <= d = 10"),
+        ("fixed", 5, "num_blocks = 5: must be <= 4 blocks of the fixed partition"),
+    ],
+)
+def test_block_masks_refuse_more_blocks_than_fit(partition, num_blocks, message):
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        block_masks(jax.random.key(0), 10, 3, num_blocks, partition)
+
+
+@pytest.mark.parametrize(
+    ("partition", "dim", "size", "num_blocks"),
+    [("random", 9, 3, 3), ("fixed", 10, 3, 4)],  # 3 x 3 of 9; all 4 parts {0-2, 3-5, 6-8, 9}
+)
+def test_block_masks_may_fill_every_coordinate(partition, dim, size, num_blocks):
+    # The largest block count allowed: every coordinate is owned by exactly one block.
+    masks = np.asarray(block_masks(jax.random.key(1), dim, size, num_blocks, partition))
+    assert masks.shape == (num_blocks, dim) and np.all(masks.sum(0) == 1)
+
+
+@pytest.mark.parametrize("direction", ["gaussian", "rademacher", "sphere"])
+def test_masked_directions_are_zero_outside_the_mask(direction):
+    from zopg import estimators
+
+    mask = jnp.arange(DIM) % 2 == 0
+    sample = getattr(estimators, f"{direction}_direction")
+    full = np.asarray(sample(jax.random.key(5), DIM))
+    masked = np.asarray(sample(jax.random.key(5), DIM, mask))
+    assert masked.dtype == np.float32 and full.dtype == np.float32
+    assert np.all(masked[1::2] == 0.0)
+    if direction == "sphere":
+        # The same draw renormalised over the kept coordinates.
+        kept = full[::2] / np.linalg.norm(full)
+        np.testing.assert_allclose(masked[::2], kept / np.linalg.norm(kept), rtol=1e-5)
+    else:
+        np.testing.assert_array_equal(masked[::2], full[::2])
+    if direction == "rademacher":
+        assert set(np.unique(full)) == {-1.0, 1.0}
+
+
+@pytest.mark.parametrize("direction", ["gaussian", "rademacher", "sphere", "block-sphere"])
+def test_sample_direction_draws_the_named_law_and_scale(direction):
+    from zopg.estimators import sample_direction
+
+    config = EstimatorConfig(direction=direction, block_size=2, partition="fixed")
+    keys = jax.random.split(jax.random.key(7), 2000)
+    v, scale = jax.vmap(lambda k: sample_direction(k, DIM, config))(keys)
+    v, scale = np.asarray(v), np.asarray(scale)
+    norms = np.linalg.norm(v, axis=1)
+    if direction == "rademacher":
+        assert set(np.unique(v)) == {-1.0, 1.0} and np.all(scale == 1.0)
+    elif direction == "gaussian":
+        assert np.all(scale == 1.0) and not np.allclose(norms, norms[0])
+        assert len(np.unique(np.abs(v))) > DIM
+    elif direction == "sphere":
+        np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+        assert np.all(scale == DIM) and np.all(v != 0.0)
+    else:
+        # One block of the fixed partition {0,1}, {2,3}, {4,5}: two non-zero coordinates of one
+        # block, unit norm, scale K; every block is drawn (block 1 as often as block 0).
+        np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+        assert np.all(scale == 2.0)
+        support = v != 0.0
+        assert np.all(support.sum(1) == 2)
+        blocks = np.flatnonzero(support[0]) // 2
+        assert blocks[0] == blocks[1]
+        drawn = np.bincount(np.argmax(support, axis=1) // 2, minlength=3)
+        assert np.all(drawn > 2000 / 3 - 5 * np.sqrt(2000 * 2 / 9))
+
+
+def test_sample_direction_takes_a_given_mask():
+    from zopg.estimators import sample_direction
+
+    mask = jnp.array([True, False] * (DIM // 2))
+    for direction in ("gaussian", "rademacher"):
+        v, _ = sample_direction(jax.random.key(2), DIM, EstimatorConfig(direction=direction), mask)
+        assert np.all(np.asarray(v)[1::2] == 0.0) and np.all(np.asarray(v)[::2] != 0.0)

@@ -100,7 +100,19 @@ COPIED = ("zopg", "tests", "benchmarks", "docs", "pyproject.toml", "mkdocs.yml")
 # importing them starts no XLA backend (no threads to fork over) and reads no XLA flag, so
 # tests/conftest.py still sets its flags before JAX's CPU backend starts; zopg itself is imported
 # afresh by each mutant's process.
-PRELOAD = ("numpy", "scipy.stats", "jax", "jax.numpy", "flax.struct", "optax", "chex", "pytest")
+PRELOAD = (
+    "numpy",
+    "scipy.stats",
+    "jax",
+    "jax.numpy",
+    "flax.struct",
+    "optax",
+    "chex",
+    "pytest",
+    # pytest's plugins of the dev install: hypothesis alone takes 0.6 s to import.
+    "hypothesis",
+    "xdist",
+)
 
 # mutmut's settings (pyproject.toml's [tool.mutmut] of each scratch copy). Its default isolation
 # forks every mutant's process from the process that ran the mapping pass: JAX's threads are
@@ -168,11 +180,21 @@ def _settings_key(module: str) -> dict:
     }
 
 
-def _inputs(module: str, commit: str) -> str:
-    """The module and its tests at `commit` (git object ids): a commit that changes neither keeps
-    the verdicts reached at an earlier one. Changes elsewhere (an environment the tests build,
-    say) could still flip a verdict; deleting mutants/<module> starts it again."""
-    return _git("ls-tree", commit, "--", module, *MODULES[module], "tests/conftest.py")
+def _inputs(module: str, commit: str, tests_commit: str | None = None) -> str:
+    """The module at `commit` and its tests at `tests_commit` (default: the same), as git object
+    ids: a commit that changes neither keeps the verdicts reached at an earlier one. Changes
+    elsewhere (an environment the tests build, say) could still flip a verdict; deleting
+    mutants/<module> starts it again."""
+    tests = (*MODULES[module], "tests/conftest.py")
+    return (
+        _git("ls-tree", commit, "--", module)
+        + "\n"
+        + _git("ls-tree", tests_commit or commit, "--", *tests)
+    )
+
+
+def _stamp_inputs(module: str, stamp: dict) -> str:
+    return _inputs(module, stamp["commit"], stamp.get("tests_commit"))
 
 
 def _read_stamp(work: Path) -> dict | None:
@@ -198,7 +220,7 @@ def prepare(module: str) -> Path:
         stamp is not None
         and stamp.get("key", {}).get("settings") == key["settings"]
         and stamp["key"].get("tool") == key["tool"]
-        and _inputs(module, stamp["commit"]) == _inputs(module, "HEAD")
+        and _stamp_inputs(module, stamp) == _inputs(module, "HEAD")
     ):
         if work.exists():
             shutil.rmtree(work)
@@ -250,6 +272,54 @@ def run_module(module: str, deadline: float | None, processes: int) -> bool:
     """mutmut on one module until it finishes or the deadline; True when every mutant has a
     verdict."""
     work = prepare(module)
+    _mutmut(work, module, [], deadline, processes)
+    verdicts = _verdicts(work, module)
+    done = bool(verdicts) and all(code is not None for code in verdicts.values())
+    stamp = _read_stamp(work)
+    if done and stamp.get("finished") is None:
+        stamp["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        _write_stamp(work, stamp)
+    return done
+
+
+def recheck(module: str, deadline: float | None, processes: int) -> None:
+    """The survivors and timeouts of a module's run against the tests at HEAD; its killed
+    mutants stay killed. For tests added since the run: a new test can kill a survivor, never
+    revive a killed mutant. A change to the module itself needs a fresh run (refused here), and
+    so does a test that was changed or deleted (not detected: delete mutants/<module>)."""
+    work = SCRATCH / _slug(module)
+    stamp = _read_stamp(work)
+    if stamp is None:
+        print(f"{module}: not run yet; nothing to recheck", flush=True)
+        return
+    if _git("ls-tree", stamp["commit"], "--", module) != _git("ls-tree", "HEAD", "--", module):
+        print(f"{module}: changed since its run; run it afresh instead", flush=True)
+        return
+    verdicts = _verdicts(work, module)
+    again = sorted(m for m, code in verdicts.items() if _status(code) in ("survived", "timeout"))
+    if not again:
+        return
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", "HEAD", "tests"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout
+    # The copy's tests and mutmut's own copy of them (what the mutants' processes run).
+    for folder in (work, work / "mutants"):
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(folder, filter="data")
+    _configure(work, module)
+    print(f"{module}: {len(again)} survivors and timeouts against the tests at HEAD", flush=True)
+    _mutmut(work, module, again, deadline, processes)
+    stamp = _read_stamp(work)
+    stamp["tests_commit"] = _git("rev-parse", "HEAD")
+    _write_stamp(work, stamp)
+
+
+def _mutmut(work: Path, module: str, mutants: list[str], deadline, processes: int) -> None:
+    """`mutmut run` in the scratch copy (all its mutants, or those named) until it ends or the
+    deadline; its wall time is added to the stamp."""
     stamp = _read_stamp(work)
     mutmut = Path(sys.executable).with_name("mutmut")
     env = {
@@ -265,7 +335,7 @@ def run_module(module: str, deadline: float | None, processes: int) -> bool:
     print(f"{module}: mutmut in {work.relative_to(ROOT)} (log: mutmut.log there)", flush=True)
     with (work / "mutmut.log").open("ab") as log:
         process = subprocess.Popen(
-            [str(mutmut), "run", "--max-children", str(processes)],
+            [str(mutmut), "run", "--max-children", str(processes), *mutants],
             cwd=work,
             env=env,
             stdout=log,
@@ -285,14 +355,8 @@ def run_module(module: str, deadline: float | None, processes: int) -> bool:
         finally:
             stamp["wall_seconds"] += time.monotonic() - start
             _write_stamp(work, stamp)
-    verdicts = _verdicts(work, module)
-    done = bool(verdicts) and all(code is not None for code in verdicts.values())
-    if done and stamp.get("finished") is None:
-        stamp["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        _write_stamp(work, stamp)
-    if process.returncode not in (0, None) and not done:
+    if process.returncode not in (0, None):
         print(f"{module}: mutmut exited with {process.returncode}; see its log", flush=True)
-    return done
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -368,6 +432,8 @@ def module_report(module: str, equivalent: dict[str, str]) -> dict | None:
         "status": "complete" if counts["not checked"] == 0 else "partial",
         "tests": list(MODULES[module]),
         "commit": stamp["commit"],
+        # The tests the survivors were last run against (`--recheck`), when newer.
+        "tests_commit": stamp.get("tests_commit", stamp["commit"]),
         "settings": stamp["key"]["settings"],
         "finished": stamp.get("finished"),
         "wall_seconds": round(stamp["wall_seconds"], 1),
@@ -470,6 +536,11 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--processes", type=int, default=mutant_processes())
     parser.add_argument("--report", action="store_true", help="only rewrite results/mutation.json")
+    parser.add_argument(
+        "--recheck",
+        action="store_true",
+        help="run the survivors and timeouts again against the tests at HEAD (after adding tests)",
+    )
     args = parser.parse_args(argv)
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
@@ -482,7 +553,10 @@ def main(argv=None) -> int:
         for module in args.modules or list(MODULES):
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            run_module(module, deadline, args.processes)
+            if args.recheck:
+                recheck(module, deadline, args.processes)
+            else:
+                run_module(module, deadline, args.processes)
     data = write_report()
     print(_summary(data))
     print(f"-> {OUTPUT.relative_to(ROOT)}")
