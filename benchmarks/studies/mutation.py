@@ -310,6 +310,8 @@ def recheck(module: str, deadline: float | None, processes: int) -> None:
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(folder, filter="data")
     _configure(work, module)
+    # Map tests to functions afresh: new tests, changed ones, and the plugin's mapping rules.
+    (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     print(f"{module}: {len(again)} survivors and timeouts against the tests at HEAD", flush=True)
     _mutmut(work, module, again, deadline, processes)
     stamp = _read_stamp(work)
@@ -574,6 +576,15 @@ def pytest_runtest_teardown(item, nextitem):
         import jax
 
         jax.clear_caches()
+        # The same for zopg's own memoised functions (functools caches), e.g. the Weibull link's
+        # table: only the first test to build it would be mapped to the quadrature behind it.
+        for name, module in list(sys.modules.items()):
+            if name == "zopg" or name.startswith("zopg."):
+                for value in list(vars(module).values()):
+                    if callable(getattr(value, "cache_clear", None)) and hasattr(
+                        value, "cache_info"
+                    ):
+                        value.cache_clear()
 
 
 def pytest_collectreport(report):
