@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -24,11 +25,14 @@ from zopg.preferences import (
     Thurstone,
     WeibullSymmetric,
     WeibullUtility,
+    link_names,
     make_link,
     preference_rate,
+    register_link,
     trim_probability,
     value_difference,
 )
+from zopg.preferences import links as links_module
 from zopg.rollout import Trajectory
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
@@ -512,3 +516,77 @@ def test_mismatched_shapes_are_rejected():
     wrong_shape = Oracle(BradleyTerry(), utility=lambda t: t.reward)
     with pytest.raises(ConfigError, match=r"oracle\.utility.*one value per trajectory"):
         wrong_shape.query(key, constant_trajectories([1.0]), constant_trajectories([2.0]), 2)
+
+
+def renamed(link_class, name):
+    """A frozen dataclass subclass of `link_class` registered under `name`."""
+    return dataclasses.dataclass(frozen=True)(type("Renamed", (link_class,), {"name": name}))
+
+
+# Whole messages, not fragments: each names the field, the value and the rule, and a message
+# that drops or garbles one of them is a bug a user would meet.
+WHOLE_MESSAGES = [
+    (lambda: WeibullSymmetric(scale=-1.0), "weibull-symmetric.scale = -1.0: must be in (0, inf)"),
+    (lambda: WeibullSymmetric(shape=0), "weibull-symmetric.shape = 0.0: must be in (0, inf)"),
+    (
+        lambda: Hard().inverse(0.7),
+        "link = 'hard': the hard link is not invertible; use a sign-based method (e.g. zspo) or "
+        "an invertible link",
+    ),
+    (
+        lambda: register_link(int),
+        "link class = <class 'int'>: must be a frozen dataclass with name, invertible, "
+        "saturation, prob, inverse (see zopg.preferences.Link)",
+    ),
+    (
+        lambda: register_link(BradleyTerry),
+        "link class name = 'bradley-terry': is taken; pass replace=True",
+    ),
+    (
+        lambda: register_link(renamed(BradleyTerry, "")),
+        "link class name = '': must be a non-empty string without ':'",
+    ),
+    (
+        lambda: register_link(renamed(BradleyTerry, "pkg.mod:LINK")),
+        "link class name = 'pkg.mod:LINK': must be a non-empty string without ':'",
+    ),
+    (
+        lambda: register_link(renamed(BradleyTerry, 3)),
+        "link class name = 3: must be a non-empty string without ':'",
+    ),
+    (
+        lambda: register_link(renamed(BradleyTerry, "bt")),
+        "link class name = 'bt': is taken; pass replace=True",
+    ),
+]
+
+
+@pytest.mark.parametrize(("build", "message"), WHOLE_MESSAGES)
+def test_link_errors_say_the_field_the_value_and_the_rule(build, message, monkeypatch):
+    monkeypatch.setattr(links_module, "_LINK_CLASSES", dict(links_module._LINK_CLASSES))
+    with pytest.raises(ConfigError) as raised:
+        build()
+    assert str(raised.value) == message
+
+
+def test_register_link_adds_and_replaces_by_name(monkeypatch):
+    monkeypatch.setattr(links_module, "_LINK_CLASSES", dict(links_module._LINK_CLASSES))
+    mine = register_link(renamed(BradleyTerry, "my-logistic"))
+    assert make_link("my-logistic", scale=2).prob(0.0) == 0.5 and "my-logistic" in link_names()
+    other = renamed(Thurstone, "my-logistic")
+    assert register_link(other, replace=True) is other and isinstance(
+        make_link("my-logistic"), other
+    )
+    assert mine is not other
+
+
+@pytest.mark.parametrize(
+    "link_class", [BradleyTerry, Thurstone, WeibullUtility, WeibullSymmetric, Linear]
+)
+def test_link_fields_are_stored_as_plain_floats(link_class):
+    # Links are static jit arguments hashed by value: an int field must become the float that
+    # the same link written with floats holds.
+    fields = [field.name for field in dataclasses.fields(link_class)]
+    link = link_class(**{name: 2 for name in fields})
+    assert all(type(getattr(link, name)) is float for name in fields)
+    assert link == link_class(**{name: 2.0 for name in fields})
