@@ -17,6 +17,7 @@ from zopg.envs.gridworld import (
 )
 from zopg.envs.protocol import ContinuousEnv, DiscreteEnv, Env, check_env
 from zopg.envs.registry import make, register, registered_envs
+from zopg.envs.tokens import TokenEnv, TokenParams, TokenState, make_tokens
 
 _LAZY = {
     "GymnaxEnv": "zopg.envs.gymnax_env",
@@ -48,11 +49,15 @@ __all__ = [
     "GymnaxEnv",
     "GymnaxParams",
     "TabularModel",
+    "TokenEnv",
+    "TokenParams",
+    "TokenState",
     "check_env",
     "make",
     "make_brax",
     "make_gridworld",
     "make_gymnax",
+    "make_tokens",
     "register",
     "registered_envs",
 ]

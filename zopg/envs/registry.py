@@ -7,6 +7,7 @@ from collections.abc import Callable
 from zopg.envs.gridworld import make_gridworld
 from zopg.envs.protocol import check_env
 from zopg.envs.random_layout import random_layout
+from zopg.envs.tokens import make_tokens
 from zopg.errors import ConfigError, checked_int, missing_extra, unknown_name
 from zopg.plugins import import_object, is_import_path
 
@@ -63,6 +64,9 @@ _REGISTRY: dict[str, Callable] = {
     "gridworld/open": _open_gridworld,
     # make("gridworld/random", seed=s, height=h, width=w, traps=k): see random_layout.
     "gridworld/random": _random_gridworld,
+    # Sequences of 16 tokens from a vocabulary of 16; vocab=, length=, prompt_length=, seed=
+    # override them (see zopg.envs.tokens).
+    "tokens/hmm-v16-l16": make_tokens,
 }
 
 
