@@ -33,6 +33,7 @@ from zopg.preferences import (
     value_difference,
 )
 from zopg.preferences import links as links_module
+from zopg.preferences.links import WithMistakes
 from zopg.rollout import Trajectory
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
@@ -459,10 +460,39 @@ def test_preference_rate_averages_answered_votes_only():
         (lambda: WeibullSymmetric(shape=-2.0), r"weibull-symmetric\.shape"),
         (lambda: Linear(c=0.0), r"linear\.c"),
         (lambda: Linear(c=True), r"linear\.c = True"),
-        (lambda: make_link("logistic"), r"unknown link 'logistic'.*bradley-terry.*bt"),
+        (
+            lambda: make_link("logistic"),
+            r"^unknown link 'logistic'; known links: 'package.module:NAME', bradley-terry, bt, "
+            r"hard, linear, thurstone, weibull, weibull-symmetric$",
+        ),
+        (lambda: make_link(["bt"]), r"^unknown link \['bt'\]; known links: 'package"),
         (lambda: make_link("bt", shape=2.0), r"bradley-terry link parameter = 'shape'.*scale"),
-        (lambda: make_link("hard", scale=1.0), r"hard link parameter = 'scale'"),
+        (
+            lambda: make_link("hard", scale=1.0),
+            r"^hard link parameter = 'scale': known parameters: none$",
+        ),
+        (
+            lambda: make_link("bt", shape=1.0),
+            r"^bradley-terry link parameter = 'shape': known parameters: scale$",
+        ),
         (lambda: trim_probability(0.5, BradleyTerry(), 0.0), r"r_max = 0\.0"),
+        (
+            lambda: value_difference(0.5, BradleyTerry(), None),
+            r"^r_max = None: must be positive and finite$",
+        ),
+        (
+            lambda: WithMistakes(3, 0.1),
+            r"^with-mistakes\.base = 3: must be a link \(see make_link\)$",
+        ),
+        (
+            lambda: make_link("zopg.preferences.links:math"),
+            r"^link 'zopg\.preferences\.links:math': must name a frozen dataclass with name, "
+            r"invertible, saturation, prob, inverse \(see zopg\.preferences\.Link\); got <module",
+        ),
+        (
+            lambda: make_link("nope.mod:X"),
+            r"^link 'nope\.mod:X': cannot import 'nope\.mod': No module named 'nope'$",
+        ),
         (lambda: value_difference(0.5, BradleyTerry(), -1.0), r"r_max = -1\.0"),
         (lambda: Teacher(rationality=0.0), r"teacher\.rationality = 0\.0: must be in \(0, inf\)"),
         (lambda: Teacher(rationality=math.inf), r"teacher\.rationality"),
@@ -590,3 +620,35 @@ def test_link_fields_are_stored_as_plain_floats(link_class):
     link = link_class(**{name: 2 for name in fields})
     assert all(type(getattr(link, name)) is float for name in fields)
     assert link == link_class(**{name: 2.0 for name in fields})
+
+
+def test_weibull_inverse_saturates_at_certainty():
+    # The table ends where 1 - σ reaches 1e-7: certain preferences invert to ±inf, as for the
+    # closed-form links, and even odds to 0.
+    link = WeibullUtility()
+    np.testing.assert_array_equal(link.inverse(jnp.array([0.0, 0.5, 1.0])), [-np.inf, 0.0, np.inf])
+
+
+@pytest.mark.parametrize("link", INVERTIBLE_LINKS, ids=link_id)
+def test_value_difference_stays_within_r_max_near_the_trim_bounds(link):
+    # Probabilities at and just inside σ(±r_max), where the inverse lands on ±r_max up to
+    # rounding: the estimate never leaves [-r_max, r_max].
+    r_max = 2.0
+    low, high = float(link.prob(-r_max)), float(link.prob(r_max))
+    near = np.concatenate(
+        [
+            np.nextafter(np.float32(low), 1, dtype=np.float32) + np.arange(50) * 1e-8,
+            np.nextafter(np.float32(high), 0, dtype=np.float32) - np.arange(50) * 1e-8,
+            [low, high, 0.0, 1.0],
+        ]
+    ).astype(np.float32)
+    delta = np.asarray(value_difference(jnp.asarray(near), link, r_max))
+    assert np.all(np.abs(delta) <= r_max)
+    assert delta[-4] == -r_max and delta[-3] == r_max and delta[-2] == -r_max and delta[-1] == r_max
+
+
+@pytest.mark.parametrize("link", ALL_LINKS, ids=link_id)
+def test_integer_utility_differences_are_read_as_floats(link):
+    ints = jnp.array([-2, -1, 0, 1, 2])
+    np.testing.assert_array_equal(link.prob(ints), link.prob(ints.astype(jnp.float32)))
+    assert link.prob(ints).dtype == jnp.float32 and link.prob(1).dtype == jnp.float32

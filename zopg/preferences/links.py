@@ -330,7 +330,8 @@ def make_link(name: str, **params: object) -> Link:
     if is_import_path(name):
         canonical, link_class = name, _imported_link(name)
     else:
-        canonical = _LINK_ALIASES.get(name, name) if isinstance(name, str) else name
+        # A name that is not a string (a list from a TOML file, say) is unknown, not a TypeError.
+        canonical = _LINK_ALIASES.get(name, name) if isinstance(name, str) else None
         if canonical not in _LINK_CLASSES:
             known = [*link_names(), *_LINK_ALIASES, "'package.module:NAME'"]
             raise unknown_name("link", name, known)
