@@ -1,4 +1,4 @@
-"""A token environment: a policy writes L tokens from a vocabulary of V after an HMM prompt.
+"""A token environment: a policy writes L tokens of a vocabulary of V, after an optional prompt.
 
 Semantics (policies and zopg.sequence_kl rely on them):
 - a sequence has prompt_length P tokens drawn at reset, then length L tokens, one per step, each

@@ -23,10 +23,25 @@ from zopg.policies.normalizer import (
     fit_obs_normalization,
 )
 from zopg.policies.protocol import POLICY_METHODS, Policy, check_policy
+from zopg.policies.sequence import (
+    PARAMETERISATIONS,
+    FrozenParams,
+    GRUPolicy,
+    SequencePolicy,
+    TransformerPolicy,
+)
 
-POLICIES = ("tabular", "mlp", "gaussian")
+POLICIES = ("tabular", "mlp", "gaussian", "gru", "transformer")
 # The action kind each policy handles, and the policies to suggest for each kind.
-ACTION_KINDS = {"tabular": "discrete", "mlp": "discrete", "gaussian": "continuous"}
+ACTION_KINDS = {
+    "tabular": "discrete",
+    "mlp": "discrete",
+    "gaussian": "continuous",
+    "gru": "discrete",
+    "transformer": "discrete",
+}
+# Policies of token sequences: they need an environment with token_shape (zopg.envs.tokens).
+SEQUENCE_POLICIES = ("gru", "transformer")
 _SUGGEST = {"discrete": "'mlp' or 'tabular'", "continuous": "'gaussian'"}
 
 
@@ -89,12 +104,20 @@ def make_policy(name: str, env, env_params, obs_norm: ObsNormalization | None = 
         return policy
     if name == "tabular":
         raise ConfigError("obs_norm needs vector observations; policy 'tabular' has state indices")
+    if name in SEQUENCE_POLICIES:
+        raise ConfigError(f"obs_norm needs vector observations; policy {name!r} reads tokens")
     return NormalizedPolicy(policy, obs_norm)
 
 
-_CLASSES = {"tabular": TabularSoftmax, "mlp": MLPCategorical, "gaussian": MLPGaussian}
+_CLASSES = {
+    "tabular": TabularSoftmax,
+    "mlp": MLPCategorical,
+    "gaussian": MLPGaussian,
+    "gru": GRUPolicy,
+    "transformer": TransformerPolicy,
+}
 # Fields make_policy reads from the environment; the caller cannot set them.
-_FROM_ENV = {"num_states", "num_actions", "obs_shape", "low", "high"}
+_FROM_ENV = {"num_states", "num_actions", "obs_shape", "low", "high", "vocab", "seq_len"}
 
 
 def _check_options(name: str, kwargs: dict) -> None:
@@ -111,6 +134,13 @@ def _build(name: str, env, env_params, **kwargs):
         return MLPGaussian(
             obs_shape=tuple(env.observation_shape(env_params)), low=low, high=high, **kwargs
         )
+    if name in SEQUENCE_POLICIES:
+        if not callable(getattr(env, "token_shape", None)):
+            raise ConfigError(
+                f"policy {name!r} needs a token environment (tokens/...); {env!r} is not"
+            )
+        vocab, seq_len = env.token_shape(env_params)
+        return _CLASSES[name](vocab=vocab, seq_len=seq_len, **kwargs)
     num_states = env.num_states(env_params) if hasattr(env, "num_states") else None
     if name == "tabular":
         if num_states is None:
@@ -126,16 +156,22 @@ def _build(name: str, env, env_params, **kwargs):
 
 __all__ = [
     "ACTION_KINDS",
+    "PARAMETERISATIONS",
     "POLICIES",
     "POLICY_METHODS",
+    "SEQUENCE_POLICIES",
     "CategoricalPolicy",
+    "FrozenParams",
+    "GRUPolicy",
     "MLPCategorical",
     "MLPGaussian",
     "NormalizedPolicy",
     "ObsNormalization",
     "Policy",
     "RunningStats",
+    "SequencePolicy",
     "TabularSoftmax",
+    "TransformerPolicy",
     "check_policy",
     "fit_obs_normalization",
     "flat_view",
