@@ -51,7 +51,8 @@ def next_token_probs_numpy(policy, params, sequences, vocab):
     for j in range(size):
         obs[:, j, :j] = sequences[:, :j]
         obs[:, j, -1] = j
-    return np.exp(np.asarray(policy.log_probs(params, jnp.asarray(obs)), np.float64))
+    log_probs = jax.jit(policy.log_probs)(params, jnp.asarray(obs))
+    return np.exp(np.asarray(log_probs, np.float64))
 
 
 def direct_kl(policy, theta, ref, vocab, prompt_length, length, prompt_probs):
@@ -105,7 +106,7 @@ def test_exact_kl_with_a_prompt_averages_over_prompts_by_their_law():
 
 def test_a_policy_without_sequence_log_probs_gives_the_same_kl():
     env, params = make(ENV_ID, vocab=3, length=3)
-    policy, theta, ref = two_policies("transformer", env, params)
+    policy, theta, ref = two_policies("gru", env, params)
 
     class PrefixOnly:  # only the per-observation contract: sequence_kl builds every prefix
         def log_probs(self, p, obs):
@@ -123,8 +124,7 @@ def test_a_policy_without_sequence_log_probs_gives_the_same_kl():
     )
 
 
-@pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("parameterisation", ["all", "lora"])
+@pytest.mark.parametrize(("name", "parameterisation"), [("gru", "lora"), ("transformer", "all")])
 def test_kl_is_zero_at_the_reference(name, parameterisation):
     env, params = make(ENV_ID, vocab=3, length=4, prompt_length=1)
     policy, theta, _ = two_policies(name, env, params, parameterisation)
