@@ -652,3 +652,142 @@ def test_integer_utility_differences_are_read_as_floats(link):
     ints = jnp.array([-2, -1, 0, 1, 2])
     np.testing.assert_array_equal(link.prob(ints), link.prob(ints.astype(jnp.float32)))
     assert link.prob(ints).dtype == jnp.float32 and link.prob(1).dtype == jnp.float32
+
+
+@pytest.mark.parametrize("num_queries", [0, -3, 2.5, True, None])
+def test_num_queries_must_be_a_static_int_of_at_least_one(num_queries):
+    rule = "must be a static Python int >= 1 (mark it static under jit)"
+    message = f"num_queries = {num_queries!r}: {rule}"
+    with pytest.raises(ConfigError) as raised:
+        Oracle(BradleyTerry()).votes_from_utilities(jax.random.key(0), 1.0, 0.0, num_queries)
+    assert str(raised.value) == message
+
+
+def test_one_query_per_pair_is_allowed():
+    feedback = Oracle(BradleyTerry()).votes_from_utilities(jax.random.key(0), 1.0, 0.0, 1)
+    assert feedback.votes.shape == (1,) and int(feedback.queries) == 1
+
+
+def test_preference_rate_averages_the_answered_votes_of_the_last_axis():
+    # Pairs on two leading axes [2, 3], M = 4 votes each; rows with 0, 1 and several answers.
+    votes = np.array(
+        [
+            [[1, 0, 1, 1], [0, 0, 0, 1], [1, 1, 1, 1]],
+            [[0, 1, 0, 0], [1, 0, 0, 0], [1, 1, 0, 0]],
+        ],
+        dtype=np.float32,
+    )
+    answered = np.ones(votes.shape, dtype=bool)
+    answered[0, 0] = False  # nothing answered: ½
+    answered[0, 1] = [False, False, False, True]  # one answer: that vote
+    answered[1, 2, 3] = False
+    rate = np.asarray(preference_rate(Feedback(jnp.asarray(votes), jnp.asarray(answered), 0)))
+    expected = np.where(
+        answered.sum(-1) > 0,
+        (votes * answered).sum(-1) / np.maximum(answered.sum(-1), 1),
+        0.5,
+    )
+    np.testing.assert_allclose(rate, expected, rtol=1e-6)
+    assert rate[0, 0] == 0.5 and rate[0, 1] == 1.0 and rate[1, 2] == pytest.approx(2 / 3)
+
+
+def trajectories(batch_shape, horizon=3):
+    """Trajectories of the given batch shape whose returns are 0, 1, 2, ... in order."""
+    size = math.prod(batch_shape)
+    reward = np.zeros((size, horizon), np.float32)
+    reward[:, 0] = np.arange(size)
+    reward = reward.reshape(*batch_shape, horizon)
+    shape = reward.shape
+    return Trajectory(
+        obs=jnp.zeros((*shape, 1)),
+        action=jnp.zeros(shape, jnp.int32),
+        reward=jnp.asarray(reward),
+        valid=jnp.ones(shape, bool),
+        log_prob=jnp.zeros(shape),
+    )
+
+
+@pytest.mark.parametrize(
+    ("shape_a", "shape_b", "message"),
+    [
+        (
+            (),
+            (4,),
+            "group_a batch shape = (): needs an axis of D trajectories just before the time axis",
+        ),
+        (
+            (4,),
+            (),
+            "group_b batch shape = (): needs an axis of D trajectories just before the time axis",
+        ),
+        (
+            (2, 3, 4),
+            (2, 5, 4),
+            "group_b leading batch shape = (2, 5): must equal group_a's (2, 3)",
+        ),
+    ],
+)
+def test_query_batches_names_the_group_with_the_wrong_shape(shape_a, shape_b, message):
+    oracle = Oracle(BradleyTerry())
+    with pytest.raises(ConfigError) as raised:
+        oracle.query_batches(jax.random.key(0), trajectories(shape_a), trajectories(shape_b), 1)
+    assert str(raised.value) == message
+
+
+def test_query_batches_compares_group_means_on_the_axis_before_time():
+    # Leading axes (2, 3), groups of D = 4 and 2: group means differ by known amounts.
+    oracle = Oracle(BradleyTerry())
+    group_a, group_b = trajectories((2, 3, 4)), trajectories((2, 3, 2))
+    m = 4000
+    feedback = oracle.query_batches(jax.random.key(3), group_a, group_b, m)
+    mean_a = np.arange(24).reshape(2, 3, 4).mean(-1)
+    mean_b = np.arange(12).reshape(2, 3, 2).mean(-1)
+    p = stats.logistic.cdf(mean_a - mean_b)
+    assert feedback.votes.shape == (2, 3, m) and int(feedback.queries) == 6 * m
+    sd = np.sqrt(p * (1 - p) / m)
+    assert np.all(np.abs(np.asarray(feedback.votes.mean(-1)) - p) <= 5 * sd + 1e-6)
+
+
+def test_votes_refuse_shapes_that_do_not_broadcast_and_counts_beyond_int32():
+    oracle, key = Oracle(BradleyTerry()), jax.random.key(0)
+    with pytest.raises(ConfigError) as raised:
+        oracle.votes_from_utilities(key, jnp.zeros(3), jnp.zeros(2), 1)
+    assert str(raised.value) == "utility_b shape = (2,): must broadcast with utility_a's shape (3,)"
+    with pytest.raises(ConfigError) as raised:
+        oracle.votes_from_utilities(key, jnp.zeros(3), jnp.zeros(3), 2**31)
+    assert str(raised.value) == (
+        "num_queries = 2147483648: pairs × num_queries must fit in int32; got 6442450944"
+    )
+    # Exactly INT32_MAX queries still fit (traced abstractly: nothing is allocated).
+    votes = jax.eval_shape(lambda k: oracle.votes_from_utilities(k, 1.0, 0.0, 2**31 - 1), key)
+    assert votes.votes.shape == (2**31 - 1,)
+
+
+def test_thresholds_are_strict_inequalities():
+    # A difference equal to equal_threshold is no tie, and a utility equal to skip_threshold is
+    # no skip: both teachers then vote as the plain one does.
+    m, key = 4000, jax.random.key(4)
+    plain = Oracle(BradleyTerry()).votes_from_utilities(key, 1.0, 0.0, m)
+    for teacher in (Teacher(equal_threshold=1.0), Teacher(skip_threshold=0.0)):
+        feedback = Oracle(BradleyTerry(), teacher).votes_from_utilities(key, 1.0, 0.0, m)
+        np.testing.assert_array_equal(feedback.votes, plain.votes)
+        assert bool(feedback.answered.all())
+    skipped = Oracle(BradleyTerry(), Teacher(skip_threshold=0.5)).votes_from_utilities(
+        key, 0.25, 0.0, m
+    )
+    assert not bool(skipped.answered.any()) and bool((skipped.votes == 0.5).all())
+
+
+def test_feedback_types_follow_the_contract_whatever_the_input_types():
+    # Integer rewards and utilities give float utilities and float votes, and answered is bool.
+    traj = trajectories((3,))
+    ints = traj.replace(reward=traj.reward.astype(jnp.int32))
+    oracle = Oracle(BradleyTerry())
+    assert oracle.trajectory_utility(ints).dtype == jnp.float32
+    counted = Oracle(BradleyTerry(), utility=lambda t: jnp.sum(t.reward, -1).astype(jnp.int32))
+    assert counted.trajectory_utility(ints).dtype == jnp.float32
+    for teacher in (Teacher(), Teacher(skip_threshold=0.5)):
+        feedback = Oracle(BradleyTerry(), teacher).votes_from_utilities(
+            jax.random.key(0), jnp.array([2, 0]), jnp.array([1, 1]), 3
+        )
+        assert feedback.votes.dtype == jnp.float32 and feedback.answered.dtype == jnp.bool_
