@@ -284,3 +284,25 @@ def test_a_damaged_file_is_one_line_or_a_clear_skip(
         assert "Traceback" not in err
     else:
         assert len(err.splitlines()) == 1 and named in err, err
+
+
+def test_out_naming_a_file_is_refused_before_anything_runs(tmp_path, capsys):
+    target = tmp_path / "afile"
+    target.write_text("keep me")
+    assert cli.main(["run", str(write(tmp_path, BASE)), "--out", str(target), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"--out = {str(target)!r}: is a file; name a folder (created if missing)" in err
+    assert target.read_text() == "keep me"
+
+
+def test_a_run_held_by_another_process_is_named_under_the_table(tmp_path, capsys):
+    path = write(tmp_path, BASE + '[methods.other]\nalgorithm = "zpg"\nnum_pairs = 3\n')
+    out = tmp_path / "out"
+    held = plan_runs(load_experiment(path))[0][1].run_id
+    # flock locks belong to the open file, so this process's own lock blocks its run.
+    with RunLock(out / "runs" / f"{held}.lock") as owned:
+        assert owned
+        assert cli.main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 runs held by another process (left out above; `zopg report` once it has " in printed
+    assert printed.rstrip().splitlines()[-2].endswith(held)

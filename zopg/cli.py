@@ -25,7 +25,7 @@ def resolve_experiment(name: str) -> Path:
 
 
 def cmd_run(args) -> int:
-    from zopg.analysis.report import format_summary, write_reports
+    from zopg.analysis.report import write_reports
     from zopg.experiments import load_experiment
     from zopg.experiments.runner import plan_runs, run_experiment
     from zopg.experiments.shards import parse_shard
@@ -35,6 +35,7 @@ def cmd_run(args) -> int:
     shard = None if args.shard is None else parse_shard(args.shard)
     experiment = load_experiment(resolve_experiment(args.experiment), args.set, args.seeds)
     out = Path(args.out) if args.out else default_out(experiment.name, args.set, args.seeds)
+    check_out(out)
     if args.dry_run:
         return print_plan(experiment, plan_runs(experiment)[0], shard, out)
     use_compilation_cache(not args.no_compilation_cache)
@@ -42,7 +43,7 @@ def cmd_run(args) -> int:
         experiment, out, quiet=args.quiet, shard=shard, overwrite=args.overwrite
     )
     if shard is None:
-        print(format_summary(write_reports(out)))
+        print_report(write_reports(out), record["done"]["held_elsewhere"])
         print(f"results in {out}/")
         return 0
     done = record["done"]
@@ -54,6 +55,12 @@ def cmd_run(args) -> int:
         f"`zopg report {out}`"
     )
     return 0
+
+
+def check_out(out: Path) -> None:
+    """A results folder must be a folder (or not exist yet), checked before anything runs."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out = {str(out)!r}: is a file; name a folder (created if missing)")
 
 
 def default_out(name: str, sets=(), seeds=None) -> Path:
@@ -113,7 +120,7 @@ def use_compilation_cache(enabled: bool) -> None:
 
 
 def cmd_submit(args) -> int:
-    from zopg.analysis.report import format_summary, write_reports
+    from zopg.analysis.report import write_reports
     from zopg.experiments import load_experiment
     from zopg.experiments.memory import check_fits
     from zopg.experiments.overrides import parse_value
@@ -135,6 +142,7 @@ def cmd_submit(args) -> int:
             raise ConfigError(f"--option {item!r}: must be NAME=VALUE, e.g. timeout_min=60")
         options[key.strip()] = parse_value(text)
     out = Path(args.out) if args.out else default_out(experiment.name, args.set, args.seeds)
+    check_out(out)
     jobs = submit(
         str(path), out, args.shards, args.cluster, options, args.logs, args.set, args.seeds
     )
@@ -145,8 +153,7 @@ def cmd_submit(args) -> int:
     failed = [job.job_id for job in jobs if job.exception() is not None]
     if failed:
         print(f"jobs {', '.join(failed)} failed; their logs: {args.logs or '.submitit'}/")
-    summary = write_reports(out)
-    print(format_summary(summary))
+    print_report(write_reports(out))
     return 1 if failed else 0
 
 
@@ -177,14 +184,28 @@ def cmd_tune(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from zopg.analysis.report import format_summary, write_reports
+    from zopg.analysis.report import write_reports
 
     out = Path(args.dir)
     if not (out / "experiment.json").exists():
         raise ConfigError(f"{out}: not a results folder (no experiment.json); run `zopg run` first")
-    summary = write_reports(out)
+    print_report(write_reports(out))
+    return 0
+
+
+def print_report(summary, held=()) -> None:
+    """The summary table, then every run it leaves out and why: a table that silently lacks a
+    run reads as complete."""
+    from zopg.analysis.report import format_summary
+
     print(format_summary(summary))
-    missing = summary.get("missing_runs", [])
+    held = set(held)
+    missing = [run for run in summary.get("missing_runs", []) if run not in held]
+    if held:
+        print(
+            f"{len(held)} runs held by another process (left out above; `zopg report` once it "
+            "has finished): " + ", ".join(sorted(held))
+        )
     if missing:
         print(f"{len(missing)} runs not finished yet (left out above): " + ", ".join(missing))
     stale = summary.get("stale_runs", [])
@@ -193,7 +214,6 @@ def cmd_report(args) -> int:
             f"{len(stale)} run files made with other settings (left out above; rerun them with "
             "`zopg run ... --overwrite`): " + ", ".join(stale)
         )
-    return 0
 
 
 def print_fields(rows) -> None:
