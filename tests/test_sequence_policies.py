@@ -22,6 +22,8 @@ from zopg.rollout import rollout_batch
 
 ENV_ID = "tokens/hmm-v16-l16"
 NAMES = ["gru", "transformer"]
+# The GRU's cases run in `make test`; the transformer's slowest (compile-bound) are marked slow.
+HEAVY = ["gru", pytest.param("transformer", marks=pytest.mark.slow)]
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,7 @@ def test_changing_a_token_changes_no_earlier_logit(name, small):
             assert np.max(np.abs(after[k, k + 1 :] - before[k + 1 :])) > 1e-4
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", HEAVY)
 def test_the_logits_at_an_observation_are_its_prefix_position(name, small):
     env, params = small
     policy = make_policy(name, env, params)
@@ -92,7 +94,7 @@ def test_the_logits_at_an_observation_are_its_prefix_position(name, small):
     assert policy.log_probs(theta, obs).shape == (2, 3, 4)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", HEAVY)
 def test_samples_follow_the_log_probs(name, small):
     env, params = small
     policy = make_policy(name, env, params)
@@ -113,7 +115,7 @@ def test_samples_follow_the_log_probs(name, small):
     np.testing.assert_array_equal(drawn, actions)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", HEAVY)
 def test_rollout_log_probs_are_the_policy_log_probs(name):
     env, params = make(ENV_ID, vocab=3, length=4, prompt_length=2)
     policy = make_policy(name, env, params, parameterisation="lora", rank=2)

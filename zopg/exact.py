@@ -9,6 +9,9 @@ import jax.numpy as jnp
 from zopg.envs.gridworld import TabularModel
 from zopg.errors import ConfigError
 
+# Exact values of token policies live beside their sampler; exported here with the others.
+from zopg.sequence_kl import sequence_kl, sequence_kl_estimate  # noqa: F401
+
 
 def expected_reward(model: TabularModel) -> jax.Array:
     """r[s, a] = sum_s' P[s, a, s'] R[s, a, s']."""
