@@ -8,9 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+# The HMM's prompt law summed over every hidden path, shared with the environment's tests.
+from test_tokens import brute_force_prompt_probs
+
 from zopg import ConfigError
 from zopg.envs import make
-from zopg.envs.tokens import HMM_STATES, hmm_tables
 from zopg.policies import make_policy
 from zopg.sequence_kl import (
     per_prefix_kl,
@@ -84,25 +86,10 @@ def test_exact_kl_is_the_direct_sum_over_all_81_sequences(name):
     assert got == pytest.approx(want, rel=1e-4, abs=1e-6)
 
 
-def prompt_probs_numpy(vocab, seed, prompt_length):
-    """P(prompt) summed over every hidden path (independent of the forward algorithm)."""
-    initial, transition, emission = hmm_tables(vocab, seed)
-    probs = {}
-    for prompt in itertools.product(range(vocab), repeat=prompt_length):
-        total = 0.0
-        for path in itertools.product(range(HMM_STATES), repeat=prompt_length):
-            weight = initial[path[0]] * emission[path[0], prompt[0]]
-            for t in range(1, prompt_length):
-                weight *= transition[path[t - 1], path[t]] * emission[path[t], prompt[t]]
-            total += weight
-        probs[prompt] = total
-    return probs
-
-
 def test_exact_kl_with_a_prompt_averages_over_prompts_by_their_law():
     env, params = make(ENV_ID, vocab=2, length=3, prompt_length=2, seed=4)
     policy, theta, ref = two_policies("gru", env, params)
-    want = direct_kl(policy, theta, ref, 2, 2, 3, prompt_probs_numpy(2, 4, 2))
+    want = direct_kl(policy, theta, ref, 2, 2, 3, brute_force_prompt_probs(2, 4, 2))
     got = sequence_kl(env, params, policy, theta, ref)
     assert got == pytest.approx(want, rel=1e-4, abs=1e-6)
 
