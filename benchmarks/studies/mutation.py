@@ -98,6 +98,10 @@ MODULES: dict[str, tuple[str, ...]] = {
 # What the tests read besides zopg/ and tests/ (benchmark files, the docs pages some of them run).
 COPIED = ("zopg", "tests", "benchmarks", "docs", "pyproject.toml", "mkdocs.yml")
 
+# Committed results some of a module's tests read (the regime design the hidden-context file is
+# checked against), copied for that module only.
+EXTRA_COPIED: dict[str, tuple[str, ...]] = {"zopg/preferences/oracle.py": ("results/regimes",)}
+
 # Imported once by mutmut's fork server and inherited by every mutant's process. Only libraries:
 # importing them starts no XLA backend (no threads to fork over) and reads no XLA flag, so
 # tests/conftest.py still sets its flags before JAX's CPU backend starts; zopg itself is imported
@@ -168,6 +172,7 @@ def _toml_value(value) -> str:
 def mutmut_settings(module: str) -> dict:
     return {
         **SETTINGS,
+        "also_copy": [*SETTINGS["also_copy"], *EXTRA_COPIED.get(module, ())],
         "only_mutate": [module],
         "pytest_add_cli_args_test_selection": list(MODULES[module]),
     }
@@ -228,7 +233,7 @@ def prepare(module: str) -> Path:
             shutil.rmtree(work)
         work.mkdir(parents=True)
         archive = subprocess.run(
-            ["git", "archive", "--format=tar", "HEAD", *COPIED],
+            ["git", "archive", "--format=tar", "HEAD", *COPIED, *EXTRA_COPIED.get(module, ())],
             cwd=ROOT,
             check=True,
             capture_output=True,
