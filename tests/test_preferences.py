@@ -791,3 +791,40 @@ def test_feedback_types_follow_the_contract_whatever_the_input_types():
             jax.random.key(0), jnp.array([2, 0]), jnp.array([1, 1]), 3
         )
         assert feedback.votes.dtype == jnp.float32 and feedback.answered.dtype == jnp.bool_
+
+
+class ProbOnly:
+    """Has a link's prob but no inverse: not a link."""
+
+    def prob(self, x):
+        return x
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (
+            lambda: WithMistakes(BradleyTerry(), -0.1),
+            "with-mistakes.mistake = -0.1: must be in [0, 0.5)",
+        ),
+        (
+            lambda: WithMistakes(ProbOnly(), 0.1),
+            f"with-mistakes.base = {ProbOnly()!r}: must be a link (see make_link)".split(" at 0x")[
+                0
+            ],
+        ),
+        (
+            lambda: make_link("weibull", rate=1),
+            "weibull link parameter = 'rate': known parameters: shape, scale",
+        ),
+    ],
+)
+def test_more_link_errors_say_the_field_the_value_and_the_rule(build, message):
+    with pytest.raises(ConfigError) as raised:
+        build()
+    assert str(raised.value).startswith(message)
+
+
+def test_a_mistaken_teacher_stores_its_rate_as_a_float():
+    mistaken = WithMistakes(BradleyTerry(), 0)
+    assert type(mistaken.mistake) is float and mistaken == WithMistakes(BradleyTerry(), 0.0)
