@@ -16,6 +16,7 @@ from zopg.estimators import (
     EstimatorConfig,
     block_masks,
     block_zo_gradient,
+    sample_direction,
     zo_gradient,
 )
 
@@ -234,3 +235,48 @@ def test_sample_direction_takes_a_given_mask():
     for direction in ("gaussian", "rademacher"):
         v, _ = sample_direction(jax.random.key(2), DIM, EstimatorConfig(direction=direction), mask)
         assert np.all(np.asarray(v)[1::2] == 0.0) and np.all(np.asarray(v)[::2] != 0.0)
+
+
+@pytest.mark.parametrize(("spend", "calls"), [("one-direction", [4]), ("many-directions", [1])])
+def test_spend_decides_how_the_pairs_share_directions(spend, calls):
+    """One direction: one call for all N pairs, g = (d/mu) delta v with |v| = 1. Many: N calls
+    of one pair each on N directions, whose mean is shorter than any one of them."""
+    seen = []
+
+    def constant(key, theta_1, theta_0, num_pairs):
+        seen.append(num_pairs)  # a static int, recorded while tracing
+        return jnp.ones(num_pairs), Spent.of(queries=num_pairs, trajectories=2 * num_pairs)
+
+    config = EstimatorConfig(direction="sphere", spend=spend, num_pairs=4)
+    g, delta_hat, spent = zo_gradient(jax.random.key(3), THETA, constant, config, 0.5)
+    assert seen == calls and float(delta_hat) == 1.0
+    assert int(spent.queries) == 4 and int(spent.trajectories) == 8
+    norm = float(jnp.linalg.norm(g))
+    if spend == "one-direction":
+        assert norm == pytest.approx(DIM / 0.5, rel=1e-5)
+    else:
+        assert norm < 0.9 * DIM / 0.5
+
+
+@pytest.mark.parametrize("partition", ["random", "fixed"])
+def test_a_block_of_the_whole_vector_is_the_sphere(partition):
+    # K = d: one block of every coordinate, whichever the partition.
+    config = EstimatorConfig(direction="block-sphere", block_size=DIM, partition=partition)
+    v, scale = sample_direction(jax.random.key(0), DIM, config)
+    assert np.all(np.asarray(v) != 0.0) and float(jnp.linalg.norm(v)) == pytest.approx(1.0)
+    assert scale.dtype == jnp.float32 and float(scale) == DIM
+
+
+def test_random_blocks_are_not_runs_of_the_fixed_partition():
+    # K = 2 of d = 6 at random: {0, 2} and the like occur; the fixed partition draws only
+    # {0, 1}, {2, 3} or {4, 5}.
+    keys = jax.random.split(jax.random.key(9), 200)
+    for partition, scattered in (("random", True), ("fixed", False)):
+        config = EstimatorConfig(direction="block-sphere", block_size=2, partition=partition)
+        v, scale = jax.vmap(lambda k, c=config: sample_direction(k, DIM, c))(keys)
+        support = np.asarray(v) != 0.0
+        first = np.argmax(support, axis=1)
+        runs = np.all(support.sum(1) == 2) and np.all(support[np.arange(200), first + 1])
+        aligned = runs and np.all(first % 2 == 0)
+        assert aligned != scattered
+        assert scale.dtype == jnp.float32
