@@ -828,3 +828,81 @@ def test_more_link_errors_say_the_field_the_value_and_the_rule(build, message):
 def test_a_mistaken_teacher_stores_its_rate_as_a_float():
     mistaken = WithMistakes(BradleyTerry(), 0)
     assert type(mistaken.mistake) is float and mistaken == WithMistakes(BradleyTerry(), 0.0)
+
+
+@dataclasses.dataclass
+class Unfrozen:
+    """A link in all but being frozen (so unhashable)."""
+
+    name = "unfrozen"
+
+    def prob(self, x):
+        return x
+
+    def inverse(self, p):
+        return p
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: Oracle(ProbOnly()), "oracle.link = <"),
+        (
+            lambda: Oracle(Unfrozen()),
+            "oracle.link = Unfrozen(): must be hashable (frozen) to be a static jit argument",
+        ),
+        (lambda: Oracle(BradleyTerry(), teacher=0.5), "oracle.teacher = 0.5: must be a Teacher"),
+    ],
+)
+def test_oracle_errors_say_the_field_the_value_and_the_rule(build, message):
+    with pytest.raises(ConfigError) as raised:
+        build()
+    assert str(raised.value).startswith(message)
+    if message.endswith("<"):
+        assert str(raised.value).endswith(": must be a link (see make_link)")
+
+
+def test_a_utility_of_the_wrong_shape_is_named():
+    traj = trajectories((3,))
+    oracle = Oracle(BradleyTerry(), utility=lambda t: t.reward)
+    with pytest.raises(ConfigError) as raised:
+        oracle.trajectory_utility(traj)
+    text = str(raised.value)
+    assert text.startswith("oracle.utility = <function ")
+    assert text.endswith(": must return one value per trajectory, shape (3,); got shape (3, 3)")
+
+
+def hidden_oracle(weights=(0.25, 0.75)):
+    """Two annotator types on the trajectories' returns: u_0 = R and u_1 = -R."""
+    from zopg.preferences.utilities import HiddenContext, Utility
+
+    @dataclasses.dataclass(frozen=True)
+    class Scaled(Utility):
+        factor: float = 1.0
+        name = "scaled"
+
+        def __call__(self, traj):
+            return self.factor * jnp.sum(traj.reward, -1)
+
+    population = HiddenContext(components=(Scaled(1.0), Scaled(-1.0)), weights=weights)
+    return Oracle(BradleyTerry(), Teacher(), population)
+
+
+def test_the_hidden_context_mixture_from_integer_utilities_and_its_bounds():
+    oracle = hidden_oracle()
+    # Per-type utilities as integers: read as floats, mixed by the weights.
+    p = oracle.mixture_probability(jnp.array([[2, -2]]), jnp.array([[0, 0]]))
+    expected = 0.25 * stats.logistic.cdf(2.0) + 0.75 * stats.logistic.cdf(-2.0)
+    assert p.dtype == jnp.float32 and float(p[0]) == pytest.approx(expected, rel=1e-6)
+    key, traj = jax.random.key(0), trajectories((3,))
+    feedback = oracle.query(key, traj, traj, 2)
+    assert feedback.answered.dtype == jnp.bool_ and bool(feedback.answered.all())
+    with pytest.raises(ConfigError) as raised:
+        oracle.query(key, traj, traj, 2**31)
+    assert str(raised.value) == (
+        "num_queries = 2147483648: pairs × num_queries must fit in int32; got 6442450944"
+    )
+    fits = jax.eval_shape(
+        lambda k: oracle.query(k, trajectories(()), trajectories(()), 2**31 - 1), key
+    )
+    assert fits.votes.shape == (2**31 - 1,)
