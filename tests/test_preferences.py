@@ -906,3 +906,27 @@ def test_the_hidden_context_mixture_from_integer_utilities_and_its_bounds():
         lambda k: oracle.query(k, trajectories(()), trajectories(()), 2**31 - 1), key
     )
     assert fits.votes.shape == (2**31 - 1,)
+
+
+def test_oracle_refusals_of_combinations_say_both_settings():
+    population = hidden_oracle().utility
+    with pytest.raises(ConfigError) as raised:
+        Oracle(BradleyTerry(), Teacher(myopia=0.9), utility=lambda t: t.reward[..., 0])
+    assert str(raised.value).startswith("oracle.utility = <function ")
+    assert str(raised.value).endswith(
+        ": cannot be combined with teacher.myopia = 0.9 < 1; apply any discounting inside the "
+        "custom utility"
+    )
+    rule = (
+        "ties (equal_threshold) and skips (skip_threshold) are not defined for a hidden-context "
+        "teacher"
+    )
+    for teacher in (Teacher(equal_threshold=0.1), Teacher(skip_threshold=0.0)):
+        with pytest.raises(ConfigError) as raised:
+            Oracle(BradleyTerry(), teacher, population)
+        assert str(raised.value) == f"oracle.teacher = {teacher!r}: {rule}"
+    # Either threshold alone, at its inactive value, is accepted.
+    Oracle(BradleyTerry(), Teacher(equal_threshold=0.0, skip_threshold=-math.inf), population)
+    with pytest.raises(ConfigError) as raised:
+        Oracle(BradleyTerry(), utility=3.0)
+    assert str(raised.value) == "oracle.utility = 3.0: must be callable or None"
