@@ -930,3 +930,13 @@ def test_oracle_refusals_of_combinations_say_both_settings():
     with pytest.raises(ConfigError) as raised:
         Oracle(BradleyTerry(), utility=3.0)
     assert str(raised.value) == "oracle.utility = 3.0: must be callable or None"
+
+
+@pytest.mark.parametrize(("utility_a", "utility_b"), [(0.0, -1.0), (-1.0, 0.0)])
+def test_a_query_is_skipped_only_when_both_are_strictly_below_the_threshold(utility_a, utility_b):
+    # One side exactly at skip_threshold = 0: that human still answers.
+    teacher = Teacher(skip_threshold=0.0)
+    feedback = Oracle(BradleyTerry(), teacher).votes_from_utilities(
+        jax.random.key(0), utility_a, utility_b, 8
+    )
+    assert bool(feedback.answered.all())
