@@ -299,7 +299,10 @@ def test_chunked_run_equals_one_run(bandit_run):
 
 @pytest.mark.parametrize(
     ("env_id", "policy_name"),
-    [("gymnax/Pendulum-v1", "gaussian"), ("gymnax/CartPole-v1", "mlp")],
+    [
+        pytest.param("gymnax/Pendulum-v1", "gaussian", marks=pytest.mark.slow),
+        ("gymnax/CartPole-v1", "mlp"),
+    ],
 )
 def test_online_dpo_runs_on_control_envs(env_id, policy_name):
     """Online DPO with a Gaussian (continuous) and an MLP categorical policy: no exact model, so

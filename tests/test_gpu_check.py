@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -19,6 +21,7 @@ gpu_check = importlib.import_module("benchmarks.speed.gpu_check")
 GOAL_KEYS = {"metric", "min", "value", "met"}
 
 
+@pytest.mark.slow  # the GPU check's own run; the sections it calls have their own tests
 def test_quick_section_writes_a_report_with_device_versions_and_goals(tmp_path):
     out = tmp_path / "throughput_gpu.json"
     args = ["--quick", "--only", "gridworld_rollouts", "--out", str(out)]

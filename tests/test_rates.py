@@ -399,6 +399,7 @@ def one_pair_for_all_difference(config, problem):
     return difference
 
 
+@pytest.mark.slow  # the rate itself stays in the fast suite
 def test_second_order_noise_check_catches_pairs_that_do_not_average():
     assert second_order_check(make_difference=one_pair_for_all_difference) != []
 

@@ -304,6 +304,7 @@ def test_unsupported_reward_model_combinations_fail_clearly():
         rm.RewardModelConfig(kind="mlp").validate(SimpleNamespace(env=NoActions()))
 
 
+@pytest.mark.slow  # a Gaussian policy on Pendulum also runs in test_ppo's fast tests
 def test_rm_ppo_runs_with_a_gaussian_policy():
     """A few rounds on Pendulum: finite metrics, and the human budget is R × P × M exactly."""
     env, params = make("gymnax/Pendulum-v1", horizon=20)

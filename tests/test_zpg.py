@@ -149,7 +149,7 @@ def test_budget_counters(algo):
     )
 
 
-@pytest.mark.parametrize("algo", ["zpg", "zbcpg"])
+@pytest.mark.parametrize("algo", ["zpg", pytest.param("zbcpg", marks=pytest.mark.slow)])
 def test_determinism_and_single_compilation(algo):
     _, _, train = small_run(algo)
     _, first = train(jax.random.key(3))
@@ -229,7 +229,7 @@ def test_schedules_for_step_size_and_mu():
     )
 
 
-@pytest.mark.parametrize("algo", ["zpg", "zbcpg"])
+@pytest.mark.parametrize("algo", ["zpg", pytest.param("zbcpg", marks=pytest.mark.slow)])
 def test_chunked_run_equals_one_run(algo):
     """Iteration keys depend on t only, so chunks [0, 2) + [2, 5) reproduce one [0, 5) scan."""
     env, params = make("gridworld/cliff-4x6")
