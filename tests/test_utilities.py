@@ -193,6 +193,37 @@ def test_monte_carlo_evaluator_for_utilities_without_an_automaton(tiny):
     assert make_evaluator(env, params, policy, make_utility("deadline", k=2)).kind == "exact"
 
 
+def test_exact_values_refuse_what_they_cannot_evaluate_in_one_line(tiny):
+    """The whole message: which requirement failed and what to do instead."""
+    env, params = tiny
+    probs = jnp.full((env.num_states(params), env.num_actions), 0.25)
+    with pytest.raises(ConfigError) as error:
+        utility_value(env, params, make_utility("revisit-penalty"), probs)
+    assert str(error.value) == (
+        "utility 'revisit-penalty' has no finite automaton here: evaluate it by Monte Carlo"
+    )
+    cartpole, cartpole_params = make("gymnax/CartPole-v1")
+    with pytest.raises(ConfigError) as error:
+        utility_value(cartpole, cartpole_params, make_utility("return"), probs)
+    assert str(error.value).startswith("exact utility values need a tabular environment; ")
+    assert str(error.value).endswith(" is not")
+
+
+def test_a_policy_of_the_automaton_state_that_ignores_it_has_the_cell_policys_value(tiny):
+    """probs[q, s, a] equal for every automaton state q is the policy probs[s, a]: the same
+    exact value (a 3-D table is read per state q, not as one more batch axis)."""
+    env, params = tiny
+    utility = make_utility("waypoint-goal", waypoint=(1, 1))
+    logits = jax.random.normal(jax.random.key(5), (env.num_states(params), env.num_actions))
+    probs = jax.nn.softmax(logits)
+    num_q = utility.bind(env, params).automaton(env.tabular_model(params)).num_states
+    assert num_q == 2
+    per_state = jnp.broadcast_to(probs, (num_q, *probs.shape))
+    value = utility_value(env, params, utility, per_state)
+    assert value.shape == ()
+    np.testing.assert_allclose(value, utility_value(env, params, utility, probs), rtol=1e-6)
+
+
 def test_ppo_on_a_path_utility_is_paid_at_the_last_valid_step(tiny):
     env, params = tiny
     utility = make_utility("deadline", k=3).bind(env, params)
