@@ -20,7 +20,8 @@ FLOORS = [
     {"zopg", "plugins", "networks", "estimators"},  # "zopg": the package's __init__
     # sequence_kl sits below exact, so that exact may re-export it.
     {"envs", "policies", "preferences", "sequence_kl"},
-    {"exact", "occupancy"},
+    # lm: the token family's reference, gold utilities, proxies and best-of-n.
+    {"exact", "occupancy", "lm"},
     {"evaluation", "regimes"},
     {"algorithms"},
     {"experiments", "analysis"},
