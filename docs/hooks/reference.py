@@ -75,12 +75,13 @@ def links() -> str:
 
 
 def utilities() -> str:
-    from zopg.preferences import UTILITIES, utility_names
+    from zopg.preferences import utility_names
+    from zopg.preferences.utilities import utility_class
 
     rows = []
     for name in utility_names():
-        cls = UTILITIES[name]
-        fields = [f for f in dataclasses.fields(cls) if f.name not in ("grid", "discrete")]
+        cls = utility_class(name)
+        fields = [f for f in dataclasses.fields(cls) if f.name not in cls.bound_fields]
         shown = []
         for f in fields:
             default = f.default if f.default is not dataclasses.MISSING else "required"

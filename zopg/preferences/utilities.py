@@ -137,6 +137,8 @@ class Utility:
     name: ClassVar[str]
     # A sum of per-step terms in (s, a, s'): what a reward model r(s, a) can represent.
     markov: ClassVar[bool] = False
+    # Fields that bind fills from the environment: never parameters a user sets.
+    bound_fields: ClassVar[tuple[str, ...]] = ("grid", "discrete")
 
     def bind(self, env, env_params) -> Utility:
         del env, env_params
@@ -151,7 +153,11 @@ class Utility:
         return None
 
     def parameters(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "grid"}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in self.bound_fields
+        }
 
     def _grid(self) -> Grid:
         grid = getattr(self, "grid", None)
@@ -528,6 +534,12 @@ UTILITIES: dict[str, type] = {
         HiddenContext,
     )
 }
+# Built-in utilities defined on a higher floor (they need sequence policies and the SFT
+# reference): named by import path, so this module never imports them, and resolved on use.
+ELSEWHERE: dict[str, str] = {
+    "gold-gru": "zopg.lm.gold:GoldGRU",
+    "bigram-goodhart": "zopg.lm.gold:BigramGoodhart",
+}
 
 
 def _is_utility_class(found) -> bool:
@@ -548,22 +560,30 @@ def register_utility(cls: type, *, replace: bool = False) -> type:
 
 
 def utility_names() -> tuple[str, ...]:
-    """The built-in utilities, then the registered ones."""
-    return tuple(UTILITIES)
+    """The built-in utilities and the registered ones, then those of the token family."""
+    return (*UTILITIES, *ELSEWHERE)
+
+
+def utility_class(name: str) -> type:
+    """The Utility subclass a name stands for: built-in, registered, defined elsewhere
+    (imported now) or given by import path ("package.module:NAME")."""
+    if is_import_path(name) or name in ELSEWHERE:
+        return import_object(
+            "utility",
+            ELSEWHERE.get(name, name),
+            _is_utility_class,
+            "a subclass of zopg.preferences.Utility",
+        )
+    if name not in UTILITIES:
+        raise unknown_name("utility", name, [*UTILITIES, *ELSEWHERE, "'package.module:NAME'"])
+    return UTILITIES[name]
 
 
 def make_utility(name: str, **params) -> Utility:
     """A utility by name with its parameters (see the module docstring), unbound; or the
     `Utility` subclass named by import path ("package.module:NAME")."""
-    if is_import_path(name):
-        cls = import_object(
-            "utility", name, _is_utility_class, "a subclass of zopg.preferences.Utility"
-        )
-    elif name not in UTILITIES:
-        raise unknown_name("utility", name, [*UTILITIES, "'package.module:NAME'"])
-    else:
-        cls = UTILITIES[name]
-    allowed = [f.name for f in dataclasses.fields(cls) if f.name not in ("grid", "discrete")]
+    cls = utility_class(name)
+    allowed = [f.name for f in dataclasses.fields(cls) if f.name not in cls.bound_fields]
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise bad_value(
