@@ -1,6 +1,8 @@
 """The GRU and transformer token policies: the Policy contract, causal masking, sampling against
 log_prob, and what each parameterisation (all, head, lora) lets an algorithm change."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -128,6 +130,31 @@ def test_rollout_log_probs_are_the_policy_log_probs(name):
     every = policy.sequence_log_probs(theta, traj.final_obs[:, :-1])
     picked = jnp.take_along_axis(every[:, 2:], traj.action[..., None], axis=-1)[..., 0]
     np.testing.assert_allclose(picked, traj.log_prob, atol=1e-5)
+
+
+@pytest.mark.parametrize("parameterisation", ["all", "lora"])
+def test_the_carried_hidden_state_rollout_is_the_prefix_rollout(parameterisation):
+    """The GRU's rollout carries its hidden state (one cell step per token); the same policy
+    without that path re-reads the prefix at every step. With the same key both draw the same
+    tokens with the same log-probabilities, after a prompt too."""
+    env, params = make(ENV_ID, vocab=5, length=6, prompt_length=3)
+    policy = make_policy("gru", env, params, parameterisation=parameterisation, rank=2)
+    theta = jax.tree_util.tree_map(lambda x: x + 0.2, policy.init(jax.random.PRNGKey(0)))
+
+    @dataclasses.dataclass(frozen=True)
+    class PrefixOnly(GRUPolicy):
+        @property
+        def carried_sampler(self):  # hasattr is False: the rollout takes the prefix path
+            raise AttributeError("carried_sampler")
+
+    fields = {f.name: getattr(policy, f.name) for f in dataclasses.fields(policy)}
+    prefix_only = PrefixOnly(**fields)
+    assert hasattr(policy, "carried_sampler") and not hasattr(prefix_only, "carried_sampler")
+    carried = rollout_batch(jax.random.PRNGKey(3), policy, theta, env, params, 256)
+    reread = rollout_batch(jax.random.PRNGKey(3), prefix_only, theta, env, params, 256)
+    np.testing.assert_array_equal(carried.final_obs, reread.final_obs)
+    np.testing.assert_allclose(carried.log_prob, reread.log_prob, atol=1e-5)
+    assert len(np.unique(np.asarray(carried.final_obs[:, 3:-1]), axis=0)) > 100
 
 
 # -- parameterisations ---------------------------------------------------------------------------

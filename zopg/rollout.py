@@ -76,10 +76,18 @@ def _episode(reset_key, noise, policy, policy_params, env, env_params) -> Trajec
     obs, state = env.reset(reset_key, env_params)
     fast = noise_driven(env, policy)
     sample = policy.uniform_sampler(policy_params) if fast else None
+    # A policy with a memory of what it has read (a GRU's hidden state) carries it from step to
+    # step instead of re-reading the whole observation at every step.
+    carried = fast and hasattr(policy, "carried_sampler")
+    if carried:
+        start, sample = policy.carried_sampler(policy_params)
 
     def _env_step(carry, noise_t):
-        obs, state, alive = carry
-        if fast:
+        obs, state, alive, memory = carry
+        if carried:
+            memory, action, log_prob = sample(memory, noise_t[0], obs)
+            out = env.step_from_uniform(noise_t[1], state, action, env_params)
+        elif fast:
             action, log_prob = sample(noise_t[0], obs)
             out = env.step_from_uniform(noise_t[1], state, action, env_params)
         else:
@@ -87,10 +95,10 @@ def _episode(reset_key, noise, policy, policy_params, env, env_params) -> Trajec
             out = env.step(noise_t[1], state, action, env_params)
         next_obs, next_state, reward, done = out
         step = (obs, action, jnp.where(alive, reward, 0.0), log_prob, alive)
-        return (next_obs, next_state, alive & ~done), step
+        return (next_obs, next_state, alive & ~done, memory), step
 
-    carry = (obs, state, jnp.array(True))
-    (final_obs, _, _), steps = jax.lax.scan(_env_step, carry, noise)
+    carry = (obs, state, jnp.array(True), start(obs) if carried else ())
+    (final_obs, *_), steps = jax.lax.scan(_env_step, carry, noise)
     obs, action, reward, log_prob, valid = steps
     return Trajectory(obs, action, reward, log_prob, valid, final_obs)
 
