@@ -6,7 +6,8 @@ the Monte Carlo mean over fresh episodes with its standard error. It runs outsid
 algorithm's budget: it is never shown to the learner and spends no queries. "What is scored" is
 the `utility` argument (a zopg.preferences utility or any function of a Trajectory giving one
 value per trajectory; None is the return). Exact evaluators also give the exact trajectory KL of
-a policy to a reference policy (zopg.occupancy), the x-axis of over-optimisation curves.
+a policy to a reference policy (zopg.occupancy), the x-axis of over-optimisation curves; on a
+token environment the Monte Carlo evaluator gives the sequence KL's per-prefix estimate instead.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from zopg.exact import optimal_utility_value, optimal_value, policy_value, utili
 from zopg.occupancy import trajectory_kl_fn
 from zopg.preferences.utilities import Return, Utility
 from zopg.rollout import masked_return, rollout_batch
+from zopg.sequence_kl import per_prefix_kl, sample_sequences
 
 KINDS = ("exact", "monte-carlo")
 
@@ -88,7 +90,9 @@ class Evaluator:
     (nan, nan) otherwise. kl_to_reference(params, ref_params) -> the exact KL over trajectories
     of the policy to the reference policy, E_π Σ_t KL(π(·|s_t) ‖ π_ref(·|s_t)) (exact
     evaluators; None otherwise). The policy sees the cell, so the KL needs only the env's model,
-    whatever the utility.
+    whatever the utility. kl_estimate(key, params, ref_params) -> the same KL between sequence
+    laws on a token environment, by the per-prefix estimate (exact at every step, averaged over
+    the `episodes` sequences that `value` draws with the same key; None elsewhere).
     """
 
     kind: str
@@ -96,6 +100,7 @@ class Evaluator:
     bounds: tuple[float, float]
     episodes: int | None = None
     kl_to_reference: Callable | None = None
+    kl_estimate: Callable | None = None
 
 
 def make_evaluator(
@@ -115,7 +120,21 @@ def make_evaluator(
     def monte_carlo(key, params):
         return evaluate(key, policy, params, env, env_params, episodes, None, utility)
 
-    return Evaluator("monte-carlo", monte_carlo, (float("nan"), float("nan")), episodes)
+    kl = _sequence_kl_estimate(env, env_params, policy, episodes)
+    return Evaluator("monte-carlo", monte_carlo, (float("nan"), float("nan")), episodes, None, kl)
+
+
+def _sequence_kl_estimate(env, env_params, policy, episodes: int) -> Callable | None:
+    """KL(π ‖ π_ref) on a token environment by the per-prefix estimate over the sequences that
+    the Monte Carlo value draws with the same key (the same episodes); None elsewhere."""
+    if not (callable(getattr(env, "prompt_log_prob", None)) and hasattr(policy, "log_probs")):
+        return None
+
+    def kl(key, params, ref_params):
+        tokens = sample_sequences(key, env, env_params, policy, params, episodes)
+        return jnp.mean(per_prefix_kl(env, env_params, policy, params, ref_params, tokens))
+
+    return kl
 
 
 def _exact_evaluator(env, env_params, policy, utility) -> Evaluator | None:

@@ -62,7 +62,8 @@ def make_seed_evaluator(training, evaluator, num_seeds: int):
     """(carry, iteration, reference) -> {"eval/value", "eval/value_se"}: [seeds] values of each
     seed's current policy, and with an exact evaluator "eval/kl_to_reference", the exact
     trajectory KL of each seed's policy to `reference` (that seed's initial policy params, as
-    `reference_params` gives them). Monte Carlo keys come from EVAL_SEED, the seed and the
+    `reference_params` gives them); on a token environment, the per-prefix estimate of the
+    sequence KL on the value's own sequences. Monte Carlo keys come from EVAL_SEED, the seed and the
     iteration, so a resumed run evaluates exactly as an uninterrupted one."""
     seed_eval_keys = jax.random.split(jax.random.key(EVAL_SEED), num_seeds)
 
@@ -74,6 +75,9 @@ def make_seed_evaluator(training, evaluator, num_seeds: int):
         out = {"eval/value": value, "eval/value_se": stderr}
         if evaluator.kl_to_reference is not None and reference is not None:
             out["eval/kl_to_reference"] = jax.vmap(evaluator.kl_to_reference)(params, reference)
+        elif evaluator.kl_estimate is not None and reference is not None:
+            kl = jax.vmap(evaluator.kl_estimate)(keys, params, reference)
+            out["eval/kl_to_reference"] = kl
         return out
 
     return evaluate_seeds

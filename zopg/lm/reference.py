@@ -26,8 +26,8 @@ import optax
 from flax import traverse_util
 
 from zopg.envs.tokens import TokenParams, hmm_sample
-from zopg.errors import ConfigError, checked_float, checked_int
-from zopg.policies import SequencePolicy, make_policy
+from zopg.errors import ConfigError, bad_value, checked_float, checked_int
+from zopg.policies import SEQUENCE_POLICIES, SequencePolicy, make_policy
 from zopg.store import read_json, write_bytes_atomic, write_json_atomic
 
 SHIPPED = Path(__file__).with_name("data")
@@ -236,3 +236,12 @@ def reference_policy(name, env, env_params, settings: SFTSettings = SFTSettings(
     base = reference_params(env, env_params, full, settings, log)
     policy = make_policy(name, env, env_params, base=base, **kw)
     return policy, policy.init(jax.random.PRNGKey(settings.seed))
+
+
+def sft_policy(env, env_params, network: str = "gru", **options):
+    """The policy factory behind `policy = "sft"` in experiment files: `network` (gru or
+    transformer) with its options (parameterisation, rank, sizes) built on the SFT reference,
+    so every seed starts at π_ref and the KL to each seed's initial policy is the KL to it."""
+    if network not in SEQUENCE_POLICIES:
+        raise bad_value("sft.network", network, f"must be one of {', '.join(SEQUENCE_POLICIES)}")
+    return reference_policy(network, env, env_params, **options)[0]

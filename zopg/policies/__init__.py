@@ -42,6 +42,9 @@ ACTION_KINDS = {
 }
 # Policies of token sequences: they need an environment with token_shape (zopg.envs.tokens).
 SEQUENCE_POLICIES = ("gru", "transformer")
+# Built-in factories on a higher floor (the SFT reference trains or loads a network): named by
+# import path, so this package never imports them, and resolved when a policy is made.
+ELSEWHERE = {"sft": "zopg.lm.reference:sft_policy"}
 _SUGGEST = {"discrete": "'mlp' or 'tabular'", "continuous": "'gaussian'"}
 
 
@@ -55,7 +58,7 @@ def register(name: str, factory: Callable, *, replace: bool = False) -> Callable
     also name a factory by import path, `policy = "package.module:NAME"`, unregistered."""
     if not isinstance(name, str) or not name or is_import_path(name):
         raise ConfigError(f"policy name {name!r}: must be a non-empty string without ':'")
-    if (name in POLICIES or name in _REGISTERED) and not replace:
+    if (name in POLICIES or name in ELSEWHERE or name in _REGISTERED) and not replace:
         raise ConfigError(f"policy {name!r} is already registered; pass replace=True")
     if not callable(factory):
         raise ConfigError(f"policy {name!r}: the factory must be callable; got {factory!r}")
@@ -64,8 +67,8 @@ def register(name: str, factory: Callable, *, replace: bool = False) -> Callable
 
 
 def policy_names() -> tuple[str, ...]:
-    """The built-in policies, then the registered ones."""
-    return (*POLICIES, *sorted(_REGISTERED))
+    """The built-in policies, those defined elsewhere, then the registered ones."""
+    return (*POLICIES, *ELSEWHERE, *sorted(_REGISTERED))
 
 
 def is_known_policy(name: object) -> bool:
@@ -81,8 +84,9 @@ def make_policy(name: str, env, env_params, obs_norm: ObsNormalization | None = 
     policy in a frozen observation normaliser; the flat parameter view is unchanged. Every
     policy, built-in or not, is checked against the Policy contract before it is returned.
     """
-    if is_import_path(name) or name in _REGISTERED:
-        factory = import_object("policy", name) if is_import_path(name) else _REGISTERED[name]
+    if is_import_path(name) or name in _REGISTERED or name in ELSEWHERE:
+        path = ELSEWHERE.get(name, name)
+        factory = import_object("policy", path) if is_import_path(path) else _REGISTERED[name]
         try:
             policy = factory(env, env_params, **kwargs)
         except TypeError as err:  # most often an option the factory does not take
