@@ -181,7 +181,7 @@ def summarise() -> dict:
                 "gold_star": fit.gold_star,
                 "gold_star_ci": fit.gold_star_ci,
                 "peak_n_measured": BEST_OF[int(np.argmax(gain.mean(0)))],
-                "gain_at_4096": float(gain[:, -1].mean()),
+                "gain_at_largest_n": float(gain[:, -1].mean()),
                 "gain_at_peak": float(gain.mean(0).max()),
             }
             if "held_out_accuracy" in parts[0]["curves"][name]:
@@ -217,7 +217,8 @@ def figures(summary: dict) -> None:
             ax.plot(d, (oracle - oracle[:, :1]).mean(0), color="grey", ls=":", label="gold itself")
             ax.set_title(label)
             ax.set_xlabel("√KL(best-of-n ‖ π_ref)")
-        axes[0].set_ylabel(f"{gold_name} gain (reference sds)")
+            ax.set_ylabel("")
+        axes[0].set_ylabel(f"{gold_name} gain over π_ref (its sds)")
         axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
         fig.suptitle(f"Best-of-n by a proxy, judged by {gold_name} ({SEEDS} seeds)")
         fig.tight_layout()
@@ -247,7 +248,8 @@ def main(argv=None) -> int:
         for name, fit in fits.items():
             log(
                 f"{gold_name:16s} {name:22s} peak at n = {fit['peak_n_measured']:4d}, gain "
-                f"{fit['gain_at_peak']:+.2f} there and {fit['gain_at_4096']:+.2f} at 4096; "
+                f"{fit['gain_at_peak']:+.2f} there and {fit['gain_at_largest_n']:+.2f} at "
+                f"{BEST_OF[-1]}; "
                 f"d* {fit['d_star']:.2f}"
             )
     return 0
