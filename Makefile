@@ -9,7 +9,7 @@ EXTRAS := dev$(if $(JAX_EXTRA),$(comma)$(JAX_EXTRA))
 # One stamp per extra, so a change of JAX_EXTRA re-installs.
 STAMP  := $(VENV)/.installed$(if $(JAX_EXTRA),-$(JAX_EXTRA))
 
-.PHONY: docs compare tune regimes regimes-design regime-controls sign rates bench bench-quick bench-control bench-control-probe bench-throughput bench-sample-efficiency mutation test test-all lint format clean-venv
+.PHONY: docs lm compare tune regimes regimes-design regime-controls sign rates bench bench-quick bench-control bench-control-probe bench-throughput bench-sample-efficiency mutation test test-all lint format clean-venv
 
 # Re-install whenever pyproject.toml is newer than the last install.
 $(STAMP): pyproject.toml
@@ -98,6 +98,14 @@ compare: $(STAMP)
 		$(VENV)/bin/zopg compare $$dir --family auto > /dev/null || exit 1; \
 	done
 	$(PY) -m benchmarks.reports.readme_tables
+
+# The language-model-like family (docs/concepts.md, "The reference, the gold and the proxies"):
+# best-of-n by proxies of four capacities and an ensemble, fitted on 250 to 16,000 gold-labelled
+# reference pairs, judged by both gold utilities -> results/lm_overoptimisation/ (about 25
+# minutes on the 2-core CPU; resumes by part). The SFT references it starts from are shipped;
+# `$(PY) -m benchmarks.studies.sft_references` trains them again.
+lm: $(STAMP)
+	$(PY) -m benchmarks.studies.lm_overoptimisation
 
 # Convergence-rate sweeps (benchmarks/rates/*.toml) -> results/rates/rates.json and figures.
 rates: $(STAMP)

@@ -1,7 +1,10 @@
 """benchmarks/speed/throughput.py bookkeeping: `--only` merges into the existing report (the
-merging lives in benchmarks/speed/sections.py), and the CartPole section's budget-counter check.
+merging lives in benchmarks/speed/sections.py), the CartPole section's budget-counter check, and
+the token section's report at --quick sizes.
 
-Nothing here times anything: the real sections are swapped for a tiny fake one.
+The bookkeeping tests time nothing: the real sections are swapped for a tiny fake one. The token
+section runs for real, but only its report's structure and arithmetic are checked, never its
+targets: timings on a shared CPU are not a test.
 """
 
 import importlib
@@ -18,6 +21,7 @@ if str(ROOT) not in sys.path:
 throughput = importlib.import_module("benchmarks.speed.throughput")
 sections = importlib.import_module("benchmarks.speed.sections")
 cartpole = importlib.import_module("benchmarks.speed.throughput_cartpole")
+tokens = importlib.import_module("benchmarks.speed.throughput_tokens")
 
 OLD_DEVICE = {"backend": "gpu", "platform": "gpu", "device_kind": "H100", "num_devices": 1}
 
@@ -153,3 +157,65 @@ def test_budget_counters_per_iteration():
         cumulative_metrics([n * m] * 3, [2 * n] * 3, [20, 2 * n - 1, 20]),
     ):
         assert not cartpole.budget_counters(bad, 3, n, m, horizon)["agree"]
+
+
+RATE_KEYS = ("sequences_per_s", "tokens_per_s", "median_s", "compile_s")
+
+
+@pytest.mark.slow  # about 30 s on a loaded 2-core CPU: the gold utility's standardisation and
+# compiling ZPG dominate, whatever the sizes
+def test_tokens_section_at_quick_sizes_reports_rates_and_their_ratios(tmp_path):
+    out = tmp_path / "throughput.json"
+    assert throughput.main(["--only", "tokens_zpg", "--quick", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["sections_run"] == ["tokens_zpg"] and report["quick_sections"] == ["tokens_zpg"]
+    section = report["sections"]["tokens_zpg"]
+    assert section["run"]["device"] == report["device"] and report["versions"]["jax"]
+    config, size = section["config"], tokens.TOKENS_SIZES["quick"]
+    assert config["env"] == "tokens/hmm-v16-l16" and config["sequence_length"] == 16
+    assert (config["iterations"], config["rounds"]) == (size["iterations"], size["rounds"])
+    assert config["two_sided"] is True and config["num_queries"] == 1
+    # d: LoRA factors A [m, r], B [r, n] on the GRU's six gate kernels (input embed x hidden,
+    # hidden x hidden) and the head (hidden x vocab), rank 4.
+    embed, hidden, rank = 32, 64, 4
+    assert config["d"] == rank * (3 * (embed + hidden) + 3 * (2 * hidden) + (hidden + 16))
+    assert list(section["batches"]) == [str(b) for b in size["batches"]]
+    assert set(section["targets"]) == {
+        f"{name}_batch_{b}"
+        for b in size["batches"]
+        for name in ("zpg_over_bare_sampling", "zpg_over_bare_sampling_and_teacher")
+    }
+    for key, result in section["batches"].items():
+        batch, iterations = int(key), config["iterations"]
+        # Two-sided ZPG rolls out N sequences on each side: N = B / 2 gives B per iteration.
+        assert result["num_pairs"] == config["num_pairs"][key] == batch // 2
+        assert result["sequences_per_iteration"] == batch
+        counters = result["budget_counters"]
+        assert counters["trajectories"] == iterations * batch
+        assert counters["queries"] == iterations * batch // 2 and counters["agree"]
+        zpg = result["zpg"]
+        for name in ("zpg", "bare_sampling", "bare_sampling_and_teacher"):
+            rates = result[name]
+            assert all(rates[k] > 0 for k in RATE_KEYS), (name, rates)
+            assert rates["sequences_per_repeat"] == iterations * batch
+            assert len(rates["repeats_s"]) == config["rounds"]
+            assert rates["sequences_per_s"] == pytest.approx(iterations * batch / rates["median_s"])
+        for name in ("bare_sampling", "bare_sampling_and_teacher"):
+            assert result[name]["sequences_per_call"] == batch
+            assert result[name]["calls_per_repeat"] == iterations
+        bare, teacher = result["bare_sampling"], result["bare_sampling_and_teacher"]
+        ratio = zpg["sequences_per_s"] / bare["sequences_per_s"]
+        assert result["ratio_zpg_over_bare"] == pytest.approx(ratio)
+        assert result["zpg_overhead"] == pytest.approx(1 / ratio)
+        ratio_teacher = zpg["sequences_per_s"] / teacher["sequences_per_s"]
+        assert result["ratio_zpg_over_bare_and_teacher"] == pytest.approx(ratio_teacher)
+        for name, value in (
+            ("zpg_over_bare_sampling", ratio),
+            ("zpg_over_bare_sampling_and_teacher", ratio_teacher),
+        ):
+            target = section["targets"][f"{name}_batch_{key}"]
+            assert target == result["targets"][name]
+            assert target["value"] == pytest.approx(value)
+            assert target["zpg_overhead"] == pytest.approx(1 / value)
+            assert target["min_ratio"] == pytest.approx(1 / 1.25) and target["max_overhead"] == 1.25
+            assert target["met"] == (target["value"] >= target["min_ratio"])

@@ -6,21 +6,24 @@ The estimate tests use a chi-square statistic over all d coordinates: sum_i (mea
 chi-square law with d degrees of freedom, so the threshold is its 99.9% quantile.
 """
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import special, stats
 
 from zopg import ConfigError
 from zopg.algorithms import ZBCPGConfig, ZPGConfig, make_train, make_training
-from zopg.algorithms.base import Problem
+from zopg.algorithms.base import Problem, Spent
 from zopg.algorithms.zeroth_order import estimator_config, make_difference_fn
 from zopg.envs import make
-from zopg.estimators import zo_gradient
+from zopg.estimators import EstimatorConfig, block_zo_gradient, zo_gradient
 from zopg.policies import flat_view, make_policy
-from zopg.preferences import Oracle, make_link
+from zopg.preferences import Oracle, Teacher, make_link, preference_rate
+from zopg.rollout import masked_return, rollout_batch
 
 
 @pytest.fixture(scope="module")

@@ -65,6 +65,9 @@ GPU_SIZES = {
             "vectorised_repeats": 3,
         }
     },
+    # Sequences of 16 tokens from the SFT GRU (LoRA r 4), B = 2N per ZPG iteration: batches 16
+    # and 256 times the CPU's 256; ZPG compiles once per batch.
+    "tokens_zpg": {"size": {"batches": [4096, 65536], "iterations": 10, "rounds": 5}},
 }
 
 # Seconds each section may run (start-up and compiling included), in the order they run: the
@@ -73,6 +76,7 @@ TIMEOUTS_S = {
     "zpg_training": 120,
     "cartpole_zpg": 140,
     "gridworld_rollouts": 80,
+    "tokens_zpg": 150,  # the SFT reference, two ZPG compiles (one per batch) and three bare ones
     "bench_quick": 150,  # per command: the default device, then the CPU baseline
 }
 PROBE_TIMEOUT_S = 120
@@ -123,6 +127,7 @@ MEASURES = {
     "zpg_training": ("throughput_zpg", "zpg_training", "print_zpg"),
     "cartpole_zpg": ("throughput_cartpole", "cartpole_zpg", "print_cartpole"),
     "gridworld_rollouts": ("throughput_gridworld", "gridworld_rollouts", "print_gridworld"),
+    "tokens_zpg": ("throughput_tokens", "tokens_zpg", "print_tokens"),
 }
 
 

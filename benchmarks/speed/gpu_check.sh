@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every GPU measurement in one run (benchmarks/speed/gpu_check.py): ZPG on GridWorld and CartPole
-# and GridWorld rollouts at GPU sizes beside their baselines, and `make bench-quick`'s wall time.
+# Every GPU measurement in one run (benchmarks/speed/gpu_check.py): ZPG on GridWorld and CartPole,
+# GridWorld rollouts, and ZPG on the token GRU against bare sampling (tokens_zpg) at GPU sizes
+# beside their baselines, and `make bench-quick`'s wall time.
 #
 #   bash benchmarks/speed/gpu_check.sh [OUT_JSON (results/throughput_gpu.json)] [gpu_check options]
 #   QUICK=1 PYTHON=.venv/bin/python bash benchmarks/speed/gpu_check.sh /tmp/throughput_gpu.json

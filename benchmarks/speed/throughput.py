@@ -22,6 +22,7 @@ from benchmarks.speed import (
     throughput_brax,
     throughput_cartpole,
     throughput_gridworld,
+    throughput_tokens,
     throughput_zpg,
 )
 from zopg import store
@@ -39,6 +40,7 @@ SECTIONS = {
     "zpg_training": (throughput_zpg.zpg_training, throughput_zpg.print_zpg),
     "cartpole_zpg": (throughput_cartpole.cartpole_zpg, throughput_cartpole.print_cartpole),
     "brax_backends": (throughput_brax.brax_backends, throughput_brax.print_brax),
+    "tokens_zpg": (throughput_tokens.tokens_zpg, throughput_tokens.print_tokens),
 }
 
 

@@ -68,6 +68,7 @@ SETTINGS = {
     "pool": POOL,
     "best_of": BEST_OF,
     "teacher": "bradley-terry, rationality 1, one vote per pair",
+    "fit": "fit_proxy defaults: Adam 3e-3, batch 256, held-out 20%, a look every epoch, patience 5",
 }
 SETTINGS_HASH = hashlib.sha256(json.dumps(SETTINGS, sort_keys=True).encode()).hexdigest()[:12]
 

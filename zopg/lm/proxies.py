@@ -399,7 +399,7 @@ def fit_proxy(
     batch: int = 256,
     learning_rate: float = 3e-3,
     max_steps: int = 4000,
-    eval_every: int = 100,
+    eval_every: int | None = None,
     patience: int = 5,
 ) -> FittedProxy:
     """Fit r_φ by Bradley–Terry maximum likelihood on pairs (tokens_a[i], tokens_b[i]) with
@@ -407,6 +407,8 @@ def fit_proxy(
 
     A held-out fraction of the pairs (split_pairs) is set aside; Adam runs on minibatches of the
     rest, and every eval_every steps (and before the first) the held-out log-loss is measured.
+    eval_every defaults to one epoch of the training pairs (at least one step): a fixed count
+    would be dozens of epochs on a few hundred pairs, over-fitted before the first look.
     The parameters of the best evaluation are returned; training stops after `patience`
     evaluations without a strict improvement, or at max_steps (rounded down to whole
     evaluations). An ensemble's members train side by side, each on its own bootstrap resample
@@ -418,9 +420,11 @@ def fit_proxy(
     batch = checked_int("batch", batch, 1, 2**20)
     learning_rate = checked_float("learning_rate", learning_rate, 0.0, low_open=True)
     max_steps = checked_int("max_steps", max_steps, 1, 2**31 - 1)
-    eval_every = checked_int("eval_every", eval_every, 1, max_steps)
     patience = checked_int("patience", patience, 1)
     train_idx, held_idx = split_pairs(key, votes.shape[0], holdout)
+    if eval_every is None:
+        eval_every = min(max(1, -(-train_idx.size // batch)), max_steps)
+    eval_every = checked_int("eval_every", eval_every, 1, max_steps)
 
     members = spec.num_members
     init_key, boot_key, train_key = (jax.random.fold_in(key, i) for i in (1, 2, 3))
