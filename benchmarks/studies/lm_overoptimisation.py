@@ -204,25 +204,42 @@ def figures(summary: dict) -> None:
     colours = plt.get_cmap("viridis")(np.linspace(0.1, 0.9, len(PAIR_SIZES)))
     for gold_name in GOLDS:
         parts = [store.read_json(part_path(gold_name, s)) for s in range(SEEDS)]
-        fig, axes = plt.subplots(1, len(labels), figsize=(3.4 * len(labels), 3.6), sharey=True)
-        for ax, label in zip(axes, labels, strict=True):
+        columns = 3
+        rows = -(-len(labels) // columns)
+        fig, axes = plt.subplots(
+            rows, columns, figsize=(4.2 * columns + 3.2, 3.4 * rows), sharex=True, sharey=True
+        )
+        axes = axes.ravel()
+        for ax, label in zip(axes, labels, strict=False):
             for colour, size in zip(colours, PAIR_SIZES, strict=True):
                 name = f"{label}/{size}"
                 gold = np.array([p["curves"][name]["gold"] for p in parts])
                 gain = gold - gold[:, :1]
                 fit = fit_overoptimisation(np.tile(d, (SEEDS, 1)), gain, "bon")
-                plot_overoptimisation(
-                    ax, np.tile(d, (SEEDS, 1)), gain, fit, label=f"{size} pairs", color=colour
-                )
+                plot_overoptimisation(ax, np.tile(d, (SEEDS, 1)), gain, fit, color=colour)
             oracle = np.array([p["curves"]["gold itself"]["gold"] for p in parts])
-            ax.plot(d, (oracle - oracle[:, :1]).mean(0), color="grey", ls=":", label="gold itself")
+            ax.plot(d, (oracle - oracle[:, :1]).mean(0), color="grey", ls=":")
             ax.set_title(label)
-            ax.set_xlabel("√KL(best-of-n ‖ π_ref)")
-            ax.set_ylabel("")
-        axes[0].set_ylabel(f"{gold_name} gain over π_ref (its sds)")
-        axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
-        fig.suptitle(f"Best-of-n by a proxy, judged by {gold_name} ({SEEDS} seeds)")
-        fig.tight_layout()
+            ax.set_xlabel("√KL(best-of-n ‖ π_ref)" if ax in axes[-columns:] else "")
+            ax.set_ylabel(f"{gold_name} gain (sds)" if ax in axes[::columns] else "")
+        for ax in axes[len(labels) :]:
+            ax.set_visible(False)
+        # The data's range: a fitted peak far past it would squeeze every curve to the left.
+        axes[0].set_xlim(0, d.max() * 1.05)
+        handles = [
+            plt.Line2D([], [], color=c, marker="o", label=f"proxy fitted on {size} pairs")
+            for c, size in zip(colours, PAIR_SIZES, strict=True)
+        ]
+        handles += [
+            plt.Line2D([], [], color="grey", ls=":", label="best-of-n by the gold itself"),
+            plt.Line2D([], [], color="k", marker="*", ls="", ms=10, label="fitted peak d*"),
+        ]
+        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.8, 0.5), fontsize=9)
+        fig.suptitle(
+            f"Best-of-n (n = 1 ... {BEST_OF[-1]}) picked by a proxy, judged by {gold_name}: "
+            f"mean of {SEEDS} seeds, seeds faint, Gao et al.'s fit solid"
+        )
+        fig.tight_layout(rect=(0, 0, 0.8, 1))  # the legend's column on the right
         store.save_figure(fig, OUT / "figures" / f"bon_{gold_name}.png")
         plt.close(fig)
 
