@@ -387,6 +387,43 @@ SIGN_PANELS = [
     for env in ("cliff-4x6", "risky-safe")
     for link in ("bradley-terry", "linear", "hard", "weibull")
 ]
+
+
+def lm_overoptimisation_block() -> str:
+    """Best-of-n by each proxy and data size, per gold: the gold gain (reference sds) at the
+    largest n, the n where the mean gain peaked and the gain there, and the proxies' held-out
+    accuracy, from results/lm_overoptimisation/summary.json."""
+    summary = read_json(RESULTS / "lm_overoptimisation" / "summary.json")
+    largest = summary["best_of"][-1]
+    lines = []
+    for gold, fits in summary["fits"].items():
+        itself = fits["gold itself"]["gain_at_largest_n"]
+        lines += [
+            f"**{gold}** (best-of-n by the gold itself: {itself:+.2f} at n = {largest})",
+            "",
+            f"| proxy | pairs | held-out accuracy | gain at n = {largest} | peak at n | "
+            "gain at peak |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, fit in fits.items():
+            if name == "gold itself":
+                continue
+            label, pairs = name.rsplit("/", 1)
+            lines.append(
+                f"| {label} | {int(pairs):,} | {fit['held_out_accuracy']:.3f} | "
+                f"{fit['gain_at_largest_n']:+.2f} | {fit['peak_n_measured']} | "
+                f"{fit['gain_at_peak']:+.2f} |"
+            )
+        lines.append("")
+    lines.append(
+        f"Mean over {summary['seeds']} seeds of the gold value of the picks minus that of plain "
+        f"reference samples, in the gold's reference sds; best-of-n's KL is log n − (n − 1)/n "
+        f"(√KL {summary['sqrt_kl'][-1]:.2f} at n = {largest}). The ensemble's views share one "
+        "fit, so one accuracy."
+    )
+    return "\n".join(lines) + "\n"
+
+
 BLOCKS = {
     "legend": lambda: tables.LEGEND + "\n",
     "paper_gridworld": lambda: comparison_block("paper_gridworld"),
@@ -444,6 +481,7 @@ BLOCKS = {
     "sign_cartpole": lambda: comparison_block("sign_cartpole", rows="panels"),
     "rates": rates_block,
     "sample_efficiency": sample_efficiency_block,
+    "lm_overoptimisation": lm_overoptimisation_block,
     "ci_coverage": coverage_block,
     "ci_coverage_20_seeds": lambda: coverage_block("ci_coverage_20_seeds.json"),
 }

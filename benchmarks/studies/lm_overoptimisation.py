@@ -154,7 +154,8 @@ def part_path(gold_name: str, seed: int):
 def summarise() -> dict:
     """Fits of Gao et al.'s best-of-n form per gold and proxy, over the seeds' parts."""
     d = np.sqrt([best_of_n_kl_bound(n) for n in BEST_OF])
-    summary = {"settings": SETTINGS, "settings_hash": SETTINGS_HASH, "kl": "log n - (n-1)/n"}
+    summary = {"settings": SETTINGS, "settings_hash": SETTINGS_HASH, "seeds": SEEDS}
+    summary["kl"] = "log n - (n-1)/n"
     summary["sqrt_kl"] = d.tolist()
     summary["best_of"] = list(BEST_OF)
     fits = {}
