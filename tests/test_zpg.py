@@ -257,3 +257,230 @@ def test_chunked_run_equals_one_run(algo):
     np.testing.assert_array_equal(flat_view(trainer.final_params(carry))[0], flat_view(final)[0])
     for name, values in whole.items():
         np.testing.assert_array_equal(last[name], values[-1])
+
+
+# -- wiring that the mutation run found untested (issue 26) -----------------------------------
+#
+# `make mutation` changed zopg/algorithms/zeroth_order.py one token at a time, and some of those
+# mutants passed every test above: a config's two_sided, spend or partition not reaching the
+# estimator, the optimizer or the sign of its step swapped, the step size dropped, the learner's
+# mistake_rate ignored, the return difference or the unit cost miscounted, a refusal garbled.
+# Each test below checks one piece of that wiring exactly (fixed keys, no sampling tolerance);
+# benchmarks/studies/mutation_equivalent.toml says why the remaining mutants change nothing.
+
+ALPHA, MU, PAIRS = 0.1, 2.0, 4
+# The estimator's defaults, against which each setting of a case must change the estimate.
+ESTIMATOR_DEFAULTS = {"two_sided": False, "spend": "one-direction", "partition": "random"}
+ONE_ITERATION = {
+    # ZPG with every estimator setting away from its default, and SGD.
+    "zpg-sgd": (
+        "zpg",
+        {
+            "two_sided": True,
+            "spend": "many-directions",
+            "direction": "block-sphere",
+            "block_size": 7,
+            "partition": "fixed",
+        },
+    ),
+    # ZPG with Adam, and schedules that return Python ints (their metrics are still float32).
+    "zpg-adam": ("zpg", {"optimizer": "adam", "mu": lambda t: 1, "step_size": lambda t: 2}),
+    # ZBCPG: three blocks of a fixed partition into runs of 7, two-sided.
+    "zbcpg-sgd": (
+        "zbcpg",
+        {"two_sided": True, "partition": "fixed", "block_size": 7, "num_blocks": 3},
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def cliff():
+    """cliff-4x6 (d = 96) and a tabular policy starting at the uniform policy (θ = 0)."""
+    env, params = make("gridworld/cliff-4x6")
+    return env, params, make_policy("tabular", env, params)
+
+
+def exact_difference(problem):
+    """V(θ₁) − V(θ₀) from the tabular model, written out here rather than taken from zopg."""
+
+    def difference(key, theta_1, theta_0, num_pairs):
+        delta = problem.exact_value(theta_1) - problem.exact_value(theta_0)
+        return jnp.full((num_pairs,), delta), Spent.zero()
+
+    return difference
+
+
+@pytest.mark.parametrize("case", sorted(ONE_ITERATION))
+def test_one_iteration_is_the_configured_estimate_and_step(cliff, case):
+    """Iteration 0 of a trainer built from the config, against the estimator called with an
+    EstimatorConfig written out from the same settings, and the optimizer's first step in closed
+    form: SGD θ + αg; Adam θ + αg / (|g| + 1e-8) (after one step its bias-corrected moments are g
+    and g²). Each estimator setting of a case changes g, so none may be lost on the way."""
+    env, _, policy = cliff
+    algo, fields = ONE_ITERATION[case]
+    config_cls = ZPGConfig if algo == "zpg" else ZBCPGConfig
+    config = config_cls(
+        **{"difference": "exact", "num_pairs": PAIRS, "mu": MU, "step_size": ALPHA, **fields}
+    )
+    training = make_training(config, env, policy, None)
+    trainer, problem = training.trainer, training.problem
+    state = trainer.init(jax.random.key(0))
+    theta, key = state.theta, jax.random.key(1)
+    assert not np.any(theta)  # so the new θ is the step itself, with no rounding of θ + step
+    new_state, spent, metrics = jax.jit(trainer.iterate)(state, jnp.int32(0), key)
+
+    mu = config.mu(0) if callable(config.mu) else config.mu
+    alpha = config.step_size(0) if callable(config.step_size) else config.step_size
+    names = ("direction", "two_sided", "spend", "block_size", "partition")
+    est = EstimatorConfig(num_pairs=PAIRS, **{k: fields[k] for k in names if k in fields})
+    # The same estimate with each of the case's settings back at its default (one compilation).
+    changed = sorted(ESTIMATOR_DEFAULTS.keys() & fields.keys())
+    ests = [est] + [dataclasses.replace(est, **{k: ESTIMATOR_DEFAULTS[k]}) for k in changed]
+    difference = exact_difference(problem)
+
+    @jax.jit
+    def estimates():
+        if algo == "zpg":
+            return [zo_gradient(key, theta, difference, e, mu)[:2] for e in ests]
+        blocks = config.num_blocks
+        return [block_zo_gradient(key, theta, difference, e, mu, blocks)[:2] for e in ests]
+
+    (g, delta_hat), *others = jax.tree_util.tree_map(np.asarray, estimates())
+    step = g if config.optimizer == "sgd" else g / (np.abs(g) + 1e-8)
+    atol = 1e-6 * alpha * np.abs(step).max()
+    np.testing.assert_allclose(new_state.theta, alpha * step, rtol=1e-5, atol=atol)
+    for name, (other, _) in zip(changed, others, strict=True):
+        assert np.linalg.norm(other - g) > 0.05 * np.linalg.norm(g), name
+    if fields.get("partition") == "fixed":
+        # Only whole blocks of the fixed partition {0..6}, {7..13}, ... move.
+        moved = np.flatnonzero(np.asarray(new_state.theta) != np.asarray(theta))
+        blocks = np.unique(moved // 7)
+        whole = np.flatnonzero(np.isin(np.arange(problem.dim) // 7, blocks))
+        np.testing.assert_array_equal(moved, whole)
+        if algo == "zbcpg":
+            assert len(blocks) == config.num_blocks
+        else:
+            assert 1 <= len(blocks) <= PAIRS  # one block per direction; two may coincide
+
+    assert set(metrics) == {
+        "zo/delta_hat",
+        "zo/grad_estimate_norm",
+        "schedule/mu",
+        "schedule/step_size",
+    }
+    np.testing.assert_allclose(metrics["zo/delta_hat"], delta_hat, rtol=1e-5)
+    np.testing.assert_allclose(metrics["zo/grad_estimate_norm"], np.linalg.norm(g), rtol=1e-5)
+    for name, value in (("schedule/mu", mu), ("schedule/step_size", alpha)):
+        assert metrics[name].dtype == jnp.float32, name
+        assert metrics[name] == np.float32(value), name
+    # The exact difference rolls nothing out and asks nothing.
+    assert [int(x) for x in jax.tree_util.tree_leaves(spent)] == [0, 0, 0, 0]
+
+
+def two_policies(cliff, num_pairs, key):
+    """θ₁ = 2v against θ₀ = 0 (v a unit direction) on the cliff, and the rollouts
+    make_difference_fn draws for them from `key` (one key per side, split as it splits them)."""
+    env, params, policy = cliff
+    unravel = Problem.build(env, policy).unravel
+    theta_0 = jnp.zeros(flat_view(policy.init(jax.random.key(0)))[0].shape)
+    v = jax.random.normal(jax.random.key(2), theta_0.shape)
+    theta_1 = 2.0 * v / jnp.linalg.norm(v)
+    k1, k0, kq = jax.random.split(key, 3)
+    trajectories = [
+        rollout_batch(k, policy, unravel(th), env, params, num_pairs)
+        for k, th in ((k1, theta_1), (k0, theta_0))
+    ]
+    return theta_1, theta_0, trajectories, kq
+
+
+def test_the_return_difference_is_the_pairs_utility_difference_and_asks_nothing(cliff):
+    """difference = 'return': Δ̂ of each pair is u(τ₁) − u(τ₀) of its own two trajectories, and
+    no query is spent. It needs no teacher: without an oracle (and whatever mistake_rate says,
+    which is about a teacher's votes) it computes the same."""
+    env, _, policy = cliff
+    n, key = 32, jax.random.key(4)
+    theta_1, theta_0, (traj_1, traj_0), _ = two_policies(cliff, n, key)
+    config = ZPGConfig(difference="return", num_pairs=n, num_queries=3)
+    problem = Problem.build(env, policy, Oracle(make_link("bradley-terry")))
+    difference = jax.jit(make_difference_fn(config, problem), static_argnums=3)
+    delta, spent = difference(key, theta_1, theta_0, n)
+
+    expected = np.asarray(masked_return(traj_1) - masked_return(traj_0))
+    np.testing.assert_array_equal(delta, expected)
+    assert np.any(expected > 0) and np.any(expected < 0)
+    steps = int(jnp.sum(traj_1.valid) + jnp.sum(traj_0.valid))
+    assert int(spent.queries) == 0 and int(spent.judged_trajectories) == 0
+    assert int(spent.trajectories) == 2 * n and int(spent.env_steps) == steps
+    # One ZPG iteration is one call of N pairs: it spends what the config declares.
+    cost = config.unit_cost()
+    assert (cost.queries, cost.trajectories) == (int(spent.queries), int(spent.trajectories))
+
+    no_teacher = dataclasses.replace(config, mistake_rate=0.2)
+    bare = Problem.build(env, policy, None)
+    difference = jax.jit(make_difference_fn(no_teacher, bare), static_argnums=3)
+    np.testing.assert_array_equal(difference(key, theta_1, theta_0, n)[0], expected)
+
+
+def test_mistake_rate_inverts_the_mistaken_teachers_link(cliff):
+    """A teacher who flips each vote with probability ε answers with the effective link
+    (1 − 2ε)σ(x) + ε; told ε, the learner inverts that: Δ̂ = σ⁻¹((p̂ − ε) / (1 − 2ε)), trimmed
+    to ±r_max where p̂ is beyond (1 − 2ε)σ(±r_max) + ε. σ is the logistic (scipy's expit)."""
+    env, _, policy = cliff
+    eps, n, m, r_max, key = 0.25, 64, 10, 2.0, jax.random.key(6)
+    theta_1, theta_0, (traj_1, traj_0), kq = two_policies(cliff, n, key)
+    oracle = Oracle(make_link("bradley-terry"), teacher=Teacher(mistake=eps))
+    problem = Problem.build(env, policy, oracle)
+    config = ZPGConfig(num_pairs=n, num_queries=m, mistake_rate=eps, r_max=r_max)
+    difference = jax.jit(make_difference_fn(config, problem), static_argnums=3)
+    delta, spent = difference(key, theta_1, theta_0, n)
+
+    p_hat = np.asarray(preference_rate(oracle.query(kq, traj_1, traj_0, m)), np.float64)
+    low, high = ((1 - 2 * eps) * special.expit(x) + eps for x in (-r_max, r_max))
+    inner = special.logit((np.clip(p_hat, low, high) - eps) / (1 - 2 * eps))
+    expected = np.where(p_hat >= high, r_max, np.where(p_hat <= low, -r_max, inner))
+    np.testing.assert_allclose(delta, expected, rtol=1e-5, atol=1e-6)
+    # Some rates are inverted, not trimmed: there the model of the teacher decides Δ̂
+    # (p̂ = 0.6 gives σ⁻¹(0.7) = 0.85; read as a perfect teacher's rate, σ⁻¹(0.6) = 0.41).
+    assert np.any((np.abs(expected) < r_max) & (expected != 0.0))
+    assert int(spent.queries) == config.unit_cost().queries == n * m
+
+
+@pytest.mark.parametrize("algo", ["zpg", "zbcpg"])
+def test_unit_cost_counts_queries_only_for_preferences(algo):
+    """What budget matching and the overflow guard trust: N·M queries per iteration (per block
+    for ZBCPG) for preferences, none for the return or exact differences (so no query budget
+    can be matched), and two trajectories per pair."""
+    if algo == "zpg":
+        config, pairs = ZPGConfig(num_pairs=8, num_queries=3), 8
+    else:
+        config, pairs = ZBCPGConfig(num_pairs=8, num_queries=3, num_blocks=2), 16
+    cost = config.unit_cost()
+    assert (cost.queries, cost.trajectories, cost.judged_trajectories) == (
+        3 * pairs,
+        2 * pairs,
+        6 * pairs,
+    )
+    assert config.with_budget(1000).num_iterations == 1000 // (3 * pairs)
+    for difference in ("return", "exact"):
+        other = dataclasses.replace(config, difference=difference)
+        assert (other.unit_cost().queries, other.unit_cost().judged_trajectories) == (0, 0)
+        with pytest.raises(ConfigError) as err:
+            other.with_budget(1000)
+        assert str(err.value) == (
+            "num_iterations = 'budget': this method spends no queries: it cannot be matched"
+        )
+    assert dataclasses.replace(config, difference="return").unit_cost().trajectories == 2 * pairs
+
+
+def test_refusals_name_what_is_missing(cliff):
+    """The whole messages: which difference needs what, and what the problem lacks."""
+    env, _, policy = cliff
+    with pytest.raises(ConfigError) as err:
+        make_train(ZPGConfig(), env, policy, None)
+    assert str(err.value) == "difference = 'preference' needs an oracle; got oracle = None"
+    wrapped = _NoModel(env)
+    with pytest.raises(ConfigError) as err:
+        make_train(ZPGConfig(difference="exact"), wrapped, policy, None)
+    assert str(err.value) == (
+        f"difference = 'exact' needs a tabular environment; {wrapped!r} has no tabular_model"
+    )
