@@ -587,9 +587,13 @@ def pytest_runtest_teardown(item, nextitem):
     traces after each test: a later test calling a jitted function that an earlier one traced
     would hit the cache, never call the functions inside, and not be mapped to them."""
     if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+        import chex
         import jax
 
         jax.clear_caches()
+        # chex's trace counters too: with the caches gone, a test asserting one compilation
+        # (chex.assert_max_traces) would count the traces of every earlier test of its function.
+        chex.clear_trace_counter()
         # The same for zopg's own memoised functions (functools caches), e.g. the Weibull link's
         # table: only the first test to build it would be mapped to the quadrature behind it.
         for name, module in list(sys.modules.items()):
