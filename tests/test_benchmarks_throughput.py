@@ -164,6 +164,7 @@ RATE_KEYS = ("sequences_per_s", "tokens_per_s", "median_s", "compile_s")
 
 # 17 to 27 s on a 2-core CPU under a load of 5 to 6.5, nearly all of it the gold utility's
 # standardisation and compiling ZPG and its baselines (the timed rounds take well under 1 s).
+@pytest.mark.slow  # a real measurement (about 15 s); the other sections' runs are not tested here
 def test_tokens_section_at_quick_sizes_reports_rates_and_their_ratios(tmp_path):
     out = tmp_path / "throughput.json"
     assert throughput.main(["--only", "tokens_zpg", "--quick", "--out", str(out)]) == 0

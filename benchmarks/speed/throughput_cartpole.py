@@ -92,12 +92,7 @@ def cartpole_zpg(quick: bool, size: dict | None = None, settings: dict | None = 
     horizon = env.horizon(params)
     config = ZPGConfig(num_iterations=iterations, **settings)
     training = make_training(config, env, policy, oracle, params)
-    key_runs, key_bare = jax.random.split(jax.random.key(0))
-    run_keys = jax.random.split(key_runs, rounds + 1)
-
-    start = time.perf_counter()
-    compiled = jax.jit(training.train).lower(run_keys[0]).compile()
-    compile_s = time.perf_counter() - start
+    compiled, run_keys, key_bare, compile_s = timing.compile_training(training, rounds)
     # Bare rollouts of the policy ZPG starts from, one call per iteration with as many
     # trajectories as the iteration rolls out (ZPG rolls them out as two batches of N).
     trajectories = 2 * n

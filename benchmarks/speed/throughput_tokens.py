@@ -57,12 +57,7 @@ def measure_batch(problem, batch: int, iterations: int, rounds: int, settings: d
     if int(config.unit_cost().trajectories) != batch:
         raise ValueError(f"ZPG with N = {batch // 2} does not roll out {batch} sequences")
     training = make_training(config, env, policy, oracle, params)
-    key_runs, key_bare = jax.random.split(jax.random.key(0))
-    run_keys = jax.random.split(key_runs, rounds + 1)
-
-    start = time.perf_counter()
-    compiled = jax.jit(training.train).lower(run_keys[0]).compile()
-    compile_s = time.perf_counter() - start
+    compiled, run_keys, key_bare, compile_s = timing.compile_training(training, rounds)
     # Bare sampling of the policy ZPG starts from: one rollout_batch of B sequences per
     # iteration, keeping the sequences (the tokens); the rest of the Trajectory is dropped.
     # Beside it, the same sampling plus the teacher's gold utility of every sequence: what the

@@ -66,3 +66,16 @@ def rate_summary(times: list[float], work: float, unit: str = "steps") -> dict:
         f"{unit}_per_s": work / median,
         f"{unit}_per_s_all": [work / t for t in times],
     }
+
+
+def compile_training(training, rounds: int):
+    """A training's train(key) compiled once (compile time kept apart from the timed runs):
+    (compiled, the key of each round with a warm-up round first, a key for the baseline side,
+    compile seconds)."""
+    import jax
+
+    key_runs, key_bare = jax.random.split(jax.random.key(0))
+    run_keys = jax.random.split(key_runs, rounds + 1)
+    start = time.perf_counter()
+    compiled = jax.jit(training.train).lower(run_keys[0]).compile()
+    return compiled, run_keys, key_bare, time.perf_counter() - start
