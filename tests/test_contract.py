@@ -323,3 +323,240 @@ def test_diagnostics_are_checked_and_computed_where_the_runner_logs(problem):
     )
     with pytest.raises(ConfigError, match="metric 'eval/x'"):
         build(bad, StepConfig(), problem)
+
+
+# -- wiring that the mutation run found untested (issue 26) -----------------------------------
+#
+# `make mutation` changed zopg/algorithms/base.py one token at a time, and some of those mutants
+# passed every test above: the overflow guard's totals, its boundary or its message, budget
+# matching's default unit, rounding and refusals, Problem.build's utility binding, exact value
+# and initial parameters. Each test below checks one piece exactly;
+# benchmarks/studies/mutation_equivalent.toml says why the remaining mutants change nothing.
+
+from zopg.algorithms.base import check_budget_fits, exact_utility_value  # noqa: E402
+from zopg.algorithms.search_space import SearchSpace, linear_range  # noqa: E402
+from zopg.errors import INT32_MAX  # noqa: E402
+from zopg.exact import utility_value_fn, value_fn  # noqa: E402
+from zopg.preferences.utilities import Deadline, RevisitPenalty  # noqa: E402
+from zopg.rollout import masked_return  # noqa: E402
+
+
+def cost_config(queries=0, trajectories=0, judged_per_query=2, fixed_trajectories=0):
+    """A config class spending the given unit cost per iteration, and fixed trajectories."""
+
+    @dataclasses.dataclass(frozen=True)
+    class CostConfig(AlgorithmConfig):
+        num_iterations: int = integer(3)
+
+        def unit_cost(self) -> Spent:
+            return unit_cost(queries, trajectories, judged_per_query)
+
+        def fixed_cost(self) -> Spent:
+            return unit_cost(trajectories=fixed_trajectories)
+
+    return CostConfig
+
+
+def test_overflow_refusals_name_the_counter_and_its_total():
+    """Each counter is checked against int32 on its own, the fixed trajectories added to the
+    units' and the env steps counted as trajectories × H; a total of exactly INT32_MAX runs."""
+    units = 2**30
+    cases = [
+        (cost_config(queries=2), 1, "queries: 2,147,483,648"),
+        (cost_config(trajectories=2), 1, "trajectories: 2,147,483,648"),
+        (cost_config(queries=1, judged_per_query=3), 1, "judged trajectories: 3,221,225,472"),
+        (cost_config(trajectories=1), 2, "env steps at horizon 2: 2,147,483,648"),
+        (
+            cost_config(trajectories=1, fixed_trajectories=units),
+            1,
+            "trajectories: 2,147,483,648",
+        ),
+    ]
+    for config_cls, horizon, what in cases:
+        with pytest.raises(ConfigError) as err:
+            check_budget_fits(config_cls(num_iterations=units), horizon)
+        assert str(err.value) == (
+            f"num_iterations = {units}: budget counters would exceed int32 "
+            f"({what} > 2,147,483,647); split the run"
+        )
+    # Exactly INT32_MAX of every counter fits (the env steps at horizon 1).
+    exact = cost_config(queries=1, trajectories=1, judged_per_query=1)
+    check_budget_fits(exact(num_iterations=INT32_MAX), 1)
+    half = cost_config(trajectories=1, fixed_trajectories=INT32_MAX - units)
+    check_budget_fits(half(num_iterations=units), 1)
+    # The horizon multiplies the trajectories: 2**20 at horizon 2**11 is 2**31 env steps.
+    with pytest.raises(ConfigError) as err:
+        check_budget_fits(cost_config(trajectories=1)(num_iterations=2**20), 2**11)
+    assert str(err.value) == (
+        "num_iterations = 1048576: budget counters would exceed int32 "
+        "(env steps at horizon 2,048: 2,147,483,648 > 2,147,483,647); split the run"
+    )
+    check_budget_fits(cost_config(trajectories=1)(num_iterations=2**20 - 1), 2**11)
+
+
+def test_with_budget_spends_whole_units_of_queries_or_judged_trajectories():
+    """StepConfig spends 1 query (2 judged trajectories) per iteration; the budget buys whole
+    iterations, and a budget of exactly one unit buys one."""
+    assert StepConfig().with_budget(7) == StepConfig(num_iterations=7)
+    assert StepConfig().with_budget(7, "queries") == StepConfig(num_iterations=7)
+    assert StepConfig().with_budget(1) == StepConfig(num_iterations=1)
+    judged = StepConfig().with_budget(7, "judged_trajectories")
+    assert judged == StepConfig(num_iterations=3) and type(judged.num_iterations) is int
+    assert StepConfig().with_budget(2, "judged_trajectories") == StepConfig(num_iterations=1)
+    assert StepConfig().with_budget(5, "trajectories") == StepConfig(num_iterations=2)
+
+
+def test_with_budget_refusals():
+    messages = {}
+    for config, budget, unit in [
+        (cost_config(trajectories=1)(), 10, "judged_trajectories"),
+        (cost_config(trajectories=1)(), 10, "queries"),
+        (StepConfig(), 1, "judged_trajectories"),
+        (cost_config(queries=3)(), 2, "queries"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            config.with_budget(budget, unit)
+        messages[(budget, unit)] = str(err.value)
+    assert messages == {
+        (10, "judged_trajectories"): (
+            "num_iterations = 'budget': this method spends no judged trajectories: "
+            "it cannot be matched"
+        ),
+        (10, "queries"): (
+            "num_iterations = 'budget': this method spends no queries: it cannot be matched"
+        ),
+        (1, "judged_trajectories"): (
+            "spends 2 judged trajectories per unit of num_iterations, more than "
+            "budget_queries = 1 (judged trajectories) allows"
+        ),
+        (2, "queries"): (
+            "spends 3 queries per unit of num_iterations, more than "
+            "budget_queries = 2 (queries) allows"
+        ),
+    }
+
+
+def test_unit_cost_must_be_declared_and_spent_defaults_to_zero():
+    @dataclasses.dataclass(frozen=True)
+    class Undeclared(AlgorithmConfig):
+        num_iterations: int = integer(3)
+
+    with pytest.raises(NotImplementedError) as err:
+        Undeclared().unit_cost()
+    assert str(err.value) == "Undeclared declares no unit_cost"
+    spent = Spent.of(3)
+    assert [int(x) for x in (spent.queries, spent.trajectories)] == [3, 0]
+    assert [int(x) for x in (spent.judged_trajectories, spent.env_steps)] == [6, 0]
+
+
+def test_algorithm_declaration_refusals_are_whole_messages():
+    @dataclasses.dataclass(frozen=True)
+    class NotAConfig:
+        num_iterations: int = 3
+
+    @dataclasses.dataclass(frozen=True)
+    class Unbudgeted(AlgorithmConfig):
+        budget_field = None
+        num_iterations: int = integer(3)
+
+    def refusal(**fields):
+        with pytest.raises(ConfigError) as err:
+            Algorithm(**{"make_trainer": lambda c, p: None, "description": "d", **fields})
+        return str(err.value)
+
+    assert refusal(name="x", config=NotAConfig) == (
+        f"x.config = {NotAConfig!r}: must be a dataclass derived from AlgorithmConfig"
+    )
+    assert refusal(name="y", config=Unbudgeted) == (
+        "y.config.budget_field = None: budget-matched methods must name one"
+    )
+    space = SearchSpace(linear_range("num_iterations", 2.0, 1.0))
+    assert refusal(name="z", config=StepConfig, search_space=space) == (
+        "z.search_space.num_iterations: range [2.0, 1.0] is empty"
+    )
+
+
+def test_problem_requirements_are_whole_messages():
+    bare = Problem("no-model-env", None, None, None, 0, None, None)
+    with pytest.raises(ConfigError) as err:
+        bare.require_oracle("zpg")
+    assert str(err.value) == "zpg learns from preferences and needs an oracle; got None"
+    with pytest.raises(ConfigError) as err:
+        bare.require_exact("exact-pg")
+    assert (
+        str(err.value) == "exact-pg needs a tabular environment; 'no-model-env' has no exact model"
+    )
+
+
+@pytest.fixture(scope="module")
+def open_grid():
+    """open-5x5 run at horizon 9 (its default 10), a tabular policy and a θ away from the
+    uniform policy."""
+    env, _ = make("gridworld/open-5x5", horizon=10)
+    params = dataclasses.replace(env.default_params, horizon=9)
+    policy = make_policy("tabular", env, params)
+    problem = Problem.build(env, policy, env_params=params)
+    theta = jax.random.normal(jax.random.key(3), (problem.dim,))
+    return env, params, policy, theta
+
+
+def test_problem_build_without_an_oracle(open_grid):
+    """The default env params, the flat dimension, the return as teacher and the exact value
+    V(θ) of the tabular model."""
+    env, params, policy, theta = open_grid
+    template = policy.init(jax.random.key(0))
+    dim = sum(x.size for x in jax.tree_util.tree_leaves(template))
+    default = Problem.build(env, policy)
+    assert default.env_params == env.default_params and default.horizon == 10
+    problem = Problem.build(env, policy, env_params=params)
+    assert problem.env_params is params and problem.horizon == 9
+    assert problem.oracle is None and problem.dim == dim and theta.shape == (dim,)
+    assert problem.utility is masked_return and problem.initial_params is None
+    expected = value_fn(env.tabular_model(params), policy, env.num_states(params))
+    assert float(problem.exact_value(theta)) == float(expected(problem.unravel(theta)))
+    np.testing.assert_array_equal(
+        problem.initial_theta(jax.random.key(5)),
+        jnp.concatenate(
+            [x.ravel() for x in jax.tree_util.tree_leaves(policy.init(jax.random.key(5)))]
+        ),
+    )
+    # An oracle without a utility of its own: the return too.
+    oracle = Oracle(make_link("bradley-terry"))
+    assert Problem.build(env, policy, oracle, params).utility is masked_return
+
+
+def test_problem_build_binds_the_oracles_utility_and_its_exact_value(open_grid):
+    env, params, policy, theta = open_grid
+    deadline = Deadline(k=8)
+    problem = Problem.build(
+        env, policy, Oracle(make_link("bradley-terry"), utility=deadline), params
+    )
+    bound = deadline.bind(env, params)
+    assert problem.utility == bound and problem.oracle.utility == bound
+    assert problem.oracle.link == make_link("bradley-terry")
+    expected = utility_value_fn(env, params, bound, policy)(problem.unravel(theta))
+    plain = value_fn(env.tabular_model(params), policy, env.num_states(params))
+    assert float(problem.exact_value(theta)) == float(expected)
+    assert float(expected) != float(plain(problem.unravel(theta)))  # the deadline matters
+    # A utility with no exact form (Monte Carlo only) leaves no exact value, bound all the same.
+    revisit = Problem.build(
+        env, policy, Oracle(make_link("bradley-terry"), utility=RevisitPenalty()), params
+    )
+    assert revisit.exact_value is None and revisit.utility == RevisitPenalty().bind(env, params)
+    # No tabular model at all: no exact value.
+    assert exact_utility_value(object(), params, policy, None) is None
+
+
+def test_problem_initial_params_are_checked_and_used(open_grid):
+    env, params, policy, theta = open_grid
+    initial = Problem.build(env, policy, env_params=params).unravel(theta)  # not policy.init's
+    problem = Problem.build(env, policy, env_params=params, initial_params=initial)
+    assert problem.initial_params is initial
+    flat = jnp.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(initial)])
+    np.testing.assert_array_equal(problem.initial_theta(jax.random.key(0)), flat)
+    with pytest.raises(ConfigError) as err:
+        Problem.build(env, policy, env_params=params, initial_params=jnp.zeros(3))
+    assert str(err.value) == (
+        f"initial_params = '3 parameters': must have the policy's structure "
+        f"({problem.dim} parameters)"
+    )
