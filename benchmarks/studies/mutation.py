@@ -290,10 +290,11 @@ def run_module(module: str, deadline: float | None, processes: int) -> bool:
 
 
 def recheck(module: str, deadline: float | None, processes: int) -> None:
-    """The survivors and timeouts of a module's run against the tests at HEAD; its killed
-    mutants stay killed. For tests added since the run: a new test can kill a survivor, never
-    revive a killed mutant. A change to the module itself needs a fresh run (refused here), and
-    so does a test that was changed or deleted (not detected: delete mutants/<module>)."""
+    """The survivors, timeouts and untested mutants of a module's run against the tests at HEAD;
+    its killed mutants stay killed. For tests added since the run: a new test can kill a
+    survivor, never revive a killed mutant. A change to the module itself needs a fresh run
+    (refused here), and so does a test that was changed or deleted (not detected: delete
+    mutants/<module>)."""
     work = SCRATCH / _slug(module)
     stamp = _read_stamp(work)
     if stamp is None:
@@ -303,7 +304,10 @@ def recheck(module: str, deadline: float | None, processes: int) -> None:
         print(f"{module}: changed since its run; run it afresh instead", flush=True)
         return
     verdicts = _verdicts(work, module)
-    again = sorted(m for m, code in verdicts.items() if _status(code) in ("survived", "timeout"))
+    # "no tests" too: a test added since the run may now call the function.
+    again = sorted(
+        m for m, code in verdicts.items() if _status(code) in ("survived", "timeout", "no tests")
+    )
     if not again:
         return
     archive = subprocess.run(
