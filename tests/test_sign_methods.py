@@ -19,7 +19,8 @@ from zopg.algorithms import (
     make_training,
 )
 from zopg.algorithms.base import Problem
-from zopg.algorithms.sign_zo import make_majority_sign
+from zopg.algorithms.common_random_numbers import same_trajectories
+from zopg.algorithms.sign_zo import make_majority_sign, unit_rademacher
 from zopg.envs import make
 from zopg.estimators import sphere_direction
 from zopg.policies import flat_view, make_policy
@@ -32,6 +33,7 @@ from zopg.rates.setting import (
     sign_agreement,
     vote_probability,
 )
+from zopg.rollout import rollout_batch
 
 # The cliff at a random policy: returns -1 (trap), 0 or 1 (goal); one direction, μ 3, where
 # V(θ + μv) − V(θ) = 0.095.
@@ -265,3 +267,215 @@ def test_a_sign_method_given_a_link_is_refused():
         ZSPOConfig.from_data({"link": "linear"})
     with pytest.raises(ConfigError, match=r"r_max = 2\.0: sign methods invert no link"):
         ParS2ZPOConfig.from_data({"r_max": 2.0})
+
+
+# -- wiring that the mutation run found untested (issue 26) -----------------------------------
+#
+# `make mutation` changed zopg/algorithms/sign_zo.py one token at a time, and some of those
+# mutants passed every test above: a losing vote's sign, the margin's scale, the free ties of
+# common random numbers or the env steps miscounted, two_sided or the optimizer or its step size
+# not reaching the step, the step divided by v, the Rademacher direction's mask, scale or shape
+# lost, and the declared unit cost miscounted. Each test below checks one piece of that wiring
+# exactly (fixed keys, no sampling tolerance); benchmarks/studies/mutation_equivalent.toml says
+# why the remaining mutants change nothing.
+
+SIGN_ALPHA, SIGN_MU, SIGN_KEYS = 0.1, 4.0, 16
+
+
+@pytest.fixture(scope="module")
+def small_grid():
+    """SMALL (d = 48, horizon 8), where a random policy's return is -1, 0 or 1, so the
+    teacher's votes depend on the trajectories; a tabular policy starting at the uniform policy
+    (θ = 0) and a Bradley-Terry teacher."""
+    env, params = make("gridworld", **SMALL)
+    policy = make_policy("tabular", env, params)
+    return env, policy, Oracle(make_link("bradley-terry"))
+
+
+def majority_parts(problem, num_votes, batch_size, common):
+    """What make_majority_sign decides from, drawn as it draws it: each side's N·D rollouts (one
+    key per side, or one shared key with common random numbers) cut into N batches of D, the
+    oracle's one vote per batch pair, which queries CRN made free ties (batches identical
+    trajectory by trajectory), each side's valid steps, and the tie-breaking coin's bit."""
+    n, d = num_votes, batch_size
+
+    def parts(key, theta_1, theta_0):
+        k1, k0, k_vote, k_tie = jax.random.split(key, 4)
+        if common:
+            k0 = k1
+        groups = []
+        for k, theta in ((k1, theta_1), (k0, theta_0)):
+            traj = rollout_batch(
+                k, problem.policy, problem.unravel(theta), problem.env, problem.env_params, n * d
+            )
+            groups.append(jax.tree_util.tree_map(lambda x: x.reshape((n, d, *x.shape[1:])), traj))
+        group_1, group_0 = groups
+        votes = problem.oracle.query_batches(k_vote, group_1, group_0, 1).votes[:, 0]
+        free = same_trajectories(group_1, group_0).all(axis=1)
+        steps = (group_1.valid.sum(), group_0.valid.sum())
+        return votes, free, steps, jax.random.bernoulli(k_tie)
+
+    return parts
+
+
+@pytest.mark.parametrize(("common", "batch_size", "mu"), [(False, 2, 2.0), (True, 1, 0.5)])
+def test_the_majority_sign_is_its_votes_written_out(small_grid, common, batch_size, mu):
+    """ŝ = sign(Σ(2o − 1)) (+1 or −1, the coin's on a tie), margin Σ(2o − 1) / N, and its Spent:
+    N queries less the free ties, 2ND trajectories, 2D judged per query, every valid step of
+    both sides. With common random numbers at a small μ many batch pairs come out identical:
+    each is a vote of ½ (adds 0) and asks no query, while the others are voted as usual."""
+    env, policy, oracle = small_grid
+    problem = Problem.build(env, policy, oracle)
+    n, d = 8, batch_size
+    v = sphere_direction(jax.random.key(2), problem.dim)
+    theta = jnp.zeros(problem.dim)
+    keys = jax.random.split(jax.random.key(3), SIGN_KEYS)
+    run = jax.vmap(make_majority_sign(problem, n, d, common), in_axes=(0, None, None))
+    hand = jax.vmap(majority_parts(problem, n, d, common), in_axes=(0, None, None))
+    signs, margins, spent = jax.jit(run)(keys, theta + mu * v, theta)
+    votes, free, (steps_1, steps_0), coin = jax.jit(hand)(keys, theta + mu * v, theta)
+    votes, free = np.asarray(votes, np.float64), np.asarray(free)
+    if not common:
+        free = np.zeros_like(free)
+    total = np.where(free, 0.0, 2 * votes - 1).sum(axis=1)  # an integer per key
+    expected = np.where(total > 0, 1.0, np.where(total < 0, -1.0, np.where(coin, 1.0, -1.0)))
+    np.testing.assert_array_equal(signs, expected)
+    np.testing.assert_array_equal(margins, np.float32(total) / np.float32(n))
+    queries = n - free.sum(axis=1)
+    np.testing.assert_array_equal(spent.queries, queries)
+    np.testing.assert_array_equal(spent.trajectories, 2 * n * d)
+    np.testing.assert_array_equal(spent.judged_trajectories, 2 * d * queries)
+    np.testing.assert_array_equal(spent.env_steps, np.asarray(steps_1) + np.asarray(steps_0))
+    # GridWorld episodes run the whole horizon of 8: every rollout counts 8 steps.
+    np.testing.assert_array_equal(spent.env_steps, 2 * n * d * 8)
+    # The keys reach every branch: majorities of each sign and ties of the votes.
+    assert (total > 0).any() and (total < 0).any() and (total == 0).any()
+    if common:
+        # Free ties and asked queries within one sign, and on some free tie the oracle's own
+        # vote (discarded) was not ½.
+        assert ((free.sum(axis=1) > 0) & (free.sum(axis=1) < n)).any()
+        assert np.any(free & (votes != 0.5))
+
+
+def hand_direction(key, dim, direction):
+    """ZSPO's direction for `direction`, written out (sphere: a normal vector over its norm)."""
+    if direction == "sphere":
+        return sphere_direction(key, dim)
+    return jax.random.rademacher(key, (dim,)).astype(jnp.float32) / np.float32(math.sqrt(dim))
+
+
+SIGN_ITERATION = {
+    # ZSPO, one-sided, SGD.
+    "zspo-sgd": (ZSPOConfig, {"direction": "sphere"}),
+    # ZSPO, two-sided, Adam, Rademacher directions.
+    "zspo-adam": (ZSPOConfig, {"direction": "rademacher", "two_sided": True, "optimizer": "adam"}),
+    # Par-S2ZPO: four blocks of 12 coordinates, two-sided, SGD.
+    "par-sgd": (ParS2ZPOConfig, {"num_blocks": 4, "two_sided": True}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SIGN_ITERATION))
+def test_one_iteration_is_the_configured_sign_step(small_grid, case):
+    """Iteration 0 of a trainer built from the config, for 16 keys, against the majority sign
+    called by hand on θ + μv and θ (two-sided: θ − μv) and the optimizer's first step in closed
+    form: SGD θ + α Σ ŝ_k v_k; Adam θ + α g / (|g| + 1e-8) with g = Σ ŝ_k v_k (after one step
+    its bias-corrected moments are g and g²). Par-S2ZPO's block k draws ±1 on its block of the
+    fixed partition into 4 runs of 12, divided by √(d/K) = √12, from the k-th of the round's
+    keys. The iteration spends what the config declares per iteration."""
+    env, policy, oracle = small_grid
+    config_cls, fields = SIGN_ITERATION[case]
+    n, d = 6, 2
+    config = config_cls(
+        num_votes=n, batch_size=d, mu=SIGN_MU, step_size=SIGN_ALPHA, num_iterations=1, **fields
+    )
+    training = make_training(config, env, policy, oracle)
+    trainer, problem = training.trainer, training.problem
+    state = trainer.init(jax.random.key(0))
+    theta, dim = state.theta, problem.dim
+    assert not np.any(theta)  # so the new θ is the step itself
+    keys = jax.random.split(jax.random.key(1), SIGN_KEYS)
+    iterate = jax.vmap(trainer.iterate, in_axes=(None, None, 0))
+    new_state, spent, metrics = jax.jit(iterate)(state, jnp.int32(0), keys)
+
+    majority = jax.vmap(make_majority_sign(problem, n, d))
+    blocks = fields.get("num_blocks")
+
+    def by_hand(key):
+        if blocks is None:
+            k_dir, k_sign = jax.random.split(key)
+            dirs = hand_direction(k_dir, dim, fields["direction"])[None]
+            k_signs = k_sign[None]
+        else:
+            pairs = jax.vmap(jax.random.split)(jax.random.split(key, blocks))
+            owner = np.repeat(np.arange(blocks), dim // blocks)
+            masks = owner[None, :] == np.arange(blocks)[:, None]
+            draws = jax.vmap(lambda k: jax.random.rademacher(k, (dim,)))(pairs[:, 0])
+            scale = np.float32(math.sqrt(dim // blocks))
+            dirs = jnp.where(masks, draws, 0).astype(jnp.float32) / scale
+            k_signs = pairs[:, 1]
+        theta_0 = theta - SIGN_MU * dirs if config.two_sided else theta + 0 * dirs
+        signs, margins, spent = majority(k_signs, theta + SIGN_MU * dirs, theta_0)
+        return dirs, signs, margins, spent
+
+    dirs, signs, margins, hand_spent = jax.jit(jax.vmap(by_hand))(keys)
+    dirs, signs = np.asarray(dirs, np.float64), np.asarray(signs, np.float64)
+    g = np.einsum("nk,nki->ni", signs, dirs)
+    step = g if config.optimizer == "sgd" else g / (np.abs(g) + 1e-8)
+    np.testing.assert_allclose(new_state.theta, SIGN_ALPHA * step, rtol=1e-5, atol=1e-7)
+    assert (signs > 0).any() and (signs < 0).any()
+
+    if blocks is None:
+        assert set(metrics) == {"zo/sign", "zo/vote_margin"}
+        np.testing.assert_array_equal(metrics["zo/sign"], signs[:, 0])
+        np.testing.assert_array_equal(metrics["zo/vote_margin"], margins[:, 0])
+    else:
+        assert set(metrics) == {"zo/sign_mean", "zo/vote_margin", "comm/bits"}
+        np.testing.assert_allclose(metrics["zo/sign_mean"], signs.mean(axis=1), rtol=1e-6)
+        np.testing.assert_allclose(metrics["zo/vote_margin"], np.mean(margins, axis=1), rtol=1e-6)
+        np.testing.assert_array_equal(metrics["comm/bits"], dim + blocks)
+    cost = config.unit_cost()
+    for name in ("queries", "trajectories", "judged_trajectories", "env_steps"):
+        spent_here = np.asarray(getattr(spent, name))
+        np.testing.assert_array_equal(spent_here, np.asarray(getattr(hand_spent, name)).sum(1))
+        if name != "env_steps":
+            np.testing.assert_array_equal(spent_here, getattr(cost, name))
+
+
+def test_unit_rademacher_is_plus_or_minus_one_over_the_scale_on_its_mask():
+    """The direction of Par-S2ZPO's blocks and of ZSPO's `rademacher`: jax.random.rademacher's
+    ±1 draw for the key, kept on the mask (zero elsewhere), divided by √dim or by `scale`. It is
+    a float32 array of its own type: added to lower-precision parameters it promotes them
+    rather than being rounded to theirs."""
+    key, dim = jax.random.key(3), 96
+    signs = np.asarray(jax.random.rademacher(key, (dim,)), np.float32)
+    assert (signs[:30] > 0).any() and (signs[:30] < 0).any()
+    mask = np.arange(dim) < 30
+    for v, expected in (
+        (unit_rademacher(key, dim), signs / np.float32(math.sqrt(dim))),
+        (unit_rademacher(key, dim, jnp.asarray(mask), 5.0), np.where(mask, signs, 0) / 5.0),
+    ):
+        assert v.shape == (dim,) and v.dtype == jnp.float32 and not v.weak_type
+        np.testing.assert_array_equal(v, expected.astype(np.float32))
+        assert (jnp.zeros(dim, jnp.bfloat16) + v).dtype == jnp.float32
+
+
+@pytest.mark.parametrize("blocks", [None, 4])
+def test_unit_cost_of_a_sign_method(blocks):
+    """What budget matching trusts: per iteration K·N queries (K = 1 for ZSPO), 2KND
+    trajectories and 2D judged per query, so a budget of B queries buys B // (KN) iterations
+    and one of B judged trajectories B // (2KND)."""
+    n, d = 5, 3
+    if blocks is None:
+        config, k = ZSPOConfig(num_votes=n, batch_size=d), 1
+    else:
+        config, k = ParS2ZPOConfig(num_votes=n, batch_size=d, num_blocks=blocks), blocks
+    assert config.signs_per_iteration() == k
+    cost = config.unit_cost()
+    assert (cost.queries, cost.trajectories, cost.judged_trajectories) == (
+        k * n,
+        2 * k * n * d,
+        2 * k * n * d,
+    )
+    assert type(cost.queries) is int
+    assert config.with_budget(1000).num_iterations == 1000 // (k * n)
+    assert config.with_budget(3000, "judged_trajectories").num_iterations == 3000 // (2 * k * n * d)
