@@ -310,6 +310,7 @@ def test_resume_after_interruption_is_identical(tiny_file, tiny_results, tmp_pat
     assert all("skipped" in m for m in messages) and len(messages) == 2
 
 
+@pytest.mark.slow  # the shard bookkeeping stays in tests/test_shards.py's fast tests
 def test_sharded_run_matches_single_device(tiny_file, tiny_results, tmp_path):
     out = tmp_path / "sharded"
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}

@@ -76,6 +76,8 @@ def zpg_on_lora():
     return train_seeds(training, keys, np.array([0, 1249, 2499]), evaluator)
 
 
+# 2,500 iterations x 5 seeds with a GRU (about 20 s): in make test-all.
+@pytest.mark.slow
 def test_zpg_on_lora_raises_the_gold_value(zpg_on_lora):
     """Paired over seeds: final minus initial gold (in reference sds) above 0 by more than 3
     standard errors of the seeds' differences."""
@@ -86,6 +88,7 @@ def test_zpg_on_lora_raises_the_gold_value(zpg_on_lora):
     assert gain.mean() > 3 * se, (gain, se)
 
 
+@pytest.mark.slow
 def test_the_runner_logs_the_kl_to_the_reference_on_tokens(zpg_on_lora):
     np.testing.assert_array_equal(zpg_on_lora["initial"]["eval/kl_to_reference"], 0.0)
     kl = zpg_on_lora["metrics"]["eval/kl_to_reference"]

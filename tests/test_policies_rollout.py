@@ -73,7 +73,9 @@ def test_mlp_policy_on_gridworld_is_near_uniform_and_valid():
 
 def test_policy_errors():
     env, params = make("gridworld/open-5x5")
-    with pytest.raises(ConfigError, match=r"unknown policy 'lstm'; known policies: .*mlp, tabular"):
+    with pytest.raises(
+        ConfigError, match=r"unknown policy 'lstm'; known policies: .*mlp, sft, tabular"
+    ):
         make_policy("lstm", env, params)
     with pytest.raises(ConfigError, match="num_states = 0"):
         TabularSoftmax(num_states=0, num_actions=4)

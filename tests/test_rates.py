@@ -379,6 +379,7 @@ def second_order_check(**broken):
     return rate_failures(record, committed(NOISE_SWEEP)["reference"], small_spec.slope_target)
 
 
+@pytest.mark.slow  # 20 s; the T, mu and N rates stay in the fast suite
 def test_second_order_noise_rate():
     assert second_order_check() == []
 

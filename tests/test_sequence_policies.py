@@ -132,7 +132,7 @@ def test_rollout_log_probs_are_the_policy_log_probs(name):
     np.testing.assert_allclose(picked, traj.log_prob, atol=1e-5)
 
 
-@pytest.mark.parametrize("parameterisation", ["all", "lora"])
+@pytest.mark.parametrize("parameterisation", [pytest.param("all", marks=pytest.mark.slow), "lora"])
 def test_the_carried_hidden_state_rollout_is_the_prefix_rollout(parameterisation):
     """The GRU's rollout carries its hidden state (one cell step per token); the same policy
     without that path re-reads the prefix at every step. With the same key both draw the same

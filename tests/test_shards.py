@@ -151,6 +151,7 @@ def test_report_before_any_run_has_finished_is_a_clear_error(small_file, tmp_pat
     assert "none of the experiment's" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # submitit's local executor; the merge itself is tested without it
 def test_submitit_local_shards_merge_to_the_single_process_result(
     small_file, single, tmp_path, monkeypatch
 ):

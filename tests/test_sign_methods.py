@@ -374,7 +374,11 @@ SIGN_ITERATION = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(SIGN_ITERATION))
+# One case in make test; the others (about 4 s each) in make test-all and the mutation runs.
+@pytest.mark.parametrize(
+    "case",
+    [c if c == "zspo-sgd" else pytest.param(c, marks=pytest.mark.slow) for c in SIGN_ITERATION],
+)
 def test_one_iteration_is_the_configured_sign_step(small_grid, case):
     """Iteration 0 of a trainer built from the config, for 16 keys, against the majority sign
     called by hand on θ + μv and θ (two-sided: θ − μv) and the optimizer's first step in closed

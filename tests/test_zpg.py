@@ -107,7 +107,7 @@ def small_run(algo, **overrides):
     return config, env, make_train(config, env, policy, oracle, probe=True)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("optimizer", ["sgd", pytest.param("adam", marks=pytest.mark.slow)])
 def test_zbcpg_changes_only_the_chosen_blocks(optimizer):
     config, env, train = small_run("zbcpg", num_blocks=3, optimizer=optimizer, num_iterations=1)
     one = ZBCPGConfig(**{**config.__dict__, "num_iterations": 2})
@@ -310,7 +310,11 @@ def exact_difference(problem):
     return difference
 
 
-@pytest.mark.parametrize("case", sorted(ONE_ITERATION))
+# One case in make test; the others in make test-all and the mutation runs.
+@pytest.mark.parametrize(
+    "case",
+    [c if c == "zpg-sgd" else pytest.param(c, marks=pytest.mark.slow) for c in ONE_ITERATION],
+)
 def test_one_iteration_is_the_configured_estimate_and_step(cliff, case):
     """Iteration 0 of a trainer built from the config, against the estimator called with an
     EstimatorConfig written out from the same settings, and the optimizer's first step in closed
