@@ -86,8 +86,37 @@ def best_of_n_curves(gold, proxy) -> tuple[list[float], list[float]]:
     return golds, proxies
 
 
-def run_part(gold_name: str, seed: int, log) -> dict:
-    """One gold and seed: the proxies' fits and every best-of-n curve."""
+@dataclasses.dataclass(frozen=True)
+class StudyData:
+    """What every arm of one gold and seed shares: the reference, the gold, the labelled pairs
+    (votes[i] = 1 when tokens_a[i] was preferred) and the keys of the proxies' fits."""
+
+    env: object
+    env_params: object
+    policy: object
+    ref: object
+    gold: object
+    tokens_a: jax.Array
+    tokens_b: jax.Array
+    votes: np.ndarray
+    fit_key: jax.Array
+    pool_key: jax.Array
+
+    def fit(self, kind: str, size: int, **options):
+        """The proxy of this kind fitted on the first `size` pairs (deterministic: the same
+        proxy in every arm)."""
+        spec = make_proxy(kind, self.env_params.vocab, self.env_params.length, **options)
+        return fit_proxy(
+            spec,
+            jax.random.fold_in(self.fit_key, size),
+            self.tokens_a[:size],
+            self.tokens_b[:size],
+            self.votes[:size],
+        )
+
+
+def study_data(gold_name: str, seed: int) -> StudyData:
+    """The pairs of one gold and seed: PAIRS reference pairs labelled by one Bradley-Terry vote."""
     env, env_params = make(ENV_ID)
     policy, ref = reference_policy("gru", env, env_params)
     gold = make_utility(gold_name).bind(env, env_params)
@@ -98,7 +127,22 @@ def run_part(gold_name: str, seed: int, log) -> dict:
     tokens_a, tokens_b = pairs[:PAIRS], pairs[PAIRS:]
     votes = oracle.votes_from_utilities(vote_key, gold.score(tokens_a), gold.score(tokens_b), 1)
     votes = np.asarray(votes.votes[:, 0])
-    pool = sample_sequences(pool_key, env, env_params, policy, ref, POOL)
+    return StudyData(
+        env, env_params, policy, ref, gold, tokens_a, tokens_b, votes, fit_key, pool_key
+    )
+
+
+def run_part(gold_name: str, seed: int, log) -> dict:
+    """One gold and seed: the proxies' fits and every best-of-n curve."""
+    data = study_data(gold_name, seed)
+    env, env_params, policy, ref, gold = (
+        data.env,
+        data.env_params,
+        data.policy,
+        data.ref,
+        data.gold,
+    )
+    pool = sample_sequences(data.pool_key, env, env_params, policy, ref, POOL)
     pool_gold = chunked(lambda _, x: gold.score(x), None, pool)
     curves = {}
     oracle_gold, _ = best_of_n_curves(pool_gold, pool_gold)
@@ -106,14 +150,7 @@ def run_part(gold_name: str, seed: int, log) -> dict:
     for label, kind, options in PROXIES:
         for size in PAIR_SIZES:
             start = time.perf_counter()
-            spec = make_proxy(kind, env_params.vocab, env_params.length, **options)
-            fitted = fit_proxy(
-                spec,
-                jax.random.fold_in(fit_key, size),
-                tokens_a[:size],
-                tokens_b[:size],
-                votes[:size],
-            )
+            fitted = data.fit(kind, size, **options)
             views = [(label, fitted.spec)]
             if kind == "ensemble":
                 views += [
