@@ -2,6 +2,8 @@
 examples, and the measured coverage of the chosen interval (zopg.analysis.coverage)."""
 
 import math
+import statistics
+import warnings
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ from scipy import special, stats
 
 from zopg.analysis import paired
 from zopg.analysis.coverage import measure_coverage
+from zopg.analysis.stats import seed_resamples
 from zopg.errors import ConfigError
 
 
@@ -215,3 +218,363 @@ def test_measured_coverage_of_the_chosen_interval():
     assert mixture["methods"][chosen]["coverage_within_range"] >= 0.93
     bca = result["normal"]["methods"]["bca"]["coverage"]
     assert bca + 2 * se(bca) < 0.93
+
+
+# -- reference checks that pin each piece of the module (written against mutation survivors) ---
+
+
+def _resampled(x, counts):
+    """The resamples that `counts` [B, n] describes, each as the list of its drawn values."""
+    return [np.repeat(x, row.astype(int)) for row in counts]
+
+
+def test_percentile_interval_is_numpy_quantile_of_the_resample_means():
+    """Same resamples (explicit counts): the ends are numpy's linear quantiles of the resample
+    means at (1 - c)/2 and (1 + c)/2. Integer data over 8 seeds keep every mean exact, so the
+    only rounding left is the interpolation's (a few ulps of the values)."""
+    x = np.array([3.0, -1.0, 4.0, 1.0, -5.0, 9.0, 2.0, 6.0])
+    counts = paired.resample_counts(8, 40, seed=4)
+    means = np.array([r.mean() for r in _resampled(x, counts)])
+    for confidence in (0.5, 0.9, 0.99):
+        low, high = paired.mean_intervals(x, "percentile", confidence, counts=counts)
+        expected = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+        np.testing.assert_allclose([low[0], high[0]], expected, rtol=0, atol=1e-13)
+
+
+def test_quantile_rows_ends_missing_levels_and_infinite_neighbours():
+    """Level 0 and 1 are exactly the extremes (0.2 + (0.9 - 0.2) is not 0.9 in floats, so the
+    last value must be read, not interpolated to); an undefined (NaN) level gives NaN without
+    a warning; a level that lands on an entry returns it even beside an infinite one."""
+    rows = np.array([[0.1, 0.2, 0.9], [0.1, 0.2, 0.9]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(paired._quantile_rows(rows, np.array([0.0, 1.0])), [0.1, 0.9])
+        ends = paired._quantile_rows(rows, np.array([np.nan, 0.25]))
+    assert np.isnan(ends[0]) and ends[1] == pytest.approx(0.15, rel=1e-15)
+    infinite = np.array([[0.0, 1.0, np.inf]] * 3)
+    with np.errstate(invalid="ignore"):  # inf - inf in the branch np.where does not take
+        ends = paired._quantile_rows(infinite, np.array([0.0, 0.5, 1.0]))
+    np.testing.assert_array_equal(ends, [0.0, 1.0, np.inf])
+
+
+def _bca_reference(x, counts, confidence):
+    """BCa as Efron & Tibshirani write it: z0 from the share of resample means below the mean
+    (ties counted half), the acceleration from the leave-one-out means, scipy's normal."""
+    n = x.size
+    mean = x.mean()
+    means = np.array([r.mean() for r in _resampled(x, counts)])
+    z0 = stats.norm.ppf(((means < mean).sum() + (means <= mean).sum()) / (2 * means.size))
+    loo = np.array([np.delete(x, i).mean() for i in range(n)])
+    u = loo.mean() - loo
+    accel = (u**3).sum() / (6 * (u**2).sum() ** 1.5)
+    ends = []
+    for z in stats.norm.ppf([(1 - confidence) / 2, (1 + confidence) / 2]):
+        level = stats.norm.cdf(z0 + (z0 + z) / (1 - accel * (z0 + z)))
+        ends.append(np.quantile(means, level))
+    return ends
+
+
+def test_bca_matches_a_jackknife_reference_row_by_row():
+    """Three rows of different skewness through one call, each against the reference alone:
+    every BCa statistic (z0, acceleration) is per row. Integer data over 8 seeds keep the means
+    and ties exact; the tolerance covers the normal cdf/quantile's last bits times the spread."""
+    rows = np.array(
+        [
+            [0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 4.0, 19.0],
+            [-20.0, -3.0, -1.0, 0.0, 0.0, 1.0, 2.0, 5.0],
+            [4.0, -2.0, 7.0, 1.0, 3.0, -6.0, 2.0, 0.0],
+        ]
+    )
+    counts = paired.resample_counts(8, 200, seed=9)
+    for confidence in (0.9, 0.95):
+        low, high = paired.mean_intervals(rows, "bca", confidence, counts=counts)
+        for i, row in enumerate(rows):
+            expected = _bca_reference(row, counts, confidence)
+            np.testing.assert_allclose([low[i], high[i]], expected, rtol=1e-9, atol=1e-12)
+            single = paired.mean_intervals(row, "bca", confidence, counts=counts)
+            assert (single[0][0], single[1][0]) == (low[i], high[i])
+
+
+def test_bca_acceleration_is_zero_when_the_squares_underflow():
+    """Symmetric differences (no skew, acceleration 0) scaled by 2^-560: every operation scales
+    exactly, but the squared deviations underflow to 0; the acceleration must stay 0 there, so
+    the interval is exactly the scaled one."""
+    x = np.array([-3.0, -1.0, 0.0, 1.0, 3.0])
+    counts = paired.resample_counts(5, 300, seed=2)
+    low, high = paired.mean_intervals(x, "bca", counts=counts)
+    tiny_low, tiny_high = paired.mean_intervals(np.ldexp(x, -560), "bca", counts=counts)
+    assert low[0] < 0 < high[0]
+    assert (tiny_low[0], tiny_high[0]) == (np.ldexp(low[0], -560), np.ldexp(high[0], -560))
+
+
+def _one_sided_sample():
+    """Ties at a value with one seed a single ulp above: the float mean of these lies below every
+    one of them, so every resample mean is above the mean (BCa's z0 is then infinite)."""
+    for value in (0.1, 0.3, 0.7, 1.1):
+        for ties in range(2, 20):
+            d = np.array([value] * ties + [np.nextafter(value, 2.0)])
+            if d.mean() < d.min():
+                return d
+    raise AssertionError("no tie pattern whose float mean lies below its smallest value")
+
+
+def test_bca_is_undefined_without_warnings_where_every_resample_is_on_one_side():
+    d = _one_sided_sample()
+    constant_and_spread = np.array([[0.3] * 10, list(np.linspace(0, 1, 10))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        low, high = paired.mean_intervals(d, "bca", num_resamples=500)
+        paired.mean_intervals(constant_and_spread, "bca", num_resamples=500)
+        record = paired.compare_paired(d, "bca", num_resamples=500)
+    assert np.isnan(low[0]) and np.isnan(high[0])
+    assert record["ci"] == [None, None] and record["unbounded"] is True
+    assert record["notes"] == [
+        "the interval is undefined for these data (BCa: every resample on one side)"
+    ]
+
+
+def _studentised_reference(x, counts, confidence):
+    """t* = (resample mean - mean) / (resample sd / √n) for every resample, by loops; the
+    symmetric half-width q·se with q the ceil((B+1)c)-th smallest |t*|, and the equal-tailed
+    ends mean - t*_(hi)·se, mean - t*_(lo)·se from the ceil((B+1)(1+c)/2)-th of t* and -t*."""
+    n, size = x.size, counts.shape[0]
+    mean, se = x.mean(), x.std(ddof=1) / math.sqrt(n)
+    t = np.array(
+        [(r.mean() - mean) / (r.std(ddof=1) / math.sqrt(n)) for r in _resampled(x, counts)]
+    )
+    q = np.sort(np.abs(t))[math.ceil((size + 1) * confidence) - 1]
+    rank = math.ceil((size + 1) * (1 + confidence) / 2) - 1
+    upper, lower = np.sort(t)[rank], -np.sort(-t)[rank]
+    return (mean - q * se, mean + q * se), (mean - upper * se, mean - lower * se)
+
+
+def test_studentised_intervals_match_a_loop_reference():
+    """Eight seeds and 99 given resamples (none constant, no two t* equal); confidence 0.005
+    asks for the smallest |t*| (rank ceil(100 · 0.005) = 1), 0.95 for the 95th of 99.
+    Tolerance: the resample sd's rounding, a few ulps of t* times se."""
+    x = np.random.default_rng(17).normal(0.2, 1.0, 8)
+    counts = paired.resample_counts(8, 99, seed=5)
+    for confidence in (0.005, 0.8, 0.95):
+        symmetric, equal_tailed = _studentised_reference(x, counts, confidence)
+        got = paired.mean_intervals(x, "symmetric-t", confidence, counts=counts)
+        np.testing.assert_allclose([got[0][0], got[1][0]], symmetric, rtol=1e-12, atol=1e-12)
+        got = paired.mean_intervals(x, "bootstrap-t", confidence, counts=counts)
+        np.testing.assert_allclose([got[0][0], got[1][0]], equal_tailed, rtol=1e-12, atol=1e-12)
+        clipped = np.clip(symmetric, x.min(), x.max())
+        got = paired.mean_intervals(x, "symmetric-t-range", confidence, counts=counts)
+        np.testing.assert_allclose([got[0][0], got[1][0]], clipped, rtol=1e-12, atol=1e-12)
+
+
+def test_resample_counts_follow_the_seed_like_seed_resamples():
+    """Counts are the tallies of stats.seed_resamples' indices for the same seed (0 when none
+    is given, as there), so intervals from counts and from a seed agree."""
+    for seed in (None, 0, 7):
+        given = {} if seed is None else {"seed": seed}
+        counts = paired.resample_counts(5, 50, **given)
+        indices = seed_resamples(5, 50, **given)
+        expected = np.stack([np.bincount(row, minlength=5) for row in indices])
+        np.testing.assert_array_equal(counts, expected)
+    assert not np.array_equal(paired.resample_counts(5, 50, 7), paired.resample_counts(5, 50))
+
+
+def test_sign_flip_monte_carlo_counts_ties_and_the_observed_pattern_exactly():
+    """All-zero differences: every pattern ties the observed mean, so p = (1 + B)/(1 + B) = 1,
+    as in the exact branch. All of one sign over 40 seeds: no random pattern (each 2^-39 likely)
+    is as extreme, so p = 1/(1 + B) exactly."""
+    assert paired.sign_flip_p_value(np.zeros(25), num_flips=1000) == (1.0, "monte-carlo")
+    p, how = paired.sign_flip_p_value(np.full(40, 1.0), num_flips=1000)
+    assert how == "monte-carlo" and p == 1 / 1001
+    # One flip is a valid (if coarse) Monte Carlo: p is 1/2 or 1.
+    assert paired.sign_flip_p_value(np.full(25, 1.0), num_flips=1)[0] in (0.5, 1.0)
+    with pytest.raises(ConfigError, match=r"^num_flips = 0: must be an integer in \[1, inf\]$"):
+        paired.sign_flip_p_value(np.ones(25), num_flips=0)
+
+
+def test_sign_flip_is_exact_up_to_and_including_exact_max_n():
+    d = np.array([0.3, -0.1, 0.2, 0.5, 0.05])
+    signs = np.array(np.meshgrid(*[[-1.0, 1.0]] * 5)).reshape(5, -1).T
+    expected = np.mean(np.abs(signs @ d) >= abs(d.sum()) - 1e-9 * np.abs(d).sum())
+    assert paired.sign_flip_p_value(d, exact_max_n=5) == (expected, "exact")
+    assert paired.sign_flip_p_value(d, exact_max_n=4)[1] == "monte-carlo"
+    assert paired.smallest_attainable_p(20) == 2 / 2**20
+    assert paired.smallest_attainable_p(5, exact_max_n=5) == 2 / 2**5
+    assert paired.smallest_attainable_p(21) == 0.0
+    assert paired.smallest_attainable_p(6, exact_max_n=5) == 0.0
+
+
+def test_differences_that_are_not_finite_are_refused_by_name():
+    for call in (paired.sign_flip_p_value, paired.compare_paired):
+        with pytest.raises(ConfigError, match=r"^differences holds nan: must be finite"):
+            call([0.1, np.nan, 0.3])
+
+
+def test_holm_caps_at_one_and_accepts_the_ends_of_the_unit_interval():
+    """p = (0.6, 0.9): 0.6·2 = 1.2 is capped at 1. p = (0, 1, 0.3): 0·3 = 0, 0.3·2 = 0.6,
+    1·1 = 1. A missing p-value (None) is refused like any other non-number."""
+    np.testing.assert_array_equal(paired.holm([0.6, 0.9]), [1.0, 1.0])
+    np.testing.assert_allclose(paired.holm([0.0, 1.0, 0.3]), [0.0, 1.0, 0.6], rtol=1e-15)
+    with pytest.raises(ConfigError, match="p-values"):
+        paired.holm([0.01, None])
+
+
+def test_verdict_thresholds_at_alpha():
+    """Better or worse only for p strictly below alpha (0.05 unless given)."""
+    assert paired.verdict(0.2, 0.049) == "better"
+    assert paired.verdict(-0.2, 0.049) == "worse"
+    assert paired.verdict(0.2, 0.05) == "no detectable difference"
+    assert paired.verdict(0.2, 0.06) == "no detectable difference"
+    assert paired.verdict(0.2, 0.06, alpha=0.1) == "better"
+    assert paired.verdict(0.2, None) == "not tested"
+
+
+def test_t_distribution_refuses_impossible_arguments_by_name():
+    with pytest.raises(ConfigError, match=r"^df = 0: must be an integer in \[1, inf\]$"):
+        paired.t_cdf(1.0, 0)
+    for p in (0.0, 1.0):
+        with pytest.raises(ConfigError, match=rf"^p = {p}: must be in \(0, 1\)$"):
+            paired.t_quantile(p, 1)
+    with pytest.raises(ConfigError, match=r"^n = 1: must be an integer in \[2, inf\]$"):
+        paired.minimum_detectable_difference(1.0, 1)
+    with pytest.raises(ConfigError, match=r"^sd = -0\.1: must be in \[0, inf\]$"):
+        paired.minimum_detectable_difference(-0.1, 5)
+
+
+def test_t_quantile_is_within_half_its_stopping_width_and_stops_there(monkeypatch):
+    """Bisection on [0, 2^k] (k the doublings to pass t) stops at width < 1e-12·max(1, t) and
+    returns the midpoint: within 0.5e-12·max(1, t) of the root, plus t_cdf's and scipy's
+    rounding (a few ulps over a density above 0.05: 2e-14). It takes no more evaluations than
+    that bisection needs, with a margin of two."""
+    for df in (1, 2, 3, 5, 8, 13, 30):
+        for p in np.linspace(0.52, 0.98, 24):
+            t = stats.t.ppf(p, df)
+            assert abs(paired.t_quantile(p, df) - t) <= (0.5e-12 + 2e-14) * max(1.0, t)
+    calls = []
+    real = paired.t_cdf
+
+    def counted(t, df):
+        calls.append(t)
+        return real(t, df)
+
+    monkeypatch.setattr(paired, "t_cdf", counted)
+    for df, p in [(1, 0.6), (3, 0.9), (5, 0.99), (1, 0.999), (30, 0.55)]:
+        calls.clear()
+        paired.t_quantile(p, df)
+        doublings = max(0, math.ceil(math.log2(stats.t.ppf(p, df))))
+        width = 2.0**doublings
+        t = stats.t.ppf(p, df)
+        needed = doublings + 1 + math.ceil(math.log2(width / (1e-12 * max(1.0, t))))
+        assert len(calls) <= needed + 2, (df, p, len(calls), needed)
+
+
+def test_normal_functions_handle_empty_missing_and_out_of_range_input():
+    assert paired.normal_cdf([]).shape == (0,) and paired.normal_cdf([]).dtype == float
+    assert paired.normal_quantile([]).shape == (0,) and paired.normal_quantile([]).dtype == float
+    np.testing.assert_array_equal(paired.normal_cdf([0.0, None]), [0.5, np.nan])
+    with np.errstate(invalid="ignore"):  # NaN compared with the ends of [0, 1]
+        np.testing.assert_array_equal(paired.normal_quantile([0.5, None]), [0.0, np.nan])
+    assert np.all(np.isnan(paired.normal_quantile([1.5, -0.5, 2.0])))
+
+
+def test_paired_differences_read_missing_values_and_name_the_expected_shape():
+    d, kept, dropped = paired.paired_differences([1.0, None, 3.0], [0.5, 1.0, None])
+    np.testing.assert_array_equal(d, [0.5])
+    assert kept == [0] and dropped == [1, 2]
+    with pytest.raises(ConfigError, match="must be two 1-d arrays with one entry per seed index"):
+        paired.paired_differences([[1.0, 2.0]], [[1.0, 2.0]])
+
+
+def test_compare_paired_below_three_seeds():
+    """One seed: no spread, so no sd and no MDD. Two: sd and MDD from the closed form
+    (t_.975 + t_.8)(1)·sd/√2, the p-value floor 2/2^2 = 0.5 in the note, nothing clipped."""
+    one = paired.compare_paired([0.3])
+    assert one["sd_difference"] is None and one["mdd"] is None and one["p"] == 1.0
+    two = paired.compare_paired([0.1, 0.3])
+    sd = statistics.stdev([0.1, 0.3])
+    assert two["sd_difference"] == pytest.approx(sd, rel=1e-14)
+    mdd = (stats.t.ppf(0.975, 1) + stats.t.ppf(0.8, 1)) * sd / math.sqrt(2)
+    assert two["mdd"] == pytest.approx(mdd, rel=1e-9)
+    assert two["notes"] == ["2 paired seeds (< 3): no interval, and no p-value below 0.5"]
+    for record in (one, two, paired.compare_paired(np.full(4, 0.25))):
+        assert record["clipped"] is False and record["unbounded"] is False
+    three = paired.compare_paired([0.1, 0.3, 0.2], num_resamples=200)
+    assert None not in three["ci"] and three["ci"][0] < 0.2 < three["ci"][1]
+
+
+def test_compare_paired_record_of_a_normal_sample():
+    """The fields beside the interval: sd (n - 1), the method and confidence asked for, the MDD
+    at the alpha and power asked for (closed form from scipy's t), the exact zero-width note."""
+    d = np.random.default_rng(21).normal(0.1, 0.4, 9)
+    record = paired.compare_paired(d, "percentile", 0.9, num_resamples=300, alpha=0.1, power=0.9)
+    sd = statistics.stdev(d)
+    assert record["sd_difference"] == pytest.approx(sd, rel=1e-12)
+    assert record["ci_method"] == "percentile" and record["confidence"] == 0.9
+    mdd = (stats.t.ppf(0.95, 8) + stats.t.ppf(0.9, 8)) * sd / 3
+    assert record["mdd"] == pytest.approx(mdd, rel=1e-9)
+    default = paired.compare_paired(d, num_resamples=300)
+    mdd = (stats.t.ppf(0.975, 8) + stats.t.ppf(0.8, 8)) * sd / 3
+    assert default["mdd"] == pytest.approx(mdd, rel=1e-9)
+    equal = paired.compare_paired(np.full(10, 0.25))
+    assert equal["notes"] == [
+        "all 10 paired differences equal 0.25: the interval has zero width, which says the "
+        "seeds did not vary, not that the difference is known"
+    ]
+
+
+def test_compare_paired_uses_the_seed_and_the_defaults_of_its_parts():
+    """Over 21 seeds (Monte Carlo p): compare_paired's interval and p are mean_intervals' and
+    sign_flip_p_value's for the same seed; left at their defaults, all three use seed 0 and
+    10,000 resamples, so a report of the same differences gives the same numbers."""
+    d = np.random.default_rng(8).normal(0.05, 0.5, 21)
+    record = paired.compare_paired(d, "percentile", 0.9, num_resamples=400, seed=3)
+    low, high = paired.mean_intervals(d, "percentile", 0.9, num_resamples=400, seed=3)
+    assert record["ci"] == [low[0], high[0]]
+    assert (record["p"], record["p_method"]) == paired.sign_flip_p_value(d, seed=3)
+    assert record["p"] != paired.sign_flip_p_value(d, seed=0)[0]
+    assert record["ci"] != list(paired.mean_intervals(d, "percentile", 0.9, 400, seed=0))
+    default = paired.compare_paired(d)
+    low, high = paired.mean_intervals(d)
+    assert default["ci"] == [low[0], high[0]]
+    assert default["p"] == paired.sign_flip_p_value(d)[0]
+    low, high = paired.mean_intervals(d, num_resamples=10_000, seed=0)
+    assert default["ci"] == [low[0], high[0]]
+    # The percentile interval interpolates at (B - 1)·level, so it pins B itself.
+    low, high = paired.mean_intervals(d, "percentile", num_resamples=10_000, seed=0)
+    assert paired.compare_paired(d, "percentile")["ci"] == [low[0], high[0]]
+
+
+STUDENTISED_UNBOUNDED = (
+    "the interval is unbounded: too many resamples are constant for the studentised bootstrap "
+    "to bound the mean difference"
+)
+
+
+def test_compare_paired_reports_unbounded_studentised_intervals():
+    """Three seeds: each constant resample (1/27 = 3.7% of them) has t* = ±inf. The symmetric
+    interval needs the 95th percentile of |t*|, infinite; it is not the range-clipped method,
+    so nothing is 'clipped'. The equal-tailed one at 90% needs the 5% tails: two of the three
+    values lie below the mean (7.4% of resamples at -inf), one above (3.7% at +inf), so only
+    the upper end is unbounded; mirrored, only the lower."""
+    d = np.array([0.0, 0.1, 1.0])
+    record = paired.compare_paired(d, "symmetric-t")
+    assert record["ci"] == [None, None] and record["unbounded"] is True
+    assert record["clipped"] is False and record["notes"] == [STUDENTISED_UNBOUNDED]
+    upper = paired.compare_paired(d, "bootstrap-t", confidence=0.9)
+    lower = paired.compare_paired(-d, "bootstrap-t", confidence=0.9)
+    assert upper["ci"][0] is not None and upper["ci"][1] is None
+    assert lower["ci"][0] is None and lower["ci"][1] is not None
+    for record in (upper, lower):
+        assert record["unbounded"] is True and record["notes"] == [STUDENTISED_UNBOUNDED]
+
+
+def test_clipped_when_either_end_of_the_chosen_interval_is_cut():
+    """One low outlier drags the mean down, and the symmetric interval around it reaches above
+    the largest difference but not below the smallest: only the upper end is clipped, and that
+    alone marks the interval clipped; mirrored, only the lower end."""
+    d = np.array([-0.315, -0.04, -0.053, -3.423, 1.057, -0.52, -0.01])
+    for sign in (1.0, -1.0):
+        record = paired.compare_paired(sign * d)
+        low, high = record["ci"]
+        cut, free = (high, low) if sign > 0 else (low, high)
+        assert cut == pytest.approx(sign * 1.057, rel=1e-15)
+        assert min(sign * d) < free < max(sign * d)
+        assert record["clipped"] is True
