@@ -106,6 +106,7 @@ compare: $(STAMP)
 # `$(PY) -m benchmarks.studies.sft_references` trains them again.
 lm: $(STAMP)
 	$(PY) -m benchmarks.studies.lm_overoptimisation
+	$(PY) -m benchmarks.studies.lm_overoptimisation_policies
 
 # Convergence-rate sweeps (benchmarks/rates/*.toml) -> results/rates/rates.json and figures.
 rates: $(STAMP)

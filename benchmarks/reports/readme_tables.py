@@ -424,6 +424,50 @@ def lm_overoptimisation_block() -> str:
     return "\n".join(lines) + "\n"
 
 
+def lm_policies_block() -> str:
+    """REINFORCE on a proxy and offline DPO/IPO per gold, arm and coefficient: the measured peak
+    of the seeds' mean gold gain and its √KL, the gain and √KL at the end, and the drop from
+    the peak to the end with its t interval over seeds, from results/lm_overoptimisation/
+    policies.json."""
+    summary = read_json(RESULTS / "lm_overoptimisation" / "policies.json")
+    lines = [
+        "| gold | arm | pairs | coefficient | peak gain | √KL at peak | end gain | √KL at end | "
+        "drop (95% CI) | seeds below π_ref at end |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in summary["arms"].items():
+        _, gold, arm, pairs = name.split("__")
+        arm = {"sigmoid": "DPO", "ipo": "IPO"}.get(arm, f"RL on {arm}")
+        for value, fit in entry.items():
+            if not isinstance(fit, dict):
+                continue
+            field, number = value.split("=")
+            coefficient = f"β_KL {number}" if field == "coefficient" else f"β {number}"
+            low, high = fit["drop_ci"]
+            lines.append(
+                f"| {gold} | {arm} | {int(pairs):,} | {coefficient} | "
+                f"{fit['gain_at_peak']:+.2f} | {fit['sqrt_kl_at_peak']:.2f} | "
+                f"{fit['gain_at_end']:+.2f} | {fit['sqrt_kl_at_end']:.2f} | "
+                f"{fit['drop']:+.2f} ({low:+.2f}, {high:+.2f}) | "
+                f"{fit['seeds_below_reference_at_end']} of {len(fit['end_gain_per_seed'])} |"
+            )
+    settings = summary["settings"]
+    lines += [
+        "",
+        f"Mean over {settings['seeds']} seeds of the gold value of the policy's own samples minus "
+        "the reference's, in the gold's reference sds, at the logged step where that mean is "
+        "highest (peak) and at the last step (end); √KL is the per-prefix estimate's square root "
+        "on the same samples. The drop is each seed's gain at the peak's step minus its gain at "
+        "the end, with a t interval over seeds: an interval above 0 is a measured peak-and-fall; "
+        "collapse is a per-seed event, so the last column counts the seeds whose gold ended "
+        "below the reference's. "
+        f"REINFORCE runs {settings['rl']['steps']} steps of {settings['rl']['batch']} sequences, "
+        f"DPO and IPO {settings['dpo']['steps']} steps of {settings['dpo']['batch']} pairs, all "
+        f"at Adam {settings['rl']['learning_rate']:g}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 BLOCKS = {
     "legend": lambda: tables.LEGEND + "\n",
     "paper_gridworld": lambda: comparison_block("paper_gridworld"),
@@ -482,6 +526,7 @@ BLOCKS = {
     "rates": rates_block,
     "sample_efficiency": sample_efficiency_block,
     "lm_overoptimisation": lm_overoptimisation_block,
+    "lm_policies": lm_policies_block,
     "ci_coverage": coverage_block,
     "ci_coverage_20_seeds": lambda: coverage_block("ci_coverage_20_seeds.json"),
 }

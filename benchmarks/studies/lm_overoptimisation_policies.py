@@ -45,12 +45,12 @@ from zopg.sequence_kl import per_prefix_kl, sample_sequences
 RL_PROXIES = (("linear-unigram", {}), ("gru-64", {}))
 RL_SIZES = (1_000, 16_000)
 KL_COEFFICIENTS = (0.0, 0.01, 0.05)
-RL = ReinforceSettings(steps=300, batch=256, learning_rate=3e-4, eval_every=15)
+RL = ReinforceSettings(steps=240, batch=128, learning_rate=3e-4, eval_every=20)
 DPO_LOSSES = ("sigmoid", "ipo")
 DPO_SIZES = (1_000, 16_000)
 DPO_BETAS = (0.1, 0.5)
-DPO = PairSettings(steps=1500, batch=64, learning_rate=3e-4, eval_every=75)
-EVAL_SEQUENCES = 1024
+DPO = PairSettings(steps=1000, batch=32, learning_rate=3e-4, eval_every=50)
+EVAL_SEQUENCES = 512
 SETTINGS = {
     "rl_proxies": RL_PROXIES,
     "rl_sizes": RL_SIZES,
@@ -198,6 +198,21 @@ def _curves(part: dict, field: str, value) -> dict[str, np.ndarray]:
     return out
 
 
+def _moved(curve: dict) -> np.ndarray:
+    """The seeds whose policy left the reference (at least two distinct positive √KL). A proxy
+    fitted on few pairs can stop at its constant initial score (held-out accuracy 0.5): its
+    REINFORCE advantage is 0 and the policy never moves, a true outcome with no curve to fit."""
+    return np.array([np.unique(row[row > 0]).size >= 2 for row in curve["d"]])
+
+
+def _fit(curve: dict):
+    """Gao et al.'s RL form over the seeds that moved (None when none did)."""
+    moved = _moved(curve)
+    if not moved.any():
+        return None
+    return fit_overoptimisation(curve["d"][moved], curve["gold"][moved], "rl")
+
+
 def summarise_curve(curve: dict) -> dict:
     """The measured peak of the mean gold gain, the drop from it to the end with a t interval
     over seeds (paired: each seed's own gain at the peak's step and at the end), and the fit."""
@@ -207,7 +222,7 @@ def summarise_curve(curve: dict) -> dict:
     drop = gold[:, peak] - gold[:, -1]
     seeds = gold.shape[0]
     half = t_quantile(0.975, seeds - 1) * drop.std(ddof=1) / np.sqrt(seeds)
-    fit = fit_overoptimisation(d, gold, "rl")
+    fit = _fit(curve)
     entry = {
         "peak_step": int(curve["step"][peak]),
         "gain_at_peak": float(mean[peak]),
@@ -216,10 +231,16 @@ def summarise_curve(curve: dict) -> dict:
         "sqrt_kl_at_end": float(d[:, -1].mean()),
         "drop": float(drop.mean()),
         "drop_ci": [float(drop.mean() - half), float(drop.mean() + half)],
-        "alpha": fit.alpha,
-        "beta": fit.beta,
-        "d_star": fit.d_star,
-        "d_star_ci": fit.d_star_ci,
+        # Collapse is a per-seed event (a run finds the penalised repeats or does not yet), so
+        # the seeds' own numbers go beside the mean.
+        "end_gain_per_seed": gold[:, -1].tolist(),
+        "peak_gain_per_seed": gold.max(axis=1).tolist(),
+        "seeds_below_reference_at_end": int((gold[:, -1] < 0).sum()),
+        "seeds_fitted": 0 if fit is None else fit.num_seeds,
+        "alpha": None if fit is None else fit.alpha,
+        "beta": None if fit is None else fit.beta,
+        "d_star": None if fit is None else fit.d_star,
+        "d_star_ci": None if fit is None else fit.d_star_ci,
     }
     if "proxy" in curve:
         entry["proxy_gain_at_end"] = float(curve["proxy"][:, -1].mean())
@@ -260,13 +281,16 @@ def figures() -> None:
                 part = store.read_json(PARTS / f"{name}.json")
                 for colour, value in zip(colours, values, strict=True):
                     curve = _curves(part, field, value)
-                    fit = fit_overoptimisation(curve["d"], curve["gold"], "rl")
+                    moved = _moved(curve)
+                    if not moved.any():
+                        continue
+                    proxy = curve.get("proxy")
                     plot_overoptimisation(
                         ax,
-                        curve["d"],
-                        curve["gold"],
-                        fit,
-                        proxy=curve.get("proxy"),
+                        curve["d"][moved],
+                        curve["gold"][moved],
+                        _fit(curve),
+                        proxy=None if proxy is None else proxy[moved],
                         label=f"{what} {value}",
                         color=colour,
                     )
@@ -312,7 +336,9 @@ def main(argv=None) -> int:
                 f"{name:36s} {value:18s} peak {fit['gain_at_peak']:+.2f} at √KL "
                 f"{fit['sqrt_kl_at_peak']:.2f}, end {fit['gain_at_end']:+.2f} at √KL "
                 f"{fit['sqrt_kl_at_end']:.2f}, drop {fit['drop']:+.2f} "
-                f"[{fit['drop_ci'][0]:+.2f}, {fit['drop_ci'][1]:+.2f}]"
+                f"[{fit['drop_ci'][0]:+.2f}, {fit['drop_ci'][1]:+.2f}]; "
+                f"{fit['seeds_below_reference_at_end']} seeds end below π_ref; "
+                f"{fit['seeds_fitted']} seeds fitted"
             )
     return 0
 
