@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy.stats import t as scipy_t
 
 from zopg.envs import make
 from zopg.errors import ConfigError
@@ -207,3 +208,24 @@ def test_pairs_of_mismatched_shapes_are_refused(space):
             ref,
             lambda p, k: {},
         )
+
+
+def test_the_study_summary_fits_only_the_seeds_that_moved():
+    # A seed whose proxy stayed at its constant start never leaves π_ref (√KL 0 throughout):
+    # the fit leaves it out, the means and per-seed counts keep it.
+    study = pytest.importorskip("benchmarks.studies.lm_overoptimisation_policies")
+    d = np.array([[0.0, 1.0, 2.0, 3.0], [0.0, 1.2, 2.1, 2.9], [0.0, 0.0, 0.0, 0.0]])
+    gold = np.array([[0.0, 1.0, 1.5, -2.0], [0.0, 1.1, 1.4, -1.0], [0.0, 0.01, -0.02, 0.0]])
+    curve = {"step": np.arange(4) * 20, "d": d, "gold": gold}
+    np.testing.assert_array_equal(study._moved(curve), [True, True, False])
+    entry = study.summarise_curve(curve)
+    assert entry["seeds_fitted"] == 2
+    assert entry["peak_step"] == 40  # the mean over all three seeds peaks at the third point
+    assert entry["gain_at_peak"] == pytest.approx(gold[:, 2].mean())
+    drop = gold[:, 2] - gold[:, 3]
+    assert entry["drop"] == pytest.approx(drop.mean())
+    half = scipy_t.ppf(0.975, 2) * drop.std(ddof=1) / np.sqrt(3)
+    np.testing.assert_allclose(entry["drop_ci"], [drop.mean() - half, drop.mean() + half])
+    assert entry["seeds_below_reference_at_end"] == 2
+    # Gao et al.'s RL form on the moving seeds alone peaks inside the measured range.
+    assert 0 < entry["d_star"] < 3
