@@ -12,6 +12,7 @@ import pytest
 
 import zopg
 from zopg import ConfigError, cli, store
+from zopg.analysis import plots
 from zopg.analysis.report import write_reports
 from zopg.experiments import load_experiment
 from zopg.experiments.build import built_runs
@@ -54,6 +55,12 @@ def tiny_results(tiny_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("results") / "tiny"
     assert cli.main(["run", str(tiny_file), "--out", str(out), "--quiet"]) == 0
     return out
+
+
+def skip_figures(monkeypatch):
+    """Where figures are not what a test checks: drawing them costs 1-3 s a report. The
+    end-to-end test below checks every figure, tests/test_plots.py a Monte Carlo folder's."""
+    monkeypatch.setattr(plots, "plot_results", lambda out_dir: [])
 
 
 def run_and_report(experiment, out, **kwargs):
@@ -285,6 +292,7 @@ def test_summarize_without_scores_shows_initial_and_iqm_of_the_return(capsys):
 
 
 def test_resume_after_interruption_is_identical(tiny_file, tiny_results, tmp_path, monkeypatch):
+    skip_figures(monkeypatch)
     experiment = load_experiment(tiny_file)
     out = tmp_path / "resumed"
     real_save = store.save_checkpoint
@@ -377,6 +385,7 @@ def test_monte_carlo_evaluation_per_env_policy_and_resume(tmp_path, monkeypatch)
     """Envs without an exact model get Monte Carlo returns at the logged iterations and of the
     initial policy; per-env policies and per-method env lists apply; a resumed run is
     identical."""
+    skip_figures(monkeypatch)
     path = tmp_path / "mc.toml"
     path.write_text(MONTE_CARLO)
     out = tmp_path / "mc"

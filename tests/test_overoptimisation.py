@@ -50,17 +50,25 @@ def cliff():
 
 
 @pytest.fixture(scope="module")
-def small_run(cliff):
+def small_training(cliff):
+    """SMALL's init (where the reward model is fitted) and its four iterations, each compiled
+    once for every test below (each starts from its own key)."""
     env, _, policy, oracle = cliff
     training = make_training(SMALL, env, policy, oracle)
     chex.clear_trace_counter()
-    train = jax.jit(chex.assert_max_traces(training.train, n=1))
-    return training, train(jax.random.key(0))
+    run = jax.jit(chex.assert_max_traces(lambda c: training.run(c, 0, 4), n=1))
+    return training, jax.jit(training.init), run
+
+
+@pytest.fixture(scope="module")
+def small_run(small_training):
+    _, init, run = small_training
+    return run(init(jax.random.key(0)))
 
 
 def test_every_query_is_spent_before_iteration_0(cliff, small_run):
     env, params, _, _ = cliff
-    _, (_, metrics) = small_run
+    _, metrics = small_run
     horizon = env.horizon(params)
     queries = np.asarray(metrics["budget/queries"])
     trajectories = np.asarray(metrics["budget/trajectories"])
@@ -77,20 +85,19 @@ def test_a_query_budget_sets_the_number_of_pairs():
     assert judged.num_pairs == 100  # a pair shows the human two trajectories per vote
 
 
-def test_the_reward_model_is_fitted_once(cliff):
-    env, _, policy, oracle = cliff
-    training = make_training(SMALL, env, policy, oracle)
-    carry = training.init(jax.random.key(1))
+def test_the_reward_model_is_fitted_once(small_training):
+    _, init, run = small_training
+    carry = init(jax.random.key(1))
     before = carry["state"].phi
-    carry, _ = jax.jit(lambda c: training.run(c, 0, 3))(carry)
+    carry, _ = run(carry)
     chex.assert_trees_all_equal(carry["state"].phi, before)
 
 
-def test_proxy_value_is_the_exact_value_under_the_reward_model(cliff, small_run):
+def test_proxy_value_is_the_exact_value_under_the_reward_model(cliff, small_training):
     """rm/proxy_value against the Monte Carlo mean of Σ_t r_φ(s_t, a_t) over fresh episodes."""
     env, params, policy, _ = cliff
-    training, _ = small_run
-    carry, _ = jax.jit(lambda c: training.run(c, 0, 4))(training.init(jax.random.key(2)))
+    training, init, run = small_training
+    carry, _ = run(init(jax.random.key(2)))
     state = carry["state"]
     diagnostics = training.trainer.diagnostics(state)
     model = rm.make_reward_model(SMALL.reward_model, env, params)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from zopg import cli, store
+from zopg.analysis import plots
 from zopg.analysis.report import format_summary, write_reports
 from zopg.experiments import load_experiment
 from zopg.experiments.runner import run_experiment
@@ -39,10 +40,19 @@ def one_file(tmp_path_factory):
     return path
 
 
+def skip_figures(monkeypatch):
+    """Figures are not what this file checks, and drawing them costs 1-2 s a report:
+    tests/test_plots.py and test_experiments.py's end-to-end test check them. (The non-finite
+    test still draws its folder: NaN curves.)"""
+    monkeypatch.setattr(plots, "plot_results", lambda out_dir: [])
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(one_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("results") / "one"
-    assert cli.main(["run", str(one_file), "--out", str(out), "--quiet"]) == 0
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        skip_figures(monkeypatch)
+        assert cli.main(["run", str(one_file), "--out", str(out), "--quiet"]) == 0
     return out
 
 
@@ -84,6 +94,7 @@ def test_damaged_checkpoints_are_refused_without_running_code(tmp_path):
 def test_a_run_with_a_damaged_checkpoint_starts_over(
     one_file, uninterrupted, tmp_path, monkeypatch
 ):
+    skip_figures(monkeypatch)
     experiment = load_experiment(one_file)
     marker = tmp_path / "pwned"
     real_save = store.save_checkpoint
@@ -156,10 +167,12 @@ def test_non_finite_runs_are_flagged_not_averaged(uninterrupted, tmp_path):
     assert "non_finite" not in store.read_json(uninterrupted / "summary.json")["results"][0]
 
 
-def test_metrics_declared_nan_when_undefined_are_not_flagged(uninterrupted, tmp_path):
+def test_metrics_declared_nan_when_undefined_are_not_flagged(uninterrupted, tmp_path, monkeypatch):
     """An accuracy over a batch of ties is NaN by definition: declared by the algorithm (DPO's
     are), it is not taken for divergence; undeclared, or in another metric, it still is."""
     from zopg.algorithms import get
+
+    skip_figures(monkeypatch)
 
     for name in ("dpo-online", "dpo-offline", "fedavg-dpo"):
         assert "dpo/label_accuracy" in get(name).nan_when_undefined

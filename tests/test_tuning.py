@@ -14,6 +14,7 @@ from zopg.experiments.build import built_runs
 from zopg.tuning import trials as trial_runs
 from zopg.tuning.tune import (
     fixed_by_experiment,
+    method_fingerprint,
     method_space,
     parse_tune,
     trial_points,
@@ -145,10 +146,17 @@ def test_zopg_tune_gives_every_method_the_same_trials_and_a_fragment(tmp_path, c
     zpg = next(m for m in experiment.methods if m.label == "zpg")
     assert zpg.params["step_size"] == record["chosen"]["zpg"]["values"]["step_size"]
     assert "provenance" in experiment.raw and experiment.raw["provenance"]["zpg"]["trials"] == 4
-    # Another budget is another tuning: trials are reused only under the same fingerprint. And
-    # `--methods zpg` retunes zpg alone: dpo-online's trials and its fragment sections stay.
+    # Another budget is another tuning: trials are reused only under the same fingerprint.
+    other_budget = TUNED.replace("budget_queries = 1200", "budget_queries = 2400")
+    budget_experiment = load_experiment(write(tmp_path, other_budget, "budget.toml"), include=False)
+    budget_zpg = next(m for m in budget_experiment.methods if m.label == "zpg")
+    fingerprint = method_fingerprint(budget_experiment, parse_tune(budget_experiment), budget_zpg)
+    assert fingerprint != record["fingerprints"]["zpg"]
+    # So are other evaluation settings (run here: they change no compiled program, so the
+    # retune reuses the compilations). And `--methods zpg` retunes zpg alone: dpo-online's
+    # trials and its fragment sections stay.
     dpo_section = fragment.read_text().split("[methods.dpo-online]")[1].split("[")[0]
-    changed = write(tmp_path, TUNED.replace("budget_queries = 1200", "budget_queries = 2400"))
+    changed = write(tmp_path, TUNED.replace("points = 3", "points = 3\nthreshold = 0.5"))
     messages = []
     third = tune(changed, out, methods=["zpg"], log=messages.append)
     assert not any("reused" in m for m in messages)
