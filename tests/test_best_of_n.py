@@ -268,13 +268,57 @@ def test_the_sampler_refuses_bad_settings(token_space):
         best_of_n_sequences(*args, lambda tokens: tokens.astype(float), 4, 2)
     with pytest.raises(ConfigError, match=r"score_fn returned NaN"):
         best_of_n_sequences(*args, lambda tokens: jnp.full(tokens.shape[:-1], jnp.nan), 4, 2)
-    prompted, prompted_params = make(ENV_ID, vocab=3, length=2, prompt_length=1)
-    with pytest.raises(ConfigError, match=r"^prompt_length = 1: must be 0 for best_of_n"):
-        best_of_n_sequences(
-            jax.random.PRNGKey(0), prompted, prompted_params, policy, params, level_score, 4, 2
-        )
     grid, grid_params = make("gridworld/open-5x5")
     with pytest.raises(ConfigError, match=r"needs a token environment"):
         best_of_n_sequences(
             jax.random.PRNGKey(0), grid, grid_params, policy, params, level_score, 4, 2
         )
+
+
+def prompted_score(tokens):
+    """A score that favours prompt 0 by far (so candidates with prompts of their own would pick
+    prompt 0 almost always) and, within a prompt, completions with more 1s and a leading 0."""
+    completion = tokens[..., 1:]
+    return (
+        10.0 * (tokens[..., 0] == 0)
+        + jnp.sum(completion == 1, axis=-1)
+        + 0.5 * (completion[..., 0] == 0)
+    )
+
+
+def _completion_law(policy, params, prompt: int) -> np.ndarray:
+    """π(completion | prompt) over the 8 completions of V 2, L 3, in base-2 order."""
+    completions = np.array(list(itertools.product(range(2), repeat=3)), np.int32)
+    full = np.concatenate([np.full((8, 1), prompt, np.int32), completions], axis=1)
+    log_probs = np.asarray(policy.sequence_log_probs(params, jnp.asarray(full)), np.float64)
+    steps = np.take_along_axis(log_probs, full[..., None], axis=-1)[..., 0][:, 1:]
+    return np.exp(steps.sum(axis=1)), np.asarray(prompted_score(jnp.asarray(full)))
+
+
+# chunk 2 splits each group of 4 over two calls: 16,000 compiled calls, so it is slow.
+@pytest.mark.parametrize("chunk", [4096, pytest.param(2, marks=pytest.mark.slow)])
+def test_with_a_prompt_the_candidates_share_it_and_each_prompt_gets_its_own_law(chunk):
+    """V 2, P 1, L 3: the picks' prompts follow the environment's prompt law (candidates with
+    prompts of their own would almost always pick prompt 0, which the score favours by 10),
+    and given its prompt a pick follows best_of_n_law over the 8 completions under
+    π(· | prompt)."""
+    env, env_params = make(ENV_ID, vocab=2, length=3, prompt_length=1)
+    policy = make_policy("gru", env, env_params)
+    params = jax.tree_util.tree_map(lambda x: 3.0 * x, policy.init(jax.random.PRNGKey(1)))
+    n, draws = 4, 8_000
+    result = best_of_n_sequences(
+        jax.random.PRNGKey(6), env, env_params, policy, params, prompted_score, n, draws, chunk
+    )
+    np.testing.assert_array_equal(result.index, np.argmax(result.candidate_scores, axis=1))
+    tokens = np.asarray(result.tokens)
+    prompt_law = np.exp(np.asarray(env.prompt_log_prob(env_params, jnp.arange(2)[:, None])))
+    np.testing.assert_allclose(prompt_law.sum(), 1.0, atol=1e-6)
+    assert 0.1 < prompt_law[0] < 0.9  # both prompts common: the check below has power
+    # Under the law the p-value is uniform: below 1e-4 by chance once in 10**4 runs.
+    assert chi_square_p_value(np.bincount(tokens[:, 0], minlength=2), prompt_law) > 1e-4
+    for prompt in range(2):
+        given, scores = _completion_law(policy, params, prompt)
+        np.testing.assert_allclose(given.sum(), 1.0, atol=1e-5)
+        counts = np.bincount(tokens[tokens[:, 0] == prompt][:, 1:] @ [4, 2, 1], minlength=8)
+        assert chi_square_p_value(counts, best_of_n_law(given, scores, n)) > 1e-4
+        assert chi_square_p_value(counts, given) < 1e-6  # best-of-n moved: the test has power

@@ -119,12 +119,16 @@ def rollout_batch(
     env_params,
     num_trajectories: int,
     horizon: int | None = None,
+    reset_keys=None,
 ) -> Trajectory:
-    """`num_trajectories` independent episodes of one policy, each with its own fresh reset key."""
+    """`num_trajectories` independent episodes of one policy, each with its own fresh reset key;
+    or, given reset_keys [num_trajectories], with those (episodes that share a reset key start
+    from the same state, a token environment's same prompt, and differ only in their steps)."""
     if horizon is None:
         horizon = env.horizon(env_params)
     reset_key, noise_key = jax.random.split(key)
-    reset_keys = jax.random.split(reset_key, num_trajectories)
+    if reset_keys is None:
+        reset_keys = jax.random.split(reset_key, num_trajectories)
     noise = _draw_noise(noise_key, env, policy, (num_trajectories, horizon))
     episode = lambda k, n: _episode(k, n, policy, policy_params, env, env_params)  # noqa: E731
     return jax.vmap(episode)(reset_keys, noise)

@@ -102,11 +102,17 @@ def per_prefix_kl(env, env_params, policy, params, ref_params, tokens) -> jax.Ar
     return jnp.sum(jnp.where(generated, steps, 0.0), axis=-1)
 
 
-def sample_sequences(key, env, env_params, policy, params, num_sequences: int) -> jax.Array:
-    """num_sequences sequences (prompt, then L tokens from π): int32 [num_sequences, P + L]."""
+def sample_sequences(
+    key, env, env_params, policy, params, num_sequences: int, prompt_keys=None
+) -> jax.Array:
+    """num_sequences sequences (prompt, then L tokens from π): int32 [num_sequences, P + L].
+    Each draws its own prompt, or, given prompt_keys [num_sequences], the prompt of its key
+    (sequences with one key share their prompt; their completions are independent)."""
     num_sequences = checked_int("num_sequences", num_sequences, 1, 2**31 - 1)
     token_layout(env, env_params)
-    traj = rollout_batch(key, policy, params, env, env_params, num_sequences)
+    traj = rollout_batch(
+        key, policy, params, env, env_params, num_sequences, reset_keys=prompt_keys
+    )
     return traj.final_obs[:, :-1]
 
 

@@ -150,10 +150,12 @@ class BestOfN(NamedTuple):
 
 
 @partial(jax.jit, static_argnames=("env", "policy", "score_fn", "groups", "width"))
-def _block(key, env, env_params, policy, params, score_fn, groups, width, valid):
-    """Sample groups * width sequences as [groups, width] candidates, score them and pick the
-    first maximiser of each group among its first `valid` candidates."""
-    tokens = sample_sequences(key, env, env_params, policy, params, groups * width)
+def _block(key, prompt_keys, env, env_params, policy, params, score_fn, groups, width, valid):
+    """Sample groups * width sequences as [groups, width] candidates, the candidates of a group
+    completing the prompt of its key in prompt_keys [groups], score them and pick the first
+    maximiser of each group among its first `valid` candidates."""
+    shared = jnp.repeat(prompt_keys, width, axis=0)
+    tokens = sample_sequences(key, env, env_params, policy, params, groups * width, shared)
     tokens = tokens.reshape(groups, width, tokens.shape[-1])
     scores = jnp.asarray(score_fn(tokens))
     if scores.shape != (groups, width):
@@ -189,16 +191,12 @@ def best_of_n_sequences(
     At most `chunk` candidates are drawn per compiled call, whole groups of n at a time when
     n <= chunk, else each group in pieces with its best carried over (a later piece wins only
     with a strictly higher score, which keeps the first-maximiser rule); the draws depend on
-    chunk, the law does not. Prompts (prompt_length > 0) are refused: sample_sequences gives
-    every candidate its own prompt, while best-of-n compares completions of one prompt.
+    chunk, the law does not. With prompts (prompt_length > 0) the n candidates of a pick
+    complete one prompt, drawn per pick from the environment's prompt law (the key of pick i
+    is fold_in(prompt key, i) in every call, so a group split over calls keeps its prompt):
+    best-of-n compares completions of one prompt, and its KL is the bound's per prompt.
     """
-    _, prompt, _ = token_layout(env, env_params)
-    if prompt:
-        raise bad_value(
-            "prompt_length",
-            prompt,
-            "must be 0 for best_of_n_sequences: its candidates would each get their own prompt",
-        )
+    token_layout(env, env_params)
     n = checked_int("n", n, 1, None)
     num_sequences = checked_int("num_sequences", num_sequences, 1, None)
     chunk = checked_int("chunk", chunk, 1, None)
@@ -211,12 +209,19 @@ def best_of_n_sequences(
     width = -(-n // pieces)  # pieces of equal width: the last one pads the least
     picked_tokens, picked_scores, picked_index, all_scores = [], [], [], []
     call = 0
+    # Candidates are drawn with fold_in(key, call), as before prompts were allowed, so a
+    # prompt-free run keeps its draws; prompts come from a key of their own.
+    prompt_key = jax.random.split(key)[1]
     for first in range(0, num_sequences, groups):
         group_scores = []
+        prompt_keys = jax.vmap(lambda i: jax.random.fold_in(prompt_key, i))(
+            jnp.arange(first, first + groups)
+        )
         for piece in range(pieces):
             valid = min(width, n - piece * width)
             out = _block(
                 jax.random.fold_in(key, call),
+                prompt_keys,
                 env,
                 env_params,
                 policy,
