@@ -124,12 +124,12 @@ def reinforce_runs(
     settings: ReinforceSettings = ReinforceSettings(),
     log=None,
 ):
-    """R runs of KL-penalised REINFORCE from ref_params: keys [R] (PRNG keys), coefficients [R]
-    (β_KL of each run), reward_params a pytree with leading axis R (reward(reward_params[r],
-    tokens [B, P + L]) -> [B] is run r's proxy). monitor(params, key, reward_params) ->
-    {name: scalar} is called on every run's parameters (with its proxy's) at step 0 and every
-    eval_every steps. Returns (the final parameters, stacked over runs; the history: "step"
-    and each monitored name, [evaluations][R])."""
+    """R runs of KL-penalised REINFORCE from ref_params. keys: R PRNG keys; coefficients: R
+    values of β_KL; reward_params: a pytree with leading axis R, run r's proxy being
+    reward(its slice r, tokens of shape (B, P + L)) -> (B,). monitor(params, key,
+    reward_params) -> {name: scalar} is called on every run's parameters (with its proxy's) at
+    step 0 and every eval_every steps. Returns (the final parameters, stacked over runs; the
+    history: "step" and each monitored name as a list over evaluations of lists over runs)."""
     keys = jnp.asarray(keys)
     coefficients = jnp.asarray(coefficients, jnp.float32)
     optimiser = _optimiser(settings.learning_rate)
@@ -181,11 +181,11 @@ def pair_runs(
     settings: PairSettings = PairSettings(),
     log=None,
 ):
-    """R runs of offline DPO (settings.loss "sigmoid") or IPO ("ipo") from ref_params: keys
-    [R], betas [R], and each run's pairs tokens_a, tokens_b int [R, n, P + L] with labels [R, n]
-    (1 when a was preferred, 0 when b was; a fraction for several votes). monitor(params, key)
-    -> {name: scalar}, called as in reinforce_runs. Returns (the final parameters, stacked over
-    runs; the history)."""
+    """R runs of offline DPO (settings.loss "sigmoid") or IPO ("ipo") from ref_params. keys: R
+    PRNG keys; betas: R values of β; each run's pairs: tokens_a and tokens_b, int of shape
+    (R, n, P + L), with labels of shape (R, n) (1 when a was preferred, 0 when b was; a
+    fraction for several votes). monitor(params, key) -> {name: scalar}, called as in
+    reinforce_runs. Returns (the final parameters, stacked over runs; the history)."""
     keys = jnp.asarray(keys)
     betas = jnp.asarray(betas, jnp.float32)
     labels = jnp.asarray(labels, jnp.float32)
