@@ -9,18 +9,23 @@ import math
 
 import chex
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from zopg import ConfigError
 from zopg.algorithms import DPOOfflineConfig, DPOOnlineConfig, make_train, make_training
+from zopg.algorithms.base import Problem
 from zopg.algorithms.dpo_losses import (
+    LabelledPairs,
     Steps,
     dpo_loss,
     labelled_loss,
     log_ratio,
+    make_core,
     make_labels,
+    mean_where,
     occupancy,
     trajectory_kl,
 )
@@ -327,3 +332,313 @@ def test_online_dpo_runs_on_control_envs(env_id, policy_name):
     np.testing.assert_allclose(metrics["losses/policy_loss"][0], math.log(2.0), rtol=1e-5)
     # After one update the policy has moved: the next batch has a nonzero margin.
     assert float(jnp.abs(metrics["rewards/margins"][-1])) > 0
+
+
+# -- the shared DPO core (make_core) against numpy references -------------------------------------
+
+# From S in "XSG" (state 1): up and down stay (utility 0), right enters the goal (+1), left the
+# trap (−1); a one-step episode's utility is its action's.
+BANDIT_UTILITY = np.array([0.0, 1.0, 0.0, -1.0])
+START = 1
+
+
+def _core(problem, **overrides):
+    return make_core(DPOOnlineConfig(**overrides), problem)
+
+
+def _flat_logits(table):
+    """The flat θ of a tabular policy whose logits are `table` [S, A]."""
+    return jax.flatten_util.ravel_pytree({"logits": jnp.asarray(table, jnp.float32)})[0]
+
+
+def _log_softmax(table):
+    table = np.asarray(table, np.float64)
+    return table - np.logaddexp.reduce(table, axis=-1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def bandit_problem(bandit):
+    env, params, policy, oracle = bandit
+    return Problem.build(env, policy, oracle, params)
+
+
+def test_core_init_and_diagnostics_match_numpy(bandit_problem):
+    core = _core(bandit_problem, num_eval_pairs=64)
+    key = jax.random.key(3)
+    state = core.init(key)
+    # θ_0 = θ_ref = the policy's initial parameters from the same key.
+    np.testing.assert_array_equal(state.theta, bandit_problem.initial_theta(key))
+    np.testing.assert_array_equal(state.ref_theta, state.theta)
+    first, second = state.eval_set.first, state.eval_set.second
+    assert first.action.shape == second.action.shape == (64, 1)
+    np.testing.assert_array_equal(first.obs, START)
+    np.testing.assert_array_equal(second.valid, True)
+    a, b = np.asarray(first.action[:, 0]), np.asarray(second.action[:, 0])
+    # The truth is the sign of the utility difference, by hand from the actions.
+    truth = np.sign(BANDIT_UTILITY[a] - BANDIT_UTILITY[b])
+    np.testing.assert_array_equal(state.eval_set.truth, truth)
+    informative = truth != 0
+    assert informative.sum() > 0
+    # At θ = θ_ref every margin is 0: each informative pair counts half right; the KL is 0.
+    at_ref = core.diagnostics(state)
+    assert float(at_ref["rewards/accuracies"]) == 0.5
+    assert float(at_ref["dpo/kl"]) == 0.0
+
+    # Logits (up, right, down, left) = (0, 1, 2, 1) at S, reference uniform: the log-ratio margin
+    # of a pair is the logit difference, 0 for right vs left (counted half right).
+    logits = np.array([0.0, 1.0, 2.0, 1.0])
+    table = np.zeros((3, 4))
+    table[START] = logits
+    moved = state.replace(theta=_flat_logits(table), ref_theta=_flat_logits(np.zeros((3, 4))))
+    got = core.diagnostics(moved)
+    margin = logits[a] - logits[b]
+    right = np.where(np.sign(margin) == truth, 1.0, np.where(margin == 0, 0.5, 0.0))
+    # The set has right answers, wrong ones and zero margins of unequal utility (a fixed seed).
+    assert {0.0, 0.5, 1.0} <= set(right[informative])
+    expected = right[informative].mean()
+    np.testing.assert_allclose(got["rewards/accuracies"], expected, rtol=1e-6)
+    p = np.exp(_log_softmax(logits))
+    kl = float(np.sum(p * np.log(p / 0.25)))  # one step from S: the KL at S to uniform
+    np.testing.assert_allclose(got["dpo/kl"], kl, rtol=1e-5)
+
+
+def _label_accuracy(pairs):
+    """By hand: over pairs of unequal utility with weight > 0, the label mass on the better one."""
+    u_a = BANDIT_UTILITY[np.asarray(pairs.first.action[:, 0])]
+    u_b = BANDIT_UTILITY[np.asarray(pairs.second.action[:, 0])]
+    label, weight = np.asarray(pairs.label, np.float64), np.asarray(pairs.weight)
+    informative = (u_a != u_b) & (weight > 0)
+    agree = np.where(u_a > u_b, label, 1.0 - label)
+    return agree[informative].mean(), u_a, u_b
+
+
+def test_core_collect_soft_labels_and_their_accuracy(bandit_problem):
+    num, m = 64, 3
+    core = _core(bandit_problem, labels="soft", num_queries=m)
+    theta = bandit_problem.initial_theta(jax.random.key(0))
+    pairs, spent, accuracy = core.collect(jax.random.key(4), theta, num)
+    assert pairs.label.shape == pairs.weight.shape == (num,)
+    # Soft labels: the fraction of M = 3 votes, all answered (weight 1).
+    votes = np.asarray(pairs.label) * m
+    np.testing.assert_allclose(votes, np.round(votes), atol=1e-5)
+    assert np.any((votes > 0.5) & (votes < 2.5))
+    np.testing.assert_array_equal(pairs.weight, 1.0)
+    expected, u_a, u_b = _label_accuracy(pairs)
+    # The batch has equal-utility pairs (left out) and labels on the worse side (soft mass < 1).
+    assert np.any(u_a == u_b) and np.any((u_a < u_b) & (votes > 0.5))
+    np.testing.assert_allclose(accuracy, expected, rtol=1e-6)
+    assert int(spent.queries) == num * m
+    assert int(spent.trajectories) == int(spent.env_steps) == 2 * num
+
+
+def test_core_collect_majority_labels_drop_ties(bandit_problem):
+    num = 64
+    # M = 2 votes: a 1–1 split is a tie, dropped (weight 0), also for pairs of unequal utility.
+    core = _core(bandit_problem, labels="majority", ties="drop", num_queries=2)
+    theta = bandit_problem.initial_theta(jax.random.key(0))
+    pairs, spent, accuracy = core.collect(jax.random.key(5), theta, num)
+    assert set(np.unique(pairs.label)) <= {0.0, 1.0}
+    weight = np.asarray(pairs.weight)
+    assert set(np.unique(weight)) == {0.0, 1.0}
+    expected, u_a, u_b = _label_accuracy(pairs)
+    assert np.any((u_a != u_b) & (weight == 0))
+    np.testing.assert_allclose(accuracy, expected, rtol=1e-6)
+    assert int(spent.queries) == 2 * num
+
+
+# Hand-made pairs for a horizon-3 layout "XSG": steps in states 1 and 2 only (state 0 unvisited),
+# some steps invalid (the episode ended).
+PAIR_STEPS = {
+    "first": (
+        [[1, 1, 2], [1, 2, 2], [1, 2, 2], [1, 1, 1], [1, 2, 1]],
+        [[1, 0, 3], [3, 1, 2], [2, 0, 0], [0, 1, 2], [3, 3, 1]],
+    ),
+    "second": (
+        [[1, 2, 1], [1, 1, 2], [1, 1, 2], [1, 2, 2], [1, 1, 1]],
+        [[2, 2, 0], [0, 3, 1], [1, 1, 3], [3, 0, 0], [1, 2, 3]],
+    ),
+}
+PAIR_VALID = [[1, 1, 1], [1, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 1]]
+PAIR_LABELS = [1.0, 0.0, 0.75, 0.5, 1.0 / 3.0]
+
+
+def _reference_loss(loss, margin, beta, horizon, eps):
+    """The four losses of a margin in float64, from their definitions (science.md §7)."""
+    z = beta * margin
+    neg_log_sigmoid = np.logaddexp(0.0, -z)  # −log σ(z)
+    if loss == "sigmoid":
+        return neg_log_sigmoid
+    if loss == "ipo":
+        return (margin / horizon - 1.0 / (2.0 * beta)) ** 2
+    if loss == "robust":
+        log_sigmoid_neg = -np.logaddexp(0.0, z)  # log σ(−z)
+        return ((1.0 - eps) * neg_log_sigmoid + eps * log_sigmoid_neg) / (1.0 - 2.0 * eps)
+    return np.maximum(1.0 - z, 0.0)  # hinge
+
+
+@pytest.mark.parametrize("loss", sorted(HAND_VALUES))
+def test_core_apply_matches_numpy_loss_margin_and_adam_step(bandit, loss):
+    env, params = make("gridworld", layout=["XSG"], horizon=3, slip=0.0)
+    problem = Problem.build(env, make_policy("tabular", env, params), bandit[3], params)
+    assert problem.horizon == 3
+    beta, eps, lr = 0.7, 0.2, 0.05
+    core = _core(problem, loss=loss, beta=beta, flip_rate=eps, learning_rate=lr, num_eval_pairs=4)
+    rng = np.random.default_rng(0)
+    theta, ref_theta = _flat_logits(rng.normal(size=(3, 4))), _flat_logits(rng.normal(size=(3, 4)))
+    ref_log_probs = _log_softmax(np.asarray(ref_theta, np.float64).reshape(3, 4))
+    valid = np.asarray(PAIR_VALID, bool)
+    steps = [
+        Steps(obs=jnp.asarray(obs), action=jnp.asarray(action), valid=jnp.asarray(valid))
+        for obs, action in PAIR_STEPS.values()
+    ]
+    label = np.asarray(PAIR_LABELS)
+
+    def reference(flat_theta, weight):
+        """(mean weighted loss, β·mean weighted (2p − 1)Δ) in float64, by hand."""
+        ratio = _log_softmax(flat_theta.reshape(3, 4)) - ref_log_probs
+        first, second = (
+            np.where(valid, ratio[np.asarray(obs), np.asarray(action)], 0.0).sum(-1)
+            for obs, action in PAIR_STEPS.values()
+        )
+        m = first - second
+        per_pair = label * _reference_loss(loss, m, beta, 3, eps) + (1 - label) * _reference_loss(
+            loss, -m, beta, 3, eps
+        )
+        total = max(weight.sum(), 1.0)
+        return (weight * per_pair).sum() / total, beta * (
+            weight * (2 * label - 1) * m
+        ).sum() / total
+
+    # Several pairs dropped or kept, and a single kept pair (the mean divides by 1).
+    for weight in (np.array([1.0, 1.0, 0.0, 1.0, 1.0]), np.array([0.0, 0.0, 1.0, 0.0, 0.0])):
+        pairs = LabelledPairs(
+            *steps,
+            jnp.asarray(label, jnp.float32),
+            jnp.asarray(weight, jnp.float32),
+        )
+        opt_state = core.init(jax.random.key(0)).opt_state
+        new_theta, _, got_loss, got_margin = core.apply(theta, opt_state, ref_theta, pairs)
+        base = np.asarray(theta, np.float64)
+        want_loss, want_margin = reference(base, weight)
+        np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got_margin, want_margin, rtol=1e-5, atol=1e-6)
+        # Adam's first step moves each coordinate by lr·g/(|g| + 1e-8) = lr·sign(g); the gradient's
+        # sign from central differences of the reference loss (state 0 unvisited: g = 0).
+        grad = np.zeros_like(base)
+        h = 1e-6
+        for i in range(base.size):
+            up, down = base.copy(), base.copy()
+            up[i] += h
+            down[i] -= h
+            grad[i] = (reference(up, weight)[0] - reference(down, weight)[0]) / (2 * h)
+        moved = np.abs(grad) > 1e-4
+        assert moved.sum() >= 6
+        step = np.asarray(new_theta, np.float64) - base
+        np.testing.assert_allclose(step[moved], -lr * np.sign(grad[moved]), rtol=1e-4)
+        np.testing.assert_array_equal(step[:4], 0.0)
+
+
+def test_loss_defaults_are_one_step_without_flips():
+    """Called without horizon and flip_rate (as zopg.lm.finetune does): H = 1 and ε = 0, so ipo is
+    (Δ − 1/(2β))² and robust is the sigmoid loss, by hand in float64."""
+    margin, beta = np.array([2.0, -1.0, 0.3]), 0.5
+    ipo = lambda m: (m - 1.0 / (2.0 * beta)) ** 2  # noqa: E731
+    sigmoid = lambda m: np.logaddexp(0.0, -beta * m)  # noqa: E731
+    m = jnp.asarray(margin)
+    np.testing.assert_allclose(dpo_loss("ipo", m, beta), ipo(margin), rtol=1e-6)
+    np.testing.assert_allclose(dpo_loss("robust", m, beta), sigmoid(margin), rtol=1e-6)
+    p = 0.75
+    np.testing.assert_allclose(
+        labelled_loss("ipo", m, p, beta), p * ipo(margin) + (1 - p) * ipo(-margin), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        labelled_loss("robust", m, p, beta),
+        p * sigmoid(margin) + (1 - p) * sigmoid(-margin),
+        rtol=1e-6,
+    )
+
+
+def test_mean_where_is_nan_without_entries_and_the_masked_mean_otherwise():
+    values = jnp.array([0.25, 0.5, 2.0, 7.0])
+    assert np.isnan(float(mean_where(values, jnp.zeros(4, bool))))
+    assert float(mean_where(values, jnp.array([False, True, False, False]))) == 0.5
+    assert float(mean_where(values, jnp.array([True, False, True, False]))) == 1.125
+
+
+@pytest.mark.parametrize("config", [DPOOnlineConfig, DPOOfflineConfig])
+def test_the_missing_oracle_error_names_dpo(bandit, config):
+    env, _, policy, _ = bandit
+    with pytest.raises(ConfigError, match=r"^DPO learns from preferences and needs an oracle"):
+        make_train(config(), env, policy, None)
+
+
+def test_held_out_pairs_are_a_fixed_stream_of_the_seed(bandit, bandit_problem):
+    """Reproducibility of recorded accuracies: a seed's held-out pairs are π_ref's rollouts under
+    fold_in(key, 1), split in two for the two sides (policy.init consumes the key itself)."""
+    env, params, policy, _ = bandit
+    key = jax.random.key(7)
+    state = _core(bandit_problem, num_eval_pairs=16).init(key)
+    ref = bandit_problem.unravel(state.ref_theta)
+    keys = jax.random.split(jax.random.fold_in(key, 1))
+    for k, side in zip(keys, (state.eval_set.first, state.eval_set.second), strict=True):
+        np.testing.assert_array_equal(
+            side.action, rollout_batch(k, policy, ref, env, params, 16).action
+        )
+
+
+def test_unknown_loss_is_named_in_the_error():
+    with pytest.raises(ValueError, match=r"^unknown DPO loss 'kto'$"):
+        dpo_loss("kto", jnp.zeros(2), 0.1)
+
+
+LABELS_AND_TIES = (("soft", "random"), ("majority", "random"), ("majority", "drop"))
+
+
+def test_make_labels_over_leading_axes_with_partial_skips():
+    """Feedback of shape [2, 3, M] (leading axes follow the pairs' batch shape), some queries
+    skipped (their votes must not count); labels by hand. They stay float32 under x64, which
+    zopg.rates turns on for its float64 measurements."""
+    votes = np.array(
+        [
+            [[1, 0, 1, 1], [1, 1, 1, 1], [0, 1, 0, 0]],
+            [[1, 1, 1, 1], [0, 0, 1, 0.5], [0, 1, 1, 0]],
+        ]
+    )
+    answered = np.array(
+        [
+            [[1, 1, 0, 0], [0, 1, 0, 0], [1, 1, 1, 1]],
+            [[0, 0, 0, 0], [1, 0, 1, 1], [0, 1, 1, 1]],
+        ],
+        bool,
+    )
+    feedback = _feedback(votes, jnp.asarray(answered))
+    num = answered.sum(-1)
+    vote_sum = np.where(answered, votes, 0.0).sum(-1)
+    has_vote = num > 0
+    soft, soft_w = make_labels(jax.random.key(0), feedback, "soft", "random")
+    # Rows: ½ (2 answered), 1 (one answer), ¼, no answer (½, weight 0), ½, ⅔.
+    np.testing.assert_allclose(soft, np.where(has_vote, vote_sum / np.maximum(num, 1), 0.5))
+    np.testing.assert_array_equal(soft_w, has_vote)
+    lead = 2 * vote_sum - num
+    hard, hard_w = make_labels(jax.random.key(0), feedback, "majority", "drop")
+    decided = lead != 0
+    np.testing.assert_array_equal(np.asarray(hard)[decided], lead[decided] > 0)
+    np.testing.assert_array_equal(hard_w, has_vote & decided)
+    with jax.enable_x64(True):
+        for labels in LABELS_AND_TIES:
+            label, weight = make_labels(jax.random.key(0), feedback, *labels)
+            assert label.dtype == weight.dtype == jnp.float32, labels
+
+
+def test_log_ratio_sums_over_time_only_with_leading_axes():
+    """Steps [2, 2, 3] (two batch axes before time): the sum runs over the last axis alone."""
+    env, params = make("gridworld/open-5x5")
+    policy = make_policy("tabular", env, params, init_scale=1.0)
+    theta, ref = policy.init(jax.random.key(1)), policy.init(jax.random.key(2))
+    rng = np.random.default_rng(1)
+    obs, action = rng.integers(0, 25, (2, 2, 3)), rng.integers(0, 4, (2, 2, 3))
+    valid = np.array([[[1, 1, 0], [1, 0, 0]], [[1, 1, 1], [0, 0, 0]]], bool)
+    steps = Steps(obs=jnp.asarray(obs), action=jnp.asarray(action), valid=jnp.asarray(valid))
+    ratio = _log_softmax(theta["logits"]) - _log_softmax(ref["logits"])
+    expected = np.where(valid, ratio[obs, action], 0.0).sum(-1)
+    np.testing.assert_allclose(log_ratio(policy, theta, ref, steps), expected, rtol=1e-5, atol=1e-6)
