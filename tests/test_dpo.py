@@ -539,8 +539,8 @@ def test_core_apply_matches_numpy_loss_margin_and_adam_step(bandit, loss):
 
 
 def test_loss_defaults_are_one_step_without_flips():
-    """Called without horizon and flip_rate (as zopg.lm.finetune does): H = 1 and ε = 0, so ipo is
-    (Δ − 1/(2β))² and robust is the sigmoid loss, by hand in float64."""
+    """Called without horizon and flip_rate (as zopg.algorithms.token_finetune does): H = 1 and
+    ε = 0, so ipo is (Δ − 1/(2β))² and robust is the sigmoid loss, by hand in float64."""
     margin, beta = np.array([2.0, -1.0, 0.3]), 0.5
     ipo = lambda m: (m - 1.0 / (2.0 * beta)) ** 2  # noqa: E731
     sigmoid = lambda m: np.logaddexp(0.0, -beta * m)  # noqa: E731

@@ -381,6 +381,11 @@ population_size = 4
 """
 
 
+# Slow (about 15 s): in make test, test_evaluation checks the Monte Carlo evaluator, the
+# runner's Monte Carlo path runs in test_lm_methods, test_plots draws a Monte Carlo folder and
+# test_resume_after_interruption_is_identical checks the resume; the per-env policy and
+# per-method env lists of a CartPole run are checked in make test-all only.
+@pytest.mark.slow
 def test_monte_carlo_evaluation_per_env_policy_and_resume(tmp_path, monkeypatch):
     """Envs without an exact model get Monte Carlo returns at the logged iterations and of the
     initial policy; per-env policies and per-method env lists apply; a resumed run is

@@ -1,5 +1,5 @@
-"""KL-penalised REINFORCE and offline DPO/IPO on token pairs (zopg.lm.finetune) against the closed
-forms of their optima on a space small enough to enumerate."""
+"""KL-penalised REINFORCE and offline DPO/IPO on token pairs (zopg.algorithms.token_finetune)
+against the closed forms of their optima on a space small enough to enumerate."""
 
 import itertools
 
@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from scipy.stats import t as scipy_t
 
-from zopg.envs import make
-from zopg.errors import ConfigError
-from zopg.lm.finetune import (
+from zopg.algorithms.token_finetune import (
     PairSettings,
     ReinforceSettings,
     generated_log_probs,
     pair_runs,
     reinforce_runs,
 )
+from zopg.envs import make
+from zopg.errors import ConfigError
 from zopg.policies import make_policy
 
 VOCAB, LENGTH = 3, 2

@@ -344,6 +344,7 @@ def test_padding_changes_neither_value_nor_gradient():
         make_policy("tabular", env, params, pad_to=99)
 
 
+@pytest.mark.slow  # the padding itself is checked fast above; this reads the experiment file
 def test_the_dimension_file_pads_one_layout():
     experiment = load_experiment(ROOT / "benchmarks" / "regime_dimension_padded.toml")
     dims = {}

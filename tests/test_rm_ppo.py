@@ -218,6 +218,9 @@ def test_determinism_single_compilation_and_vmap(open_grid, small_train, small_r
     assert shapes["budget/queries"].shape == (2, SMALL.num_rounds)
 
 
+# Slow: test_zpg's chunked run keeps the runner's chunking in make test, and test_experiments'
+# resume test keeps a run cut into chunks identical to one run.
+@pytest.mark.slow
 def test_chunked_run_equals_one_run(open_grid, small_runs):
     env, _, policy, oracle = open_grid
     trainer = make_training(SMALL, env, policy, oracle, probe=True)

@@ -42,7 +42,9 @@ def random_tokens(key, shape, vocab):
     return jax.random.randint(key, shape, 0, vocab, jnp.int32)
 
 
-@pytest.mark.parametrize("name", NAMES)
+# The transformer's case of the next four tests is slow (flax's eager init and apply take
+# seconds); its causal masking stays in make test, and the GRU's cases keep the shared code.
+@pytest.mark.parametrize("name", HEAVY)
 def test_make_policy_builds_a_policy_sized_from_the_env(name, small):
     env, params = small
     policy = make_policy(name, env, params)
@@ -171,7 +173,7 @@ GRU_KERNELS = [(32, 64)] * 3 + [(64, 64)] * 3 + [(64, 16)]
 TRANSFORMER_KERNELS = [(64, 192), (64, 64), (64, 128), (128, 64)] * 2 + [(64, 16)]
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", HEAVY)
 @pytest.mark.parametrize("parameterisation", ["all", "head"])
 def test_flat_sizes(name, parameterisation):
     env, params = make(ENV_ID)
@@ -240,7 +242,7 @@ def test_lora_adds_rank_r_factors_to_a_frozen_base(name, rank, small):
             assert not np.any(delta), path
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", HEAVY)
 def test_a_given_base_is_where_every_parameterisation_starts(name, small):
     env, params = small
     reference = scaled(make_policy(name, env, params).init(jax.random.PRNGKey(7)), 2.0)

@@ -37,9 +37,14 @@ import numpy as np
 
 from benchmarks.studies.lm_overoptimisation import GOLDS, OUT, SEEDS, study_data
 from zopg import store
+from zopg.algorithms.token_finetune import (
+    PairSettings,
+    ReinforceSettings,
+    pair_runs,
+    reinforce_runs,
+)
 from zopg.analysis.overoptimisation import fit_overoptimisation, plot_overoptimisation
 from zopg.analysis.paired import t_quantile
-from zopg.lm.finetune import PairSettings, ReinforceSettings, pair_runs, reinforce_runs
 from zopg.sequence_kl import per_prefix_kl, sample_sequences
 
 RL_PROXIES = (("linear-unigram", {}), ("gru-64", {}))
