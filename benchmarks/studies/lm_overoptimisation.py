@@ -102,6 +102,10 @@ class StudyData:
     fit_key: jax.Array
     pool_key: jax.Array
 
+    def pieces(self):
+        """(env, env_params, policy, ref, gold)."""
+        return self.env, self.env_params, self.policy, self.ref, self.gold
+
     def fit(self, kind: str, size: int, **options):
         """The proxy of this kind fitted on the first `size` pairs (deterministic: the same
         proxy in every arm)."""
@@ -135,13 +139,7 @@ def study_data(gold_name: str, seed: int) -> StudyData:
 def run_part(gold_name: str, seed: int, log) -> dict:
     """One gold and seed: the proxies' fits and every best-of-n curve."""
     data = study_data(gold_name, seed)
-    env, env_params, policy, ref, gold = (
-        data.env,
-        data.env_params,
-        data.policy,
-        data.ref,
-        data.gold,
-    )
+    env, env_params, policy, ref, gold = data.pieces()
     pool = sample_sequences(data.pool_key, env, env_params, policy, ref, POOL)
     pool_gold = chunked(lambda _, x: gold.score(x), None, pool)
     curves = {}

@@ -83,13 +83,7 @@ def _stack(trees):
 
 def _monitor(data, proxy_score=None):
     """Gold, proxy (where there is one) and per-prefix KL of a policy on fresh sequences."""
-    env, env_params, policy, ref, gold = (
-        data.env,
-        data.env_params,
-        data.policy,
-        data.ref,
-        data.gold,
-    )
+    env, env_params, policy, ref, gold = data.pieces()
 
     def measure(params, key, proxy_params=None):
         tokens = sample_sequences(key, env, env_params, policy, params, EVAL_SEQUENCES)

@@ -111,6 +111,31 @@ def _history(run_segment, evaluate, state, keys, steps: int, eval_every: int, lo
     return state[0], history
 
 
+def _side_by_side(loss, runs, ref_params, keys, evaluate, settings, log):
+    """R runs from ref_params of Adam (clipped) on loss(params, key, run), run being each run's
+    slice of the pytree `runs` (leading axis R), vmapped; _history's segments and evaluations."""
+    optimiser = _optimiser(settings.learning_rate)
+
+    def one_step(carry, key, run):
+        params, opt_state = carry
+        grads = jax.grad(loss)(params, key, run)
+        updates, opt_state = optimiser.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), None
+
+    @partial(jax.jit, static_argnums=2)
+    def run_segment(state, segment_keys, size):
+        def one_run(carry, key, run):
+            step = partial(one_step, run=run)
+            carry, _ = jax.lax.scan(step, carry, jax.random.split(key, size))
+            return carry
+
+        return jax.vmap(one_run)(state, segment_keys, runs)
+
+    params = _stack([ref_params] * keys.shape[0])
+    state = (params, jax.vmap(optimiser.init)(params))
+    return _history(run_segment, evaluate, state, keys, settings.steps, settings.eval_every, log)
+
+
 def reinforce_runs(
     keys,
     coefficients,
@@ -132,40 +157,25 @@ def reinforce_runs(
     history: "step" and each monitored name as a list over evaluations of lists over runs)."""
     keys = jnp.asarray(keys)
     coefficients = jnp.asarray(coefficients, jnp.float32)
-    optimiser = _optimiser(settings.learning_rate)
 
-    def one_step(carry, key, coefficient, proxy_params):
-        params, opt_state = carry
-        tokens = sample_sequences(key, env, env_params, policy, params, settings.batch)
+    def loss(params, key, run):
+        coefficient, proxy_params = run
+        # Sampled from the current policy, outside the gradient (the tokens are integers).
+        current = jax.lax.stop_gradient(params)
+        tokens = sample_sequences(key, env, env_params, policy, current, settings.batch)
         ref_log_p = generated_log_probs(env_params, policy, ref_params, tokens)
-
-        def loss(p):
-            log_p = generated_log_probs(env_params, policy, p, tokens)
-            penalised = reward(proxy_params, tokens) - coefficient * (
-                jax.lax.stop_gradient(log_p) - ref_log_p
-            )
-            others = (jnp.sum(penalised) - penalised) / (settings.batch - 1)
-            advantage = jax.lax.stop_gradient(penalised - others)
-            return -jnp.mean(advantage * log_p)
-
-        grads = jax.grad(loss)(params)
-        updates, opt_state = optimiser.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), None
-
-    @partial(jax.jit, static_argnums=2)
-    def run_segment(state, segment_keys, size):
-        def one_run(carry, key, coefficient, proxy_params):
-            step = partial(one_step, coefficient=coefficient, proxy_params=proxy_params)
-            carry, _ = jax.lax.scan(step, carry, jax.random.split(key, size))
-            return carry
-
-        return jax.vmap(one_run)(state, segment_keys, coefficients, reward_params)
+        log_p = generated_log_probs(env_params, policy, params, tokens)
+        penalised = reward(proxy_params, tokens) - coefficient * (
+            jax.lax.stop_gradient(log_p) - ref_log_p
+        )
+        others = (jnp.sum(penalised) - penalised) / (settings.batch - 1)
+        advantage = jax.lax.stop_gradient(penalised - others)
+        return -jnp.mean(advantage * log_p)
 
     evaluate = jax.jit(lambda params, k: jax.vmap(monitor)(params, k, reward_params))
-    runs = keys.shape[0]
-    params = _stack([ref_params] * runs)
-    state = (params, jax.vmap(optimiser.init)(params))
-    return _history(run_segment, evaluate, state, keys, settings.steps, settings.eval_every, log)
+    return _side_by_side(
+        loss, (coefficients, reward_params), ref_params, keys, evaluate, settings, log
+    )
 
 
 def pair_runs(
@@ -195,38 +205,17 @@ def pair_runs(
             f"tokens_a {tokens_a.shape}, tokens_b {tokens_b.shape}, labels {labels.shape}",
             "tokens_a and tokens_b of one shape [R, n, P + L], labels [R, n]",
         )
-    optimiser = _optimiser(settings.learning_rate)
     ref_a = jax.vmap(partial(generated_log_probs, env_params, policy, ref_params))(tokens_a)
     ref_b = jax.vmap(partial(generated_log_probs, env_params, policy, ref_params))(tokens_b)
     count = tokens_a.shape[1]
 
-    def one_step(carry, key, beta, data):
-        params, opt_state = carry
-        a, b, label, base_a, base_b = data
+    def loss(params, key, run):
+        beta, a, b, label, base_a, base_b = run
         rows = jax.random.randint(key, (settings.batch,), 0, count)
+        ratio_a = generated_log_probs(env_params, policy, params, a[rows]) - base_a[rows]
+        ratio_b = generated_log_probs(env_params, policy, params, b[rows]) - base_b[rows]
+        return jnp.mean(labelled_loss(settings.loss, ratio_a - ratio_b, label[rows], beta))
 
-        def loss(p):
-            ratio_a = generated_log_probs(env_params, policy, p, a[rows]) - base_a[rows]
-            ratio_b = generated_log_probs(env_params, policy, p, b[rows]) - base_b[rows]
-            return jnp.mean(labelled_loss(settings.loss, ratio_a - ratio_b, label[rows], beta))
-
-        grads = jax.grad(loss)(params)
-        updates, opt_state = optimiser.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), None
-
-    data = (jnp.asarray(tokens_a), jnp.asarray(tokens_b), labels, ref_a, ref_b)
-
-    @partial(jax.jit, static_argnums=2)
-    def run_segment(state, segment_keys, size):
-        def one_run(carry, key, beta, run_data):
-            step = partial(one_step, beta=beta, data=run_data)
-            carry, _ = jax.lax.scan(step, carry, jax.random.split(key, size))
-            return carry
-
-        return jax.vmap(one_run)(state, segment_keys, betas, data)
-
+    runs = (betas, jnp.asarray(tokens_a), jnp.asarray(tokens_b), labels, ref_a, ref_b)
     evaluate = jax.jit(jax.vmap(monitor))
-    runs = keys.shape[0]
-    params = _stack([ref_params] * runs)
-    state = (params, jax.vmap(optimiser.init)(params))
-    return _history(run_segment, evaluate, state, keys, settings.steps, settings.eval_every, log)
+    return _side_by_side(loss, runs, ref_params, keys, evaluate, settings, log)
