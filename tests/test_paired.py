@@ -578,3 +578,151 @@ def test_clipped_when_either_end_of_the_chosen_interval_is_cut():
         assert cut == pytest.approx(sign * 1.057, rel=1e-15)
         assert min(sign * d) < free < max(sign * d)
         assert record["clipped"] is True
+
+
+# -- mean_intervals' arguments, edge rows and studentised corner cases (mutation survivors) ----
+
+
+def test_mean_intervals_refuse_bad_samples_with_the_field_and_shape():
+    """A 3-d array or rows without seeds are refused by shape; a missing value (None, read as
+    NaN like paired_differences does) or an infinite one is refused as not finite."""
+    shape = r"^samples: shape {}: must be \[n\] or \[rows, n\] with n >= 1$"
+    for bad, text in (
+        (np.zeros((2, 2, 2)), r"\(2, 2, 2\)"),
+        (np.zeros((2, 0)), r"\(2, 0\)"),
+        ([], r"\(1, 0\)"),
+    ):
+        with pytest.raises(ConfigError, match=shape.format(text)):
+            paired.mean_intervals(bad, "percentile", num_resamples=10)
+    finite = (
+        r"^samples holds {}: must be finite; drop the seeds without a finite value first "
+        r"\(paired_differences does\)$"
+    )
+    for bad, text in (([0.1, None, 0.3], "nan"), ([[0.1, 0.2], [np.inf, 0.3]], "inf")):
+        with pytest.raises(ConfigError, match=finite.format(text)):
+            paired.mean_intervals(bad, "percentile", num_resamples=10)
+
+
+def test_mean_intervals_refuse_bad_arguments_by_name():
+    with pytest.raises(ConfigError, match=r"^ci method = 'wald': must be one of percentile, "):
+        paired.mean_intervals([0.1, 0.2, 0.3], "wald")
+    for confidence in (0.0, 1.0, -0.1, 1.5):
+        with pytest.raises(ConfigError, match=rf"^confidence = {confidence}: must be in \(0, 1\)$"):
+            paired.mean_intervals([0.1, 0.2, 0.3], "percentile", confidence, num_resamples=10)
+    for size in (0, 1):
+        with pytest.raises(
+            ConfigError, match=rf"^num_resamples = {size}: must be an integer in \[2, inf\]$"
+        ):
+            paired.mean_intervals([0.1, 0.2, 0.3], "percentile", num_resamples=size)
+    with pytest.raises(ConfigError, match=r"^resample counts: 4 seeds per resample, data have 5$"):
+        paired.mean_intervals(np.arange(5.0), counts=paired.resample_counts(4, 10))
+    with pytest.raises(ConfigError, match=r"^student-t interval: n = 1 seeds: must be >= 2$"):
+        paired.mean_intervals([0.3], "student-t")
+
+
+def test_two_resamples_and_the_default_ten_thousand():
+    """num_resamples = 2 is the least allowed; left out it is 10,000 from seed 0. The percentile
+    interval interpolates at (B - 1)·level, so it pins B (21 seeds: no ties among the means)."""
+    x = np.random.default_rng(31).normal(0.0, 1.0, 21)
+    for size, given in ((2, {"num_resamples": 2}), (10_000, {})):
+        got = paired.mean_intervals(x, "percentile", **given)
+        expected = paired.mean_intervals(
+            x, "percentile", counts=paired.resample_counts(21, size, seed=0)
+        )
+        assert (got[0][0], got[1][0]) == (expected[0][0], expected[1][0])
+
+
+def test_student_t_interval_matches_scipy():
+    """mean ± t(n-1)_{(1+c)/2}·sd/√n for n = 2 (the fewest allowed) up to 9, per row; the
+    tolerance is the bisection's 1e-12 of t times se, plus rounding."""
+    rng = np.random.default_rng(41)
+    for n in (2, 3, 9):
+        rows = rng.normal(0.3, 1.0, (3, n))
+        for confidence in (0.8, 0.95):
+            low, high = paired.mean_intervals(rows, "student-t", confidence)
+            for i, row in enumerate(rows):
+                se = statistics.stdev(row) / math.sqrt(n)
+                half = stats.t.ppf((1 + confidence) / 2, n - 1) * se
+                mean = statistics.fmean(row)
+                np.testing.assert_allclose(
+                    [low[i], high[i]], [mean - half, mean + half], rtol=1e-11, atol=1e-13
+                )
+
+
+def test_a_single_seed_gives_a_point_from_every_bootstrap_method_without_warnings():
+    """One seed: no spread, so every bootstrap interval is that value, as floats."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for method in paired.INTERVAL_METHODS:
+            if method == "student-t":
+                continue
+            low, high = paired.mean_intervals([[0.3], [-1.5]], method, num_resamples=20)
+            assert low.dtype == high.dtype == np.float64, method
+            np.testing.assert_array_equal(low, [0.3, -1.5])
+            np.testing.assert_array_equal(high, [0.3, -1.5])
+
+
+def test_a_constant_resample_at_the_mean_has_t_star_zero_without_warnings():
+    """Seeds (0, 1, 2), mean 1. A resample of three 1s is constant but at the mean: t* = 0, not
+    0/0. A resample of three 0s: t* = -inf. With the resamples {1,1,1}, {0,1,2} twice (t* = 0)
+    every t* is 0 and the interval is the mean itself; the rank-3 |t*| of (0, 0, 0) is 0."""
+    x = np.array([0.0, 1.0, 2.0])
+    at_mean = np.array([[0.0, 3.0, 0.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for method in ("symmetric-t", "symmetric-t-range", "bootstrap-t"):
+            low, high = paired.mean_intervals(x, method, counts=at_mean)
+            assert (low[0], high[0]) == (1.0, 1.0), method
+        # Constant resamples away from the mean: t* = ±inf (x/0), still without warnings.
+        away = np.array([[3.0, 0.0, 0.0], [0.0, 0.0, 3.0], [1.0, 1.0, 1.0], [2.0, 1.0, 0.0]])
+        low, high = paired.mean_intervals(x, "symmetric-t", 0.4, counts=away)
+    # Sorted |t*| = (0, |t|, inf, inf), |t| that of (0, 0, 1); rank ceil(5 · 0.4) = 2 picks |t|.
+    sample = np.array([0.0, 0.0, 1.0])
+    t = (sample.mean() - 1.0) / (sample.std(ddof=1) / math.sqrt(3))
+    half = abs(t) * 1.0 / math.sqrt(3)
+    np.testing.assert_allclose([low[0], high[0]], [1.0 - half, 1.0 + half], rtol=1e-14)
+
+
+def test_studentised_intervals_where_the_standard_error_is_exactly_one():
+    """Seeds (5, -5, 3, -3, 1, -1, 1, -1, 0): mean 0, sum of squares 72, sd 3, se = 3/√9 = 1
+    exactly. A standard error of one is no zero spread: both intervals match the loop reference
+    over resamples none of them constant, and neither end is the mean."""
+    x = np.array([5.0, -5.0, 3.0, -3.0, 1.0, -1.0, 1.0, -1.0, 0.0])
+    counts = paired.resample_counts(9, 120, seed=6)
+    counts = counts[[np.ptp(r) > 0 for r in _resampled(x, counts)]][:99]
+    confidence = 0.8
+    symmetric, equal_tailed = _studentised_reference(x, counts, confidence)
+    for method, expected in (("symmetric-t", symmetric), ("bootstrap-t", equal_tailed)):
+        low, high = paired.mean_intervals(x, method, confidence, counts=counts)
+        np.testing.assert_allclose([low[0], high[0]], expected, rtol=1e-12, atol=1e-12)
+        assert low[0] < 0.0 < high[0], method
+
+
+def test_studentised_intervals_are_a_point_where_the_standard_error_underflows():
+    """Seeds (0, 0, 2^-1074) and their mirror: the squared deviations underflow, so se = 0,
+    while resamples of the tiny seed have a mean off the float mean 0 and a zero sd (t* = ±inf).
+    With no spread to scale, every studentised interval is the mean, 0, never inf·0 = NaN; the
+    equal-tailed one without warnings."""
+    x = np.array([[0.0, 0.0, 5e-324], [0.0, 0.0, -5e-324]])  # and mirrored: t* = -inf
+    counts = paired.resample_counts(3, 200, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        low, high = paired.mean_intervals(x, "bootstrap-t", counts=counts)
+    np.testing.assert_array_equal([low, high], np.zeros((2, 2)))
+    for method in ("symmetric-t", "symmetric-t-range"):
+        with np.errstate(invalid="ignore"):
+            low, high = paired.mean_intervals(x, method, counts=counts)
+        np.testing.assert_array_equal([low, high], np.zeros((2, 2)), err_msg=method)
+
+
+def test_range_clipping_is_per_row():
+    """Two rows through one call: the stalled-seed sample and its mirror shifted by 10. Each
+    studentised interval overshoots its own row's range on one side, and is clipped to that
+    row's smallest or largest value, not to those of the whole array."""
+    d = np.array([0.0] * 6 + [-0.001, 0.0005, -0.002, -0.55])
+    rows = np.stack([d, 10.0 - d])
+    low, high = paired.mean_intervals(rows, "symmetric-t-range", num_resamples=2000)
+    wide = paired.mean_intervals(rows, "symmetric-t", num_resamples=2000)
+    for i, row in enumerate(rows):
+        assert wide[0][i] < row.min() and wide[1][i] > row.max()
+        assert (low[i], high[i]) == (row.min(), row.max())
