@@ -42,6 +42,7 @@ from zopg.algorithms.token_finetune import (
     ReinforceSettings,
     pair_runs,
     reinforce_runs,
+    stack_runs,
 )
 from zopg.analysis.overoptimisation import fit_overoptimisation, plot_overoptimisation
 from zopg.analysis.paired import t_quantile
@@ -77,10 +78,6 @@ def _data(gold_name: str, seed: int):
     return study_data(gold_name, seed)
 
 
-def _stack(trees):
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
-
-
 def _monitor(data, proxy_score=None):
     """Gold, proxy (where there is one) and per-prefix KL of a policy on fresh sequences."""
     env, env_params, policy, ref, gold = data.pieces()
@@ -104,7 +101,7 @@ def run_rl(gold_name: str, label: str, options: dict, size: int, log) -> dict:
     fits = [data.fit(label, size, **options) for data in datas]
     spec = fits[0].spec
     runs = [(seed, c) for seed in range(SEEDS) for c in KL_COEFFICIENTS]
-    proxy_params = _stack([fits[seed].params for seed, _ in runs])
+    proxy_params = stack_runs([fits[seed].params for seed, _ in runs])
     # One key per seed, shared by its coefficients: their curves differ by β_KL alone.
     keys = jnp.stack([jax.random.PRNGKey(1000 + seed) for seed, _ in runs])
     first = datas[0]

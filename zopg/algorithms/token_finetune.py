@@ -83,7 +83,8 @@ def generated_log_probs(env_params, policy, params, tokens) -> jax.Array:
     return jnp.sum(jnp.where(generated, steps, 0.0), axis=-1)
 
 
-def _stack(trees):
+def stack_runs(trees):
+    """Pytrees of one structure stacked along a new leading axis (one slice per run)."""
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
 
 
@@ -131,7 +132,7 @@ def _side_by_side(loss, runs, ref_params, keys, evaluate, settings, log):
 
         return jax.vmap(one_run)(state, segment_keys, runs)
 
-    params = _stack([ref_params] * keys.shape[0])
+    params = stack_runs([ref_params] * keys.shape[0])
     state = (params, jax.vmap(optimiser.init)(params))
     return _history(run_segment, evaluate, state, keys, settings.steps, settings.eval_every, log)
 
