@@ -19,7 +19,9 @@ that changes the module or its test files starts that module afresh. From the re
 
 A survivor that cannot change any result is marked equivalent in
 benchmarks/studies/mutation_equivalent.toml (`"<mutant id>" = "<one-line reason>"`); the JSON
-lists it apart and the score leaves it out. The module also serves as the pytest plugin of the
+lists it apart and the score leaves it out. A survivor or timeout left alone on purpose, which a
+test could tell apart only in a case no caller reaches, goes in the same file's `[explained]`
+table: it still counts against the score, and the JSON carries its reason. The module also serves as the pytest plugin of the
 mutant runs (`-p benchmarks.studies.mutation`, the hooks at the end).
 """
 
@@ -417,19 +419,23 @@ def _function(mutant: str) -> str:
     return name.removeprefix("x_")
 
 
-def load_equivalent() -> dict[str, str]:
-    """Mutant id -> the one-line reason it cannot change behaviour."""
+def load_equivalent(table: str = "equivalent") -> dict[str, str]:
+    """Mutant id -> its one-line reason: why it cannot change behaviour (`equivalent`), or why a
+    survivor or timeout is left standing (`explained`)."""
     with EQUIVALENT.open("rb") as file:
-        return {str(k): str(v) for k, v in tomllib.load(file).get("equivalent", {}).items()}
+        return {str(k): str(v) for k, v in tomllib.load(file).get(table, {}).items()}
 
 
-def module_report(module: str, equivalent: dict[str, str]) -> dict | None:
+def module_report(
+    module: str, equivalent: dict[str, str], explained: dict[str, str] | None = None
+) -> dict | None:
     """The counts, score and survivors of one module's scratch copy; None when it has none."""
     work = SCRATCH / _slug(module)
     stamp = _read_stamp(work)
     verdicts = _verdicts(work, module) if stamp else {}
     if not verdicts:
         return None
+    explained = explained or {}
     statuses = {mutant: _status(code) for mutant, code in verdicts.items()}
     marked = {m: equivalent[m] for m in statuses if m in equivalent and statuses[m] == "survived"}
     counts = {status: 0 for status in (*STATUSES, "not checked")}
@@ -477,7 +483,7 @@ def module_report(module: str, equivalent: dict[str, str]) -> dict | None:
             else None
         ),
         "survivors": [
-            {"id": m, "diff": _diff(work, m)}
+            {"id": m, "diff": _diff(work, m)} | ({"why": explained[m]} if m in explained else {})
             for m in sorted(statuses)
             if statuses[m] == "survived" and m not in marked
         ],
@@ -486,6 +492,13 @@ def module_report(module: str, equivalent: dict[str, str]) -> dict | None:
             for m, reason in sorted(marked.items())
         ],
         "timeouts": sorted(m for m, s in statuses.items() if s == "timeout"),
+        # Why each survivor or timeout still standing was left so (mutation_equivalent.toml's
+        # [explained]); they count against the score all the same.
+        "explained": {
+            m: explained[m]
+            for m in sorted(statuses)
+            if m in explained and statuses[m] in ("survived", "timeout") and m not in marked
+        },
         "no_tests_by_function": dict(sorted(no_tests.items())),
     }
 
@@ -503,10 +516,11 @@ def write_report() -> dict:
     from zopg.store import write_json_atomic
 
     equivalent = load_equivalent()
+    explained = load_equivalent("explained")
     previous = _previous()
     modules = {}
     for module in MODULES:
-        report = module_report(module, equivalent)
+        report = module_report(module, equivalent, explained)
         kept = previous.get(module, {})
         if report is None and kept.get("settings") == _settings_key(module)["settings"]:
             report = kept
@@ -514,6 +528,7 @@ def write_report() -> dict:
             report = {"status": "not run", "tests": list(MODULES[module])}
         modules[module] = report
     seen = {m["id"] for r in modules.values() for m in r.get("equivalent_mutants", [])}
+    standing = {m for r in modules.values() for m in r.get("explained", {})}
     data = {
         "tool": TOOL,
         "version": importlib.metadata.version(TOOL),
@@ -527,6 +542,8 @@ def write_report() -> dict:
         "modules": modules,
         # Marked equivalent but not a survivor (now killed, renumbered or gone): worth a look.
         "equivalent_not_surviving": sorted(set(equivalent) - seen),
+        # Explained but no longer standing (killed, renumbered or gone).
+        "explained_not_standing": sorted(set(explained) - standing),
     }
     write_json_atomic(OUTPUT, data)
     return data
