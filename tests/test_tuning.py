@@ -1,6 +1,7 @@
 """Equal tuning effort: seeded sampler, vmapped trials = trial by trial, held-out envs, errors."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -231,6 +232,36 @@ def test_an_experiment_may_search_other_choices_of_a_structural_dimension(tmp_pa
         text = TUNED + '[methods.rm-ppo]\nalgorithm = "rm-ppo"\n' + bad
         with pytest.raises(ConfigError, match=match):
             parse_tune(load_experiment(write(tmp_path, text), include=False), methods=["rm-ppo"])
+
+
+def test_an_experiment_may_search_another_range_of_a_continuous_dimension(tmp_path):
+    """[tune.ranges.METHOD]: a problem whose scale the declared range misses (LoRA adapters of
+    a trained GRU want step sizes far below 1e-3) names the range; every trial's value lies in
+    it, spread over its strata on the declared scale, and it stays traced."""
+    text = TUNED + "[tune.ranges.zpg]\nstep_size = [1e-6, 1e-2]\n"
+    experiment = load_experiment(write(tmp_path, text), include=False)
+    spec = parse_tune(experiment, trials=8, methods=["zpg"])
+    method = next(m for m in experiment.methods if m.label == "zpg")
+    space = method_space(method, spec)
+    steps = sorted(p["step_size"] for p in trial_points(method, space, spec))
+    assert all(1e-6 <= s <= 1e-2 for s in steps)
+    # Latin hypercube on the log scale: one trial in each of the 8 half-decades.
+    strata = [int((math.log10(s) + 6) / 0.5) for s in steps]
+    assert strata == list(range(8))
+    assert "step_size log [1e-06, 0.01] (traced)" in space.describe()
+    declared = registry.get("zpg").search_space
+    assert [d for d in space.dimensions if d.field != "step_size"] == [
+        d for d in declared.dimensions if d.field != "step_size"
+    ]
+    for bad, match in (
+        ("[tune.ranges.zpg]\nnum_pairs = [5, 50]\n", r"not a dimension with a range"),
+        ("[tune.ranges.zpg]\nstep_size = [1e-6]\n", r"must be \[low, high\], two numbers"),
+        ("[tune.ranges.zpg]\nstep_size = [1e-2, 1e-6]\n", r"is empty"),
+        ("[tune.ranges.zpg]\nstep_size = [0.0, 1e-2]\n", r"log range needs low > 0"),
+        ("[tune.ranges.zpg]\nstep_size = ['a', 1e-2]\n", r"two numbers"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            parse_tune(load_experiment(write(tmp_path, TUNED + bad), include=False))
 
 
 def test_tuning_envs_never_equal_evaluation_envs(tmp_path):

@@ -21,8 +21,9 @@ A survivor that cannot change any result is marked equivalent in
 benchmarks/studies/mutation_equivalent.toml (`"<mutant id>" = "<one-line reason>"`); the JSON
 lists it apart and the score leaves it out. A survivor or timeout left alone on purpose, which a
 test could tell apart only in a case no caller reaches, goes in the same file's `[explained]`
-table: it still counts against the score, and the JSON carries its reason. The module also serves as the pytest plugin of the
-mutant runs (`-p benchmarks.studies.mutation`, the hooks at the end).
+table: it still counts against the score, and the JSON carries its reason. The module also
+serves as the pytest plugin of the mutant runs (`-p benchmarks.studies.mutation`, the hooks at
+the end).
 """
 
 from __future__ import annotations

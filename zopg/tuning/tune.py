@@ -12,6 +12,8 @@ An experiment's `[tune]` table says how:
     fragment = "tuned/NAME.toml"   # where the choice goes, beside the experiment file
     [tune.choices.rm-ppo]  # optional: other choices for a structural dimension of a method's
     num_pairs = [10, 20, 50]       # space, for a budget its declared choices do not fit
+    [tune.ranges.zpg]      # optional: another range for a continuous dimension, for a problem
+    step_size = [1e-6, 1e-2]       # whose scale the declared range misses (the token family)
     [[tune.envs]]          # tuning envs, written like [[envs]]; none may equal an evaluation env
     id = "gridworld/random"
     seed = 1
@@ -51,7 +53,17 @@ from zopg.experiments.schema import parse_experiment
 from zopg.experiments.tomlfile import check_keys, fail, positive_int, table_list
 from zopg.tuning import trials as trial_runs
 
-TUNE_KEYS = {"trials", "seed", "seeds", "link", "methods", "fragment", "envs", "choices"}
+TUNE_KEYS = {
+    "trials",
+    "seed",
+    "seeds",
+    "link",
+    "methods",
+    "fragment",
+    "envs",
+    "choices",
+    "ranges",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +77,8 @@ class TuneSpec:
     envs: tuple[dict, ...]
     # method label -> {field: choices} replacing a structural dimension's declared choices.
     choices: dict = dataclasses.field(default_factory=dict)
+    # method label -> {field: (low, high)} replacing a continuous dimension's declared range.
+    ranges: dict = dataclasses.field(default_factory=dict)
 
 
 def check_fragment_path(source: str, fragment: str) -> None:
@@ -124,8 +138,17 @@ def parse_tune(experiment, trials: int | None = None, methods=None) -> TuneSpec:
     check_fragment_path(source, fragment)
     envs = tuple(table_list(source, "tune.envs", table.get("envs"), "id"))
     choices = parse_choices(experiment, table.get("choices", {}), chosen, by_label)
+    ranges = parse_choices(experiment, table.get("ranges", {}), chosen, by_label, "ranges")
     spec = TuneSpec(
-        count, seed, seeds, link, tuple(chosen), Path(source).parent / fragment, envs, choices
+        count,
+        seed,
+        seeds,
+        link,
+        tuple(chosen),
+        Path(source).parent / fragment,
+        envs,
+        choices,
+        ranges,
     )
     check_held_out(experiment, spec)
     # Everything a trial could refuse, refused now: each method's every structural choice,
@@ -142,31 +165,47 @@ def parse_tune(experiment, trials: int | None = None, methods=None) -> TuneSpec:
     return spec
 
 
-def parse_choices(experiment, table, tuned, by_label) -> dict:
-    """[tune.choices.METHOD] tables: for a structural dimension of a tuned method's space,
-    the choices this experiment searches instead of the declared ones (e.g. RM+PPO's pairs per
-    round at a budget of a few thousand queries, where the declared 100-1000 do not fit)."""
+def parse_choices(experiment, table, tuned, by_label, kind: str = "choices") -> dict:
+    """[tune.choices.METHOD] tables (kind "choices"): for a structural dimension of a tuned
+    method's space, the choices this experiment searches instead of the declared ones (e.g.
+    RM+PPO's pairs per round at a budget of a few thousand queries, where the declared 100-1000
+    do not fit). [tune.ranges.METHOD] tables (kind "ranges"): for a continuous dimension, the
+    range [low, high] searched instead (its scale and tracing kept), for a problem whose scale
+    the declared range misses."""
     source = experiment.source
     if not isinstance(table, dict):
-        raise fail(source, "tune.choices", "must be a table of [tune.choices.METHOD] tables")
+        raise fail(source, f"tune.{kind}", f"must be a table of [tune.{kind}.METHOD] tables")
     result = {}
     for label, fields in table.items():
-        where = f"tune.choices.{label}"
+        where = f"tune.{kind}.{label}"
         if label not in tuned:
             raise fail(source, where, f"{label!r} is not a tuned method: {sorted(tuned)}")
         space = registry.get(by_label[label].algorithm).search_space
-        structural = {d.field: d for d in space.dimensions if d.choices}
+        wanted = "with choices" if kind == "choices" else "with a range"
+        allowed = {d.field: d for d in space.dimensions if bool(d.choices) == (kind == "choices")}
         if not isinstance(fields, dict) or not fields:
-            raise fail(source, where, "must be a table of field = [choices]")
+            what = "[choices]" if kind == "choices" else "[low, high]"
+            raise fail(source, where, f"must be a table of field = {what}")
         for field, values in fields.items():
-            if field not in structural:
+            if field not in allowed:
                 raise fail(
                     source,
                     f"{where}.{field}",
-                    f"is not a dimension with choices in {label}'s search space: "
-                    f"{', '.join(sorted(structural)) or 'none'}",
+                    f"is not a dimension {wanted} in {label}'s search space: "
+                    f"{', '.join(sorted(allowed)) or 'none'}",
                 )
-            if (
+            if kind == "ranges":
+                if not (
+                    isinstance(values, list)
+                    and len(values) == 2
+                    and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+                ):
+                    raise fail(
+                        source,
+                        f"{where}.{field}",
+                        f"= {values!r}: must be [low, high], two numbers",
+                    )
+            elif (
                 not isinstance(values, list)
                 or not values
                 or len({repr(v) for v in values}) != len(values)
@@ -174,9 +213,13 @@ def parse_choices(experiment, table, tuned, by_label) -> dict:
                 raise fail(
                     source, f"{where}.{field}", f"= {values!r}: must be a list of distinct values"
                 )
-        result[label] = {field: tuple(values) for field, values in fields.items()}
+        result[label] = {
+            field: tuple(float(v) for v in values) if kind == "ranges" else tuple(values)
+            for field, values in fields.items()
+        }
         try:
-            replaced_space(space, result[label]).check(
+            choices, ranges = (result[label], {}) if kind == "choices" else ({}, result[label])
+            replaced_space(space, choices, ranges).check(
                 registry.get(by_label[label].algorithm).config, where
             )
         except ConfigError as err:
@@ -184,20 +227,28 @@ def parse_choices(experiment, table, tuned, by_label) -> dict:
     return result
 
 
-def replaced_space(space: SearchSpace, choices: dict) -> SearchSpace:
-    return SearchSpace(
-        *(
-            dataclasses.replace(d, choices=choices[d.field]) if d.field in choices else d
-            for d in space.dimensions
-        )
-    )
+def replaced_space(space: SearchSpace, choices: dict, ranges: dict | None = None) -> SearchSpace:
+    """The space with the given dimensions' choices, or (low, high) ranges, replaced."""
+    ranges = ranges or {}
+
+    def replaced(d):
+        if d.field in choices:
+            return dataclasses.replace(d, choices=choices[d.field])
+        if d.field in ranges:
+            low, high = ranges[d.field]
+            return dataclasses.replace(d, low=low, high=high)
+        return d
+
+    return SearchSpace(*(replaced(d) for d in space.dimensions))
 
 
 def method_space(method, spec: TuneSpec) -> SearchSpace:
     """The space a method's trials are drawn from: its algorithm's, with the experiment's
-    [tune.choices] for it."""
+    [tune.choices] and [tune.ranges] for it."""
     space = registry.get(method.algorithm).search_space
-    return replaced_space(space, spec.choices.get(method.label, {}))
+    return replaced_space(
+        space, spec.choices.get(method.label, {}), spec.ranges.get(method.label, {})
+    )
 
 
 def fixed_by_experiment(method, space) -> dict:
