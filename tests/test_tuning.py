@@ -253,6 +253,13 @@ def test_an_experiment_may_search_another_range_of_a_continuous_dimension(tmp_pa
     assert [d for d in space.dimensions if d.field != "step_size"] == [
         d for d in declared.dimensions if d.field != "step_size"
     ]
+    # A nested field, written as TOML writes it (a dotted key is a nested table).
+    text = TUNED + '[methods.rm-ppo]\nalgorithm = "rm-ppo"\nnum_pairs = 20\n'
+    text += "[tune.ranges.rm-ppo]\nppo.learning_rate = [1e-5, 1e-1]\n"
+    experiment = load_experiment(write(tmp_path, text), include=False)
+    spec = parse_tune(experiment, trials=4, methods=["rm-ppo"])
+    method = next(m for m in experiment.methods if m.label == "rm-ppo")
+    assert "ppo.learning_rate log [1e-05, 0.1] (traced)" in method_space(method, spec).describe()
     for bad, match in (
         ("[tune.ranges.zpg]\nnum_pairs = [5, 50]\n", r"not a dimension with a range"),
         ("[tune.ranges.zpg]\nstep_size = [1e-6]\n", r"must be \[low, high\], two numbers"),

@@ -178,6 +178,9 @@ def parse_choices(experiment, table, tuned, by_label, kind: str = "choices") -> 
     result = {}
     for label, fields in table.items():
         where = f"tune.{kind}.{label}"
+        if isinstance(fields, dict):
+            # `ppo.learning_rate = [...]` arrives as a nested table; a dimension names it dotted.
+            fields = _dotted(fields)
         if label not in tuned:
             raise fail(source, where, f"{label!r} is not a tuned method: {sorted(tuned)}")
         space = registry.get(by_label[label].algorithm).search_space
@@ -225,6 +228,17 @@ def parse_choices(experiment, table, tuned, by_label, kind: str = "choices") -> 
         except ConfigError as err:
             raise fail(source, where, str(err)) from None
     return result
+
+
+def _dotted(table: dict, prefix: str = "") -> dict:
+    """{"ppo": {"learning_rate": x}} -> {"ppo.learning_rate": x}."""
+    flat = {}
+    for key, value in table.items():
+        if isinstance(value, dict) and value:
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def replaced_space(space: SearchSpace, choices: dict, ranges: dict | None = None) -> SearchSpace:
