@@ -34,10 +34,17 @@ METHODS = {
 }
 
 
-def make_folder(path: Path, seeds: int, initial_rows: bool = True, initial: float = UNIFORM):
+def make_folder(
+    path: Path,
+    seeds: int,
+    initial_rows: bool = True,
+    initial: float = UNIFORM,
+    monte_carlo: bool = False,
+):
     """metrics.csv, summary.json and experiment.json of one exact panel, every value between the
     uniform policy's and the optimum, as the report writes them (initial rows optional: the
-    committed folders predate them)."""
+    committed folders predate them). monte_carlo: no exact model (no uniform and optimal values,
+    so no score), and a KL to the reference logged as the token family's runs log it."""
     path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seeds)
     tidy, results, entries = [], [], []
@@ -53,7 +60,7 @@ def make_folder(path: Path, seeds: int, initial_rows: bool = True, initial: floa
             "iterations": ITERATIONS,
             "num_iterations": 10,
             "seeds": seeds,
-            "evaluation": "exact",
+            "evaluation": "monte-carlo" if monte_carlo else "exact",
             "metrics": {
                 "eval/value": value,
                 "budget/queries": np.tile(queries, (seeds, 1)),
@@ -62,9 +69,11 @@ def make_folder(path: Path, seeds: int, initial_rows: bool = True, initial: floa
                 "budget/env_steps": np.tile(queries, (seeds, 1)),
             },
             "initial_value": [initial] * seeds,
-            "uniform_value": UNIFORM,
-            "optimal_value": OPTIMAL,
+            "uniform_value": None if monte_carlo else UNIFORM,
+            "optimal_value": None if monte_carlo else OPTIMAL,
         }
+        if monte_carlo:
+            run["metrics"]["eval/kl_to_reference"] = np.tile([0.5, 2.0, 4.0], (seeds, 1))
         row = {k: run[k] for k in ("method", "algorithm", "reference", "env", "link", "sweep")}
         row |= {"iterations": ITERATIONS, "metrics": run["metrics"], "normalise": normaliser(run)}
         if initial_rows:
@@ -232,6 +241,24 @@ def test_value_bars_show_every_seed(tmp_path):
     assert "final_values.png" in paths and not (folder / "figures" / "final_scores.png").exists()
     # No exact model, no score: the value figure is the only one.
     assert "convergence_queries_value.png" not in paths
+
+
+def test_gold_against_kl_without_an_exact_model_plots_the_value(tmp_path):
+    """The token family has no exact model, so no normalised score: the gold-against-√KL figure
+    draws the Monte Carlo value (it was empty before), each method from its initial value."""
+    folder = make_folder(tmp_path / "mc", seeds=5, monte_carlo=True)
+    columns = store.read_tidy(folder / "metrics.csv")
+    summary = store.read_json(folder / "summary.json")
+    assert plots.has_kl(columns)
+    fig = plots.plot_gold_against_kl(columns, summary, folder / "kl.png")
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "value (Monte Carlo)"
+    line = curve(ax, display_name("zpg"))
+    rows = (columns["method"] == "zpg") & (columns["iteration"] >= 0)
+    values = columns["value"][rows].reshape(5, 3).mean(axis=0)
+    np.testing.assert_allclose(line.get_xdata(), np.sqrt([0.0, 0.5, 2.0, 4.0]))
+    np.testing.assert_allclose(line.get_ydata(), np.concatenate([[UNIFORM], values]), rtol=1e-5)
+    assert "gold_vs_sqrt_kl.png" in {p.name for p in plots.plot_results(folder)}
 
 
 def test_below_five_seeds_no_interval_is_drawn_and_the_reader_is_warned(tmp_path):

@@ -538,20 +538,30 @@ def plot_gold_against_kl(columns, summary: dict, path: Path):
     ncols = min(3, len(panels))
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.2 * nrows), squeeze=False)
+    scored = set(_scored_panels(columns, labels, panels))
     for ax, panel in zip(axes.flat, panels, strict=False):
+        # Without an exact model (the token family) there is no normalised score: the gold is
+        # the evaluator's Monte Carlo value, in its own units.
+        statistic = "score" if panel in scored else "value"
         for method in methods:
             mask = _panel_mask(columns, labels, panel) & (columns["method"] == method)
             if not mask.any():
                 continue
             take = _seed_curves(columns, mask)
-            score, kl = take("score"), take("kl_to_reference")
+            score, kl = take(statistic), take("kl_to_reference")
             if not (np.all(np.isfinite(score)) and np.all(np.isfinite(kl))):
                 continue
             d, gold = np.sqrt(np.maximum(kl, 0.0)), score
             start = starts.get((panel, method))
             has_initial = take("iteration")[0, 0] == store.INITIAL_ITERATION
-            # Files without initial rows: every seed starts at the summary's initial score.
-            if not has_initial and start is not None and None not in start and start[2] != start[1]:
+            # Files without initial rows: every seed starts at the summary's initial value.
+            if statistic == "value" and not has_initial and start is not None:
+                initial = start[0]
+                d = np.concatenate([np.zeros((d.shape[0], 1)), d], axis=1)
+                gold = np.concatenate([np.full((gold.shape[0], 1), initial), gold], axis=1)
+            elif (
+                not has_initial and start is not None and None not in start and start[2] != start[1]
+            ):
                 initial = (start[0] - start[1]) / (start[2] - start[1])
                 d = np.concatenate([np.zeros((d.shape[0], 1)), d], axis=1)
                 gold = np.concatenate([np.full((gold.shape[0], 1), initial), gold], axis=1)
@@ -561,11 +571,12 @@ def plot_gold_against_kl(columns, summary: dict, path: Path):
             d, gold = d.mean(axis=0), gold.mean(axis=0)
             ax.plot(d, gold, color=colours[method], lw=1.5, label=method_names(methods)[method])
             ax.plot(d[-1], gold[-1], "o", color=colours[method], ms=4)
-        ax.axhline(1.0, color="k", ls=":", lw=1)
+        if statistic == "score":
+            ax.axhline(1.0, color="k", ls=":", lw=1)
         ax.axhline(0.0, color="grey", ls=":", lw=1)
         ax.set_title(_title(panel, labels), fontsize=9)
         ax.set_xlabel("√KL(π ‖ π_ref) over trajectories")
-        ax.set_ylabel("normalised exact score")
+        ax.set_ylabel("normalised exact score" if statistic == "score" else "value (Monte Carlo)")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
