@@ -68,14 +68,15 @@ sign: $(STAMP)
 	$(PY) -m benchmarks.reports.results_tables sign
 
 # Equal tuning effort (zopg tune): every budget-matched method of the paper comparison, of the
-# control benchmark and of the unknown-link comparison gets the same trials on tuning envs, at
-# the budget it is evaluated at -> benchmarks/tuned/*.toml (which those experiments include)
-# and results/tune/*/trials.json; then the speed of a vmapped batch of trials against trial by
+# control benchmark, of the unknown-link comparison and of the token family (lm_methods) gets
+# the same trials on tuning envs, at the budget it is evaluated at -> benchmarks/tuned/*.toml
+# (which those experiments include) and results/tune/*/trials.json; then the speed of a vmapped batch of trials against trial by
 # trial -> results/tune_speed.json.
 tune: $(STAMP)
 	$(VENV)/bin/zopg tune paper_gridworld
 	$(VENV)/bin/zopg tune control
 	$(VENV)/bin/zopg tune sign_unknown_link
+	$(VENV)/bin/zopg tune lm_methods
 	$(PY) -m benchmarks.speed.tune_speed
 
 # Rollout and ZPG throughput against NumPy baselines -> results/throughput.json.
@@ -102,11 +103,17 @@ compare: $(STAMP)
 # The language-model-like family (docs/concepts.md, "The reference, the gold and the proxies"):
 # best-of-n by proxies of four capacities and an ensemble, fitted on 250 to 16,000 gold-labelled
 # reference pairs, judged by both gold utilities -> results/lm_overoptimisation/ (about 25
-# minutes on the 2-core CPU; resumes by part). The SFT references it starts from are shipped;
-# `$(PY) -m benchmarks.studies.sft_references` trains them again.
+# minutes on the 2-core CPU; resumes by part); REINFORCE on those proxies and offline DPO/IPO on
+# those pairs (about 25 minutes). Then every budget-matched method at 50,000 queries on LoRA
+# adapters of the SFT GRU (benchmarks/lm_methods.toml, tuned by `zopg tune lm_methods`; about
+# 20 minutes) -> results/lm_methods/, its paired comparisons and lm_methods.json. The SFT
+# references are shipped; `$(PY) -m benchmarks.studies.sft_references` trains missing ones.
 lm: $(STAMP)
 	$(PY) -m benchmarks.studies.lm_overoptimisation
 	$(PY) -m benchmarks.studies.lm_overoptimisation_policies
+	$(VENV)/bin/zopg run lm_methods
+	$(VENV)/bin/zopg compare results/lm_methods --family auto > /dev/null
+	$(PY) -m benchmarks.reports.lm_methods_report
 
 # Convergence-rate sweeps (benchmarks/rates/*.toml) -> results/rates/rates.json and figures.
 rates: $(STAMP)

@@ -468,6 +468,38 @@ def lm_policies_block() -> str:
     return "\n".join(lines) + "\n"
 
 
+def lm_methods_curves_block() -> str:
+    """Per gold and method of results/lm_methods: the peak of the seeds' mean gold gain, where
+    it was (queries, √KL), the final gain and √KL, the drop from the peak to the end with its
+    interval, and the queries to reach RM+PPO's peak, from lm_methods.json."""
+    record = read_json(RESULTS / "lm_methods" / "lm_methods.json")
+    lines = [
+        "| gold | method | peak gain | at queries | √KL at peak | final gain | √KL at end | "
+        "drop | seeds below start | queries to RM+PPO's peak |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for gold, arms in record["golds"].items():
+        for method, a in arms.items():
+            reach = a.get("queries_to_rm_ppo_peak")
+            lines.append(
+                f"| {gold} | {NAMES.get(method, method)} | {_ci(a['gain_at_peak'], 2)} | "
+                f"{a['queries_at_peak']:,.0f} | {a['sqrt_kl_at_peak']['mean']:.2f} | "
+                f"{_ci(a['gain_final'], 2)} | {a['sqrt_kl_final']['mean']:.2f} | "
+                f"{_ci(a['drop'], 2)} | {a['seeds_ending_below_start']} of {a['seeds']} | "
+                f"{'not reached' if reach is None else f'{reach:,.0f}'} |"
+            )
+    lines += [
+        "",
+        f"Gold gain over the SFT reference in the gold's reference sds, mean [95% interval] over "
+        f"{record['seeds']} seeds, at the logged point where the mean is highest (peak) and at "
+        f"{record['budget_queries']:,} queries (final); the drop is each seed's gain at the peak "
+        "minus its final gain. √KL: square root of the per-prefix KL estimate to the reference. "
+        "Queries to RM+PPO's peak: the first logged point where the method's mean gain reaches "
+        "RM+PPO's peak mean gain.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 BLOCKS = {
     "legend": lambda: tables.LEGEND + "\n",
     "paper_gridworld": lambda: comparison_block("paper_gridworld"),
@@ -527,6 +559,8 @@ BLOCKS = {
     "sample_efficiency": sample_efficiency_block,
     "lm_overoptimisation": lm_overoptimisation_block,
     "lm_policies": lm_policies_block,
+    "lm_methods": lambda: comparison_block("lm_methods", rows="panels"),
+    "lm_methods_curves": lm_methods_curves_block,
     "ci_coverage": coverage_block,
     "ci_coverage_20_seeds": lambda: coverage_block("ci_coverage_20_seeds.json"),
 }
