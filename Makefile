@@ -106,14 +106,19 @@ compare: $(STAMP)
 # minutes on the 2-core CPU; resumes by part); REINFORCE on those proxies and offline DPO/IPO on
 # those pairs (about 25 minutes). Then every budget-matched method at 50,000 queries on LoRA
 # adapters of the SFT GRU (benchmarks/lm_methods.toml, tuned by `zopg tune lm_methods`; about
-# 20 minutes) -> results/lm_methods/, its paired comparisons and lm_methods.json. The SFT
-# references are shipped; `$(PY) -m benchmarks.studies.sft_references` trains missing ones.
+# 20 minutes) -> results/lm_methods/, its paired comparisons and lm_methods.json; then ZPG and
+# ZSPO with those settings on five parameterisations, 752 to 20,304 perturbed parameters
+# (benchmarks/lm_dimension.toml, about 3 minutes) -> results/lm_dimension/. The SFT references
+# are shipped; `$(PY) -m benchmarks.studies.sft_references` trains missing ones.
 lm: $(STAMP)
 	$(PY) -m benchmarks.studies.lm_overoptimisation
 	$(PY) -m benchmarks.studies.lm_overoptimisation_policies
 	$(VENV)/bin/zopg run lm_methods
 	$(VENV)/bin/zopg compare results/lm_methods --family auto > /dev/null
 	$(PY) -m benchmarks.reports.lm_methods_report
+	$(VENV)/bin/zopg run lm_dimension
+	$(VENV)/bin/zopg compare results/lm_dimension --family auto > /dev/null
+	$(PY) -m benchmarks.reports.lm_dimension_report
 
 # Convergence-rate sweeps (benchmarks/rates/*.toml) -> results/rates/rates.json and figures.
 rates: $(STAMP)

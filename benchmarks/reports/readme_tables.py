@@ -500,6 +500,55 @@ def lm_methods_curves_block() -> str:
     return "\n".join(lines) + "\n"
 
 
+def lm_dimension_block() -> str:
+    """Per method and parameterisation of results/lm_dimension: d, the final gold gain, √KL,
+    the median queries to each threshold; then the slope of log queries against log d."""
+    record = read_json(RESULTS / "lm_dimension" / "lm_dimension.json")
+    thresholds = record["thresholds"]
+    head = " | ".join(f"queries to +{t:g}" for t in thresholds)
+    lines = [
+        f"| method | parameterisation | d | final gain | √KL at end | {head} |",
+        "|---|---|---|---|---|" + "---|" * len(thresholds),
+    ]
+    for method, entry in record["methods"].items():
+        for row in entry["rows"]:
+            reach = []
+            for t in thresholds:
+                crossing = row[f"queries_to_{t}"]
+                seeds = sum(c is not None for c in crossing["per_seed"])
+                median = crossing["median"]
+                text = "not reached" if median is None else f"{median:,.0f}"
+                reach.append(f"{text} ({seeds} of {len(crossing['per_seed'])})")
+            lines.append(
+                f"| {NAMES.get(method, method)} | {row['parameterisation']} | {row['d']:,} | "
+                f"{_ci(row['final_gain'], 2)} | {row['sqrt_kl_final']['mean']:.2f} | "
+                + " | ".join(reach)
+                + " |"
+            )
+    lines.append("")
+    for method, entry in record["methods"].items():
+        fits = []
+        for t in thresholds:
+            fit = entry["slopes"][str(t)]
+            if fit["slope"] is None:
+                fits.append(f"+{t:g}: not enough parameterisations reach it")
+            else:
+                low, high = fit["ci95"]
+                ci = "" if low is None else f" [{low:.2f}, {high:.2f}]"
+                fits.append(f"+{t:g}: {fit['slope']:.2f}{ci} ({fit['points']} points)")
+        lines.append(
+            f"- {NAMES.get(method, method)}, slope of log queries on log d: " + "; ".join(fits)
+        )
+    lines += [
+        "",
+        f"Gold gain over the SFT reference in reference sds, mean [95% interval] over "
+        f"{record['seeds']} seeds, after {record['budget_queries']:,} queries. Queries to a "
+        "threshold: the median over seeds of the first logged point at or above it (in "
+        "brackets, how many seeds got there). The slope's interval resamples the seeds.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 BLOCKS = {
     "legend": lambda: tables.LEGEND + "\n",
     "paper_gridworld": lambda: comparison_block("paper_gridworld"),
@@ -561,6 +610,8 @@ BLOCKS = {
     "lm_policies": lm_policies_block,
     "lm_methods": lambda: comparison_block("lm_methods", rows="panels"),
     "lm_methods_curves": lm_methods_curves_block,
+    "tuning_lm": lambda: tuning_block(("lm_methods",)),
+    "lm_dimension": lm_dimension_block,
     "ci_coverage": coverage_block,
     "ci_coverage_20_seeds": lambda: coverage_block("ci_coverage_20_seeds.json"),
 }
