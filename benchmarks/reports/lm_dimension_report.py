@@ -1,6 +1,6 @@
 """Queries to a gold threshold against the number of perturbed parameters (results/lm_dimension):
 per method and parameterisation, the number d of parameters the method perturbs, each seed's
-queries to a gold gain of each of THRESHOLDS reference sds (the first logged point at or above), their
+queries to each gold gain in THRESHOLDS (reference sds; the first logged point at or above), their
 median, the final gain, and per method the least-squares slope of log(median queries) against
 log d with a seed-bootstrap interval. Writes results/lm_dimension/lm_dimension.json (the block
 `lm_dimension` of docs/lm.md reads it).
