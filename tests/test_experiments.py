@@ -255,7 +255,9 @@ def test_end_to_end_writes_every_result_file(tiny_results):
     assert by_method["zpg"]["iterations"] == 100 and by_method["zbcpg"]["iterations"] == 100
     manifest = store.read_json(tiny_results / "manifest.json")
     assert manifest["config_hash"] and manifest["versions"]["jax"]
-    assert all(run["compile_s"] > 0 and run["run_s"] > 0 for run in manifest["runs"].values())
+    phases = ("init_s", "compile_s", "run_s", "eval_s")
+    assert all(run[phase] > 0 for run in manifest["runs"].values() for phase in phases)
+    assert manifest["init_s"] == pytest.approx(sum(r["init_s"] for r in manifest["runs"].values()))
     # The final value in the CSV is the one the summary reports.
     zpg_final = columns["value"][(columns["method"] == "zpg") & (columns["iteration"] == 99)]
     assert by_method["zpg"]["value"]["mean"] == pytest.approx(zpg_final.mean(), rel=1e-5)

@@ -36,6 +36,7 @@ from flax import struct
 
 from zopg.algorithms.base import AlgorithmConfig, Problem, Spent
 from zopg.algorithms.settings import choice, integer, positive, real
+from zopg.policies.protocol import trajectory_log_prob
 from zopg.rollout import Trajectory, rollout_batch
 
 LOSSES = ("sigmoid", "ipo", "robust", "hinge")
@@ -140,8 +141,9 @@ class LabelledPairs:
 
 def log_ratio(policy, params, ref_params, steps: Steps) -> jax.Array:
     """Σ_t log π_θ(a_t|s_t) − log π_ref(a_t|s_t) over valid steps; transition terms cancel."""
-    per_step = policy.log_prob(params, steps.obs, steps.action) - policy.log_prob(
-        ref_params, steps.obs, steps.action
+    # One pass per episode where the policy has one (token sequences: H times less work).
+    per_step = trajectory_log_prob(policy, params, steps.obs, steps.action) - trajectory_log_prob(
+        policy, ref_params, steps.obs, steps.action
     )
     return jnp.sum(jnp.where(steps.valid, per_step, 0.0), axis=-1)
 

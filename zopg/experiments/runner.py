@@ -91,9 +91,13 @@ def reference_params(training, fresh_carry):
 
 @dataclasses.dataclass
 class Timing:
+    """Seconds spent, by phase. init_s: compiling and running every seed's init (a trainer's
+    work before iteration 0, such as a reward model fitted once, lands here, not in eval_s)."""
+
     compile_s: float = 0.0
     run_s: float = 0.0
     eval_s: float = 0.0
+    init_s: float = 0.0
 
 
 def execute_run(
@@ -127,7 +131,11 @@ def execute_run(
         # replicated, and vmap needs one layout for the mapped axis).
         return carry if sharding is None else jax.device_put(carry, sharding)
 
-    carry, start, kept, timing, initial = fresh_carry(), 0, {}, Timing(), None
+    t0 = time.perf_counter()
+    # Waited for here: dispatch is asynchronous, and the first evaluation would otherwise be
+    # charged with init's work.
+    carry = jax.block_until_ready(fresh_carry())
+    start, kept, timing, initial = 0, {}, Timing(init_s=time.perf_counter() - t0), None
     reference = reference_params(training, carry)
     if ckpt is not None and ckpt.exists():
         try:
@@ -140,7 +148,9 @@ def execute_run(
         if payload is not None and payload.get("run_key") == run_key:
             carry, start = loaded, payload["start"]
             kept = {name: [values] for name, values in loaded_kept.items()}
-            timing = Timing(**payload["timing"])
+            # Phases add up over invocations, this one's init included.
+            timing = dataclasses.replace(Timing(**payload["timing"]), init_s=timing.init_s)
+            timing.init_s += payload["timing"].get("init_s", 0.0)
             initial = {k: np.asarray(v) for k, v in payload["initial"].items()}
 
     def evaluate(iteration):
@@ -428,5 +438,6 @@ def execute_and_store(planned: PlannedRun, runs_dir: Path, quiet: bool, log) -> 
     (runs_dir / f"{rid}.ckpt").unlink(missing_ok=True)
     log(
         f"{rid}: {training.num_iterations} iterations x {experiment.seeds} seeds, "
-        f"compile {timing.compile_s:.1f}s, run {timing.run_s:.1f}s, evaluate {timing.eval_s:.1f}s"
+        f"init {timing.init_s:.1f}s, compile {timing.compile_s:.1f}s, run {timing.run_s:.1f}s, "
+        f"evaluate {timing.eval_s:.1f}s"
     )

@@ -22,7 +22,7 @@ from zopg.policies.normalizer import (
     RunningStats,
     fit_obs_normalization,
 )
-from zopg.policies.protocol import POLICY_METHODS, Policy, check_policy
+from zopg.policies.protocol import POLICY_METHODS, Policy, check_policy, trajectory_log_prob
 from zopg.policies.sequence import (
     PARAMETERISATIONS,
     FrozenParams,
@@ -185,4 +185,5 @@ __all__ = [
     "policy_names",
     "register",
     "sample_categorical",
+    "trajectory_log_prob",
 ]

@@ -41,7 +41,10 @@ class Policy(Protocol):
     KL, PPO's KL) and entropy(params, obs) (PPO); for continuous ones entropy and
     distribution(params, obs) -> (mean, log_std) (PPO's KL); uniform_sampler(params) -> (u,
     obs) -> (action, log_prob), a draw from one uniform in [0, 1) instead of a key (the fast
-    rollout path, with an env's step_from_uniform).
+    rollout path, with an env's step_from_uniform); trajectory_log_prob(params, obs, action) ->
+    [..., H], log_prob of every step of whole episodes (obs [..., H, *obs_shape] in rollout
+    order) at once, where one pass over an episode is cheaper than H calls (sequence policies;
+    call it through zopg.policies.trajectory_log_prob, which falls back to log_prob).
     """
 
     def init(self, key: jax.Array) -> Any: ...
@@ -53,6 +56,13 @@ class Policy(Protocol):
     def sample_and_log_prob(
         self, key: jax.Array, params: Any, obs: jax.Array
     ) -> tuple[jax.Array, jax.Array]: ...
+
+
+def trajectory_log_prob(policy, params, obs, action) -> jax.Array:
+    """log π(a_t | s_t) of every step of episodes obs [..., H, *obs_shape], action [..., H]:
+    the policy's one-pass trajectory_log_prob where it has one, else log_prob step by step."""
+    fast = getattr(policy, "trajectory_log_prob", None)
+    return fast(params, obs, action) if fast is not None else policy.log_prob(params, obs, action)
 
 
 def check_policy(name: str, policy) -> None:

@@ -224,6 +224,26 @@ class SequencePolicy(CategoricalPolicy):
         logits = self._sequence_logits(self.network_params(params), tokens)
         return jax.nn.log_softmax(logits, axis=-1)
 
+    def trajectory_log_prob(self, params, obs, action):
+        """log π(a_t | s_t) for every step of whole episodes in one pass: [..., H].
+
+        obs int [..., H, N + 1] must be the H steps of one token-environment episode each, in
+        the order a rollout records them, and action [..., H] the tokens written. The last
+        step's slots with its action written at its position hold the whole sequence, and the
+        network is causal, so its output at step t's position is what log_prob computes from
+        step t's observation alone, at the cost of one pass instead of H
+        (tests/test_sequence_policies.py checks they agree).
+        """
+        obs = jnp.asarray(obs, jnp.int32)
+        action = jnp.asarray(action, jnp.int32)
+        last = obs[..., -1, :]
+        slot = jnp.arange(self.seq_len) == jnp.clip(last[..., -1:], 0, self.seq_len - 1)
+        tokens = jnp.where(slot, action[..., -1:], last[..., :-1])
+        every = self.sequence_log_probs(params, tokens)  # [..., N, vocab]
+        position = jnp.clip(obs[..., -1], 0, self.seq_len - 1)  # [..., H]
+        at = jnp.take_along_axis(every, position[..., None], axis=-2)  # [..., H, vocab]
+        return jnp.take_along_axis(at, action[..., None], axis=-1)[..., 0]
+
     def _logits_of(self, network, obs):
         obs = jnp.asarray(obs, jnp.int32)
         every = self._sequence_logits(network, obs[..., :-1])
