@@ -76,7 +76,8 @@ TIMEOUTS_S = {
     "zpg_training": 120,
     "cartpole_zpg": 140,
     "gridworld_rollouts": 80,
-    "tokens_zpg": 150,  # the SFT reference, two ZPG compiles (one per batch) and three bare ones
+    # The SFT reference, and per teacher (two) two ZPG compiles (one per batch) and four bare ones.
+    "tokens_zpg": 200,
     "bench_quick": 150,  # per command: the default device, then the CPU baseline
 }
 PROBE_TIMEOUT_S = 120

@@ -1,8 +1,13 @@
 """Throughput section `tokens_zpg`: bare sampling of token sequences from the SFT GRU (LoRA r 4)
-against one ZPG run on the same policy with a gold-gru Bradley-Terry teacher, per batch size.
+against one ZPG run on the same policy with a Bradley-Terry teacher, per teacher and batch size.
 
 An iteration of two-sided ZPG (one direction) rolls out N sequences at θ + μv and N at θ − μv,
 2N in all, so N = B / 2 makes one iteration sample B sequences, as many as one bare call.
+
+Two teachers, because the simulated human's cost is part of a ZPG iteration and is not ZPG's:
+bigram-goodhart (a table lookup per token, next to nothing beside sampling) shows what ZPG adds
+to sampling, and gold-gru (a random GRU twice as wide as the policy, read over every sequence)
+what a costly simulated human adds on top.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from zopg.rollout import rollout_batch
 ZPG_MAX_OVERHEAD = 1.25
 TOKENS_ENV = "tokens/hmm-v16-l16"
 TOKENS_POLICY = {"network": "gru", "parameterisation": "lora", "rank": 4}
-TOKENS_GOLD = "gold-gru"
+# The teachers' golds, cheapest first (see the module docstring).
+TOKENS_GOLDS = ("bigram-goodhart", "gold-gru")
 TOKENS_LINK = "bradley-terry"
 # ZPG as in the LM experiments' ZPG on LoRA (tests/test_lm_methods.py): one vote per pair,
 # two-sided sphere directions, sgd. num_pairs is set from the batch: N = B / 2.
@@ -37,11 +43,11 @@ TOKENS_SIZES = {
 }
 
 
-def tokens_problem():
-    """The environment, the SFT GRU with LoRA adapters and a Bradley-Terry teacher on gold-gru."""
+def tokens_problem(gold: str):
+    """The environment, the SFT GRU with LoRA adapters and a Bradley-Terry teacher on `gold`."""
     env, params = zopg.envs.make(TOKENS_ENV)
     policy = zopg.policies.make_policy("sft", env, params, **TOKENS_POLICY)
-    utility = zopg.preferences.make_utility(TOKENS_GOLD).bind(env, params)
+    utility = zopg.preferences.make_utility(gold).bind(env, params)
     oracle = zopg.preferences.Oracle(zopg.preferences.make_link(TOKENS_LINK), utility=utility)
     return env, params, policy, oracle
 
@@ -158,7 +164,8 @@ def overhead_target(metric: str, ratio: float) -> dict:
 
 
 def tokens_zpg(quick: bool, size: dict | None = None, settings: dict | None = None) -> dict:
-    """Bare sampling vs one ZPG run on the SFT GRU (LoRA r 4), per batch of B sequences.
+    """Bare sampling vs one ZPG run on the SFT GRU (LoRA r 4), per teacher and batch of B
+    sequences.
 
     `size` (keys as in TOKENS_SIZES) replaces the table's sizes and `settings` updates
     TOKENS_SETTINGS (not num_pairs, which is B / 2).
@@ -167,24 +174,32 @@ def tokens_zpg(quick: bool, size: dict | None = None, settings: dict | None = No
     settings = {**TOKENS_SETTINGS, **(settings or {})}
     if "num_pairs" in settings:
         raise ValueError("num_pairs is set by the batch (N = B / 2); give `batches` instead")
-    start = time.perf_counter()
-    problem = tokens_problem()
-    build_s = time.perf_counter() - start  # loads (or trains) the SFT reference
+    teachers, build_s = {}, {}
+    for gold in TOKENS_GOLDS:
+        start = time.perf_counter()
+        problem = tokens_problem(gold)
+        build_s[gold] = time.perf_counter() - start  # loads the SFT reference, binds the gold
+        batches = {
+            str(batch): measure_batch(problem, batch, size["iterations"], size["rounds"], settings)
+            for batch in size["batches"]
+        }
+        teachers[gold] = {
+            "oracle": f"Oracle({TOKENS_LINK}, utility={gold}), teacher without imperfections",
+            "batches": batches,
+        }
     env, params, policy, _ = problem
     d = num_params(policy.init(jax.random.key(0)))  # the LoRA factors ZPG perturbs
-    batches = {
-        str(batch): measure_batch(problem, batch, size["iterations"], size["rounds"], settings)
-        for batch in size["batches"]
-    }
     return {
-        "description": "per batch B: one ZPG training run on the token environment (1 seed, T "
-        "iterations in one compiled call, each rolling out B = 2N sequences: N at θ + μv and N "
-        "at θ − μv, scored by a gold-gru Bradley-Terry teacher, one vote per pair) vs bare "
-        "sampling, one rollout_batch call of B sequences per iteration of the same policy at "
-        "ZPG's initial parameters keeping the sampled tokens, and vs the same sampling plus the "
-        "teacher's gold utility of each sequence (the simulated human's cost, which ZPG pays); "
-        "sequences/s over the run; medians over interleaved rounds; compile excluded. "
-        "zpg_overhead = bare sampling's sequences/s over ZPG's (the issue's target: <= 1.25)",
+        "description": "per teacher and batch B: one ZPG training run on the token environment "
+        "(1 seed, T iterations in one compiled call, each rolling out B = 2N sequences: N at "
+        "θ + μv and N at θ − μv, scored by a Bradley-Terry teacher on the gold, one vote per "
+        "pair) vs bare sampling, one rollout_batch call of B sequences per iteration of the same "
+        "policy at ZPG's initial parameters keeping the sampled tokens, and vs the same sampling "
+        "plus the teacher's gold utility of each sequence (the simulated human's cost, which ZPG "
+        "pays); sequences/s over the run; medians over interleaved rounds; compile excluded. "
+        "zpg_overhead = bare sampling's sequences/s over ZPG's (the issue's target: <= 1.25). "
+        "Teachers: bigram-goodhart (a table lookup per token: ZPG's own overhead) and gold-gru "
+        "(a random GRU of hidden 128, twice the policy's: a costly simulated human)",
         "config": {
             **size,
             "env": TOKENS_ENV,
@@ -195,8 +210,7 @@ def tokens_zpg(quick: bool, size: dict | None = None, settings: dict | None = No
             "d": d,
             "parameterisation": TOKENS_POLICY["parameterisation"],
             "rank": TOKENS_POLICY["rank"],
-            "oracle": f"Oracle({TOKENS_LINK}, utility={TOKENS_GOLD}), teacher without "
-            "imperfections",
+            "teachers": list(TOKENS_GOLDS),
             **settings,
             "direction": "sphere",
             "spend": "one-direction",
@@ -206,12 +220,14 @@ def tokens_zpg(quick: bool, size: dict | None = None, settings: dict | None = No
             "θ + μv and N at θ − μv), so N = B / 2",
             "problem_build_s": build_s,
         },
-        "batches": batches,
-        # The issue's target per batch (against bare sampling), and the same bound against
-        # sampling plus the teacher's scoring, which leaves out what the simulated human costs.
+        "teachers": teachers,
+        # The issue's target per teacher and batch (against bare sampling), and the same bound
+        # against sampling plus the teacher's scoring, which leaves out what the simulated human
+        # costs.
         "targets": {
-            f"{name}_batch_{b}": r["targets"][name]
-            for b, r in batches.items()
+            f"{gold}_{name}_batch_{b}": r["targets"][name]
+            for gold, teacher in teachers.items()
+            for b, r in teacher["batches"].items()
             for name in ("zpg_over_bare_sampling", "zpg_over_bare_sampling_and_teacher")
         },
     }
@@ -223,21 +239,26 @@ def print_tokens(result: dict) -> None:
         f"{c['env']}, {c['policy']}; T = {c['iterations']}, 1 seed, B = 2N sequences per iteration"
     )
     print(
-        f"{'B':>6} {'N':>5} {'zpg seq/s':>11} {'bare seq/s':>11} {'+teacher':>11} "
-        f"{'overhead':>9} {'+teacher':>9} {'compile':>8}"
+        f"{'teacher':>16} {'B':>6} {'N':>5} {'zpg seq/s':>11} {'bare seq/s':>11} "
+        f"{'+teacher':>11} {'overhead':>9} {'+teacher':>9} {'compile':>8}"
     )
-    for b, r in result["batches"].items():
-        print(
-            f"{b:>6} {r['num_pairs']:>5} {r['zpg']['sequences_per_s']:11.3e} "
-            f"{r['bare_sampling']['sequences_per_s']:11.3e} "
-            f"{r['bare_sampling_and_teacher']['sequences_per_s']:11.3e} "
-            f"{r['zpg_overhead']:9.2f} {r['zpg_overhead_over_sampling_and_teacher']:9.2f} "
-            f"{r['zpg']['compile_s']:7.2f}s"
-        )
+    for gold, teacher in result["teachers"].items():
+        for b, r in teacher["batches"].items():
+            print(
+                f"{gold:>16} {b:>6} {r['num_pairs']:>5} {r['zpg']['sequences_per_s']:11.3e} "
+                f"{r['bare_sampling']['sequences_per_s']:11.3e} "
+                f"{r['bare_sampling_and_teacher']['sequences_per_s']:11.3e} "
+                f"{r['zpg_overhead']:9.2f} {r['zpg_overhead_over_sampling_and_teacher']:9.2f} "
+                f"{r['zpg']['compile_s']:7.2f}s"
+            )
     for name, t in result["targets"].items():
         print(
             f"target {name}: zpg overhead <= {t['max_overhead']:g} -> {t['zpg_overhead']:.2f} "
             f"({'met' if t['met'] else 'NOT met'})"
         )
-    counters = [r["budget_counters"]["agree"] for r in result["batches"].values()]
+    counters = [
+        r["budget_counters"]["agree"]
+        for teacher in result["teachers"].values()
+        for r in teacher["batches"].values()
+    ]
     print(f"budget counters (B trajectories, N queries per iteration) agree: {all(counters)}")
