@@ -260,7 +260,13 @@ def test_an_experiment_may_search_another_range_of_a_continuous_dimension(tmp_pa
     spec = parse_tune(experiment, trials=4, methods=["rm-ppo"])
     method = next(m for m in experiment.methods if m.label == "rm-ppo")
     assert "ppo.learning_rate log [1e-05, 0.1] (traced)" in method_space(method, spec).describe()
+    # Tuning a subset (`zopg tune --methods`) still reads ranges set for the other methods.
+    both = TUNED + "[tune.ranges.zpg]\nstep_size = [1e-6, 1e-2]\n"
+    both += "[tune.ranges.dpo-online]\nlearning_rate = [1e-5, 0.3]\n"
+    spec = parse_tune(load_experiment(write(tmp_path, both), include=False), methods=["zpg"])
+    assert spec.methods == ("zpg",) and set(spec.ranges) == {"zpg", "dpo-online"}
     for bad, match in (
+        ("[tune.ranges.es]\nstep_size = [1e-6, 1e-2]\n", r"'es' is not a tuned method"),
         ("[tune.ranges.zpg]\nnum_pairs = [5, 50]\n", r"not a dimension with a range"),
         ("[tune.ranges.zpg]\nstep_size = [1e-6]\n", r"must be \[low, high\], two numbers"),
         ("[tune.ranges.zpg]\nstep_size = [1e-2, 1e-6]\n", r"is empty"),

@@ -137,8 +137,19 @@ def parse_tune(experiment, trials: int | None = None, methods=None) -> TuneSpec:
         raise fail(source, "tune.fragment", f"= {fragment!r}: must be a path ending in .toml")
     check_fragment_path(source, fragment)
     envs = tuple(table_list(source, "tune.envs", table.get("envs"), "id"))
-    choices = parse_choices(experiment, table.get("choices", {}), chosen, by_label)
-    ranges = parse_choices(experiment, table.get("ranges", {}), chosen, by_label, "ranges")
+    # Choices and ranges may name any method the [tune] table tunes, so `--methods A` (a
+    # subset) still reads a file that sets them for B as well.
+    declared = table.get("methods", matched)
+    declared = declared if isinstance(declared, list | tuple) else []
+    tunable = list(chosen) + [
+        m
+        for m in declared
+        if m not in chosen
+        and m in by_label
+        and registry.get(by_label[m].algorithm).search_space is not None
+    ]
+    choices = parse_choices(experiment, table.get("choices", {}), tunable, by_label)
+    ranges = parse_choices(experiment, table.get("ranges", {}), tunable, by_label, "ranges")
     spec = TuneSpec(
         count,
         seed,
