@@ -224,7 +224,7 @@ def test_an_experiment_may_search_other_choices_of_a_structural_dimension(tmp_pa
         d for d in declared.dimensions if d.field != "num_pairs"
     ]
     for bad, match in (
-        ("[tune.choices.zpg]\nnum_pairs = [5]\n", r"tune.choices.zpg: 'zpg' is not a tuned"),
+        ("[tune.choices.es]\nnum_pairs = [5]\n", r"tune.choices.es: 'es' is not a tuned"),
         ("[tune.choices.rm-ppo]\nppo.learning_rate = [0.1]\n", r"not a dimension with choices"),
         ("[tune.choices.rm-ppo]\nnum_pairs = []\n", r"must be a list of distinct values"),
         ("[tune.choices.rm-ppo]\nnum_pairs = [0, 10]\n", r"num_pairs"),
