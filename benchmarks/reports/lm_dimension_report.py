@@ -10,14 +10,13 @@ log d with a seed-bootstrap interval. Writes results/lm_dimension/lm_dimension.j
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 
 from benchmarks.reports.lm_methods_report import seed_curves
-from benchmarks.reports.overoptimisation_report import stat
+from benchmarks.reports.overoptimisation_report import run_report, stat
 from zopg import store
 from zopg.envs import make
 from zopg.policies import make_policy
@@ -160,10 +159,7 @@ def format_report(out: dict) -> str:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    out = report(Path(argv[0]) if argv else DEFAULT_DIR)
-    print(format_report(out))
-    return 0
+    return run_report(report, format_report, DEFAULT_DIR, argv)
 
 
 if __name__ == "__main__":

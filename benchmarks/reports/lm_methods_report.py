@@ -13,12 +13,11 @@ estimate on the same sequences.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.reports.overoptimisation_report import stat
+from benchmarks.reports.overoptimisation_report import run_report, stat
 from zopg import store
 from zopg.analysis.paired import CI_DESCRIPTIONS, CI_METHOD
 from zopg.provenance import REPO_ROOT
@@ -138,10 +137,7 @@ def format_report(out: dict) -> str:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    out = report(Path(argv[0]) if argv else DEFAULT_DIR)
-    print(format_report(out))
-    return 0
+    return run_report(report, format_report, DEFAULT_DIR, argv)
 
 
 if __name__ == "__main__":

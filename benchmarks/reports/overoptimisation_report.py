@@ -338,11 +338,16 @@ def format_report(out: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def run_report(report_fn, format_fn, default_dir: Path, argv=None) -> int:
+    """A report's command line, shared by the reports: `python -m ... [RESULTS_DIR]` writes the
+    report's JSON (report_fn) and prints its summary (format_fn)."""
     argv = sys.argv[1:] if argv is None else argv
-    out = report(Path(argv[0]) if argv else DEFAULT_DIR)
-    print(format_report(out))
+    print(format_fn(report_fn(Path(argv[0]) if argv else default_dir)))
     return 0
+
+
+def main(argv=None) -> int:
+    return run_report(report, format_report, DEFAULT_DIR, argv)
 
 
 if __name__ == "__main__":

@@ -149,8 +149,9 @@ def execute_run(
             carry, start = loaded, payload["start"]
             kept = {name: [values] for name, values in loaded_kept.items()}
             # Phases add up over invocations, this one's init included.
-            timing = dataclasses.replace(Timing(**payload["timing"]), init_s=timing.init_s)
-            timing.init_s += payload["timing"].get("init_s", 0.0)
+            resumed = Timing(**payload["timing"])
+            resumed.init_s += timing.init_s
+            timing = resumed
             initial = {k: np.asarray(v) for k, v in payload["initial"].items()}
 
     def evaluate(iteration):
